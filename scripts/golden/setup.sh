@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Developer-side: a venv with PyTorch + transformers for golden fixtures and baselines (never used in CI).
+# Prints the venv's python path. torch from PyPI is a ~5.6 GB CUDA build that also runs on CPU.
+set -euo pipefail
+venv="${COLDFUSE_PYREF:-$HOME/.cache/coldfuse/pyref}"
+if ! "$venv/bin/python" -c 'import torch, transformers, safetensors' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch transformers==5.23.0 safetensors numpy >&2
+fi
+echo "$venv/bin/python"

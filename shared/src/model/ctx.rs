@@ -1,0 +1,68 @@
+//! Per-forward-pass context: train/eval mode and the seeded RNG behind dropout.
+
+use std::sync::Mutex;
+
+use candle_core::Tensor;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use super::ModelError;
+
+/// Train or eval mode plus a seeded RNG, so that dropout is on in training, off in eval, and
+/// reproducible for a given seed (candle's CPU RNG cannot be seeded).
+#[derive(Debug)]
+pub struct ForwardCtx {
+    train: bool,
+    rng: Mutex<StdRng>,
+}
+
+impl ForwardCtx {
+    /// Eval mode: dropout off.
+    pub fn eval() -> Self {
+        Self {
+            train: false,
+            rng: Mutex::new(StdRng::seed_from_u64(0)),
+        }
+    }
+
+    /// Train mode: dropout on, masks drawn from an RNG seeded with `seed`.
+    pub fn train(seed: u64) -> Self {
+        Self {
+            train: true,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Whether dropout is active.
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// Inverted dropout with probability `p`: zeroes elements and scales the rest by 1/(1-p).
+    pub fn dropout(&self, xs: &Tensor, p: f64) -> Result<Tensor, ModelError> {
+        if !self.train || p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        if p >= 1.0 {
+            return Err(ModelError::BadInput(format!(
+                "dropout probability {p} must be below 1"
+            )));
+        }
+        let keep = (1.0 - p) as f32;
+        let scale = 1.0 / keep;
+        let n = xs.elem_count();
+        let mask: Vec<f32> = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n)
+                .map(|_| {
+                    if rng.random::<f32>() < keep {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        Ok(xs.mul(&mask)?)
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers shared by the model tests: golden fixtures, tolerances, the MiniLM location.
+#![allow(dead_code, missing_docs)]
+
+use std::{collections::HashMap, path::PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use coldfuse_shared::Batch;
+
+/// `fixtures/golden/<name>` at the repository root.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/golden")
+        .join(name)
+}
+
+/// The fixture's reference tensors (from transformers).
+pub fn golden(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name).join("golden.safetensors"), &Device::Cpu)
+        .expect("golden.safetensors readable")
+}
+
+/// The fixture's golden.json.
+pub fn meta(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(name).join("golden.json")).expect("golden.json");
+    serde_json::from_str(&text).expect("golden.json parses")
+}
+
+fn host_u32(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as u32)
+        .collect()
+}
+
+/// The batch the fixture was computed on.
+pub fn golden_batch(g: &HashMap<String, Tensor>) -> Batch {
+    let ids = &g["input_ids"];
+    let (b, t) = ids.dims2().unwrap();
+    let types = g.get("token_type_ids").map(host_u32);
+    Batch::new(
+        host_u32(ids),
+        host_u32(&g["attention_mask"]),
+        types,
+        b,
+        t,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// Largest absolute elementwise difference.
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Norm floor for [`rel_err`]: gradients that are analytically zero (the attention key bias: softmax
+/// ignores a per-row constant) come out as ~1e-13 noise in both frameworks and are compared absolutely.
+pub const NORM_FLOOR: f32 = 1e-7;
+
+/// ‖a − b‖ / max(‖b‖, NORM_FLOOR).
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt()
+    };
+    let d = norm(&(a - b).unwrap());
+    d / norm(b).max(NORM_FLOOR)
+}
+
+/// The all-MiniLM-L6-v2 dir installed by scripts/assets.sh (`COLDFUSE_MINILM_DIR`).
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var("COLDFUSE_MINILM_DIR").expect(
+        "COLDFUSE_MINILM_DIR is not set: run the README test command (scripts/test.sh), \
+         or `eval \"$(scripts/assets.sh)\"` first",
+    );
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors",
+        dir.display()
+    );
+    dir
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests for coldfuse live in `tests/tests/`; this library holds their shared helpers.
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
