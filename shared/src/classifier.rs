@@ -27,10 +27,7 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// Builds the body from a loaded model directory onto `device`.
     pub fn load(dir: &ModelDir, device: &Device) -> Result<Self, CheckpointError> {
-        let wrap = |source| CheckpointError::Model {
-            dir: dir.path.clone(),
-            source,
-        };
+        let wrap = |source| CheckpointError::model(&dir.path, source);
         let params = Params::load(
             dir.tensors.clone(),
             &dir.origin(),
@@ -98,10 +95,7 @@ impl std::fmt::Debug for SequenceClassifier {
 impl SequenceClassifier {
     /// Loads the body of `dir` and attaches a head.
     pub fn load(dir: &ModelDir, head: HeadInit, device: &Device) -> Result<Self, CheckpointError> {
-        let wrap = |source| CheckpointError::Model {
-            dir: dir.path.clone(),
-            source,
-        };
+        let wrap = |source| CheckpointError::model(&dir.path, source);
         let encoder = Encoder::load(dir, device)?;
         let (head_params, num_labels) = match head {
             HeadInit::Fresh { num_labels, seed } => (

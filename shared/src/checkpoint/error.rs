@@ -46,7 +46,7 @@ pub enum CheckpointError {
         /// The weights file.
         path: PathBuf,
         /// The underlying error.
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// Two tensors map to the same canonical name (e.g. `bert.x` and `x`).
     #[error("{path}: tensors `{first}` and `{second}` both map to `{canonical}`")]
@@ -66,7 +66,7 @@ pub enum CheckpointError {
         /// The model directory.
         dir: PathBuf,
         /// The model error, naming the tensor.
-        source: ModelError,
+        source: Box<ModelError>,
     },
     /// The output directory already exists and is not empty.
     #[error("{0}: output directory exists and is not empty")]
@@ -82,6 +82,22 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
+    /// Wraps a weights-file error with its path.
+    pub fn weights(path: impl Into<PathBuf>, source: candle_core::Error) -> Self {
+        Self::Weights {
+            path: path.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps a model-building error with its directory.
+    pub fn model(dir: impl Into<PathBuf>, source: ModelError) -> Self {
+        Self::Model {
+            dir: dir.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

@@ -19,7 +19,7 @@ use candle_core::Tensor;
 pub use error::CheckpointError;
 pub use names::canonical;
 pub use read::WeightsSource;
-pub use write::TOKENIZER_FILES;
+pub use write::{write_safetensors, TOKENIZER_FILES};
 
 use crate::model::Architecture;
 

@@ -64,23 +64,15 @@ impl WeightsSource {
                 }
                 Ok(all)
             }
-            Self::PytorchBin(p) => {
-                candle_core::pickle::read_all(p).map_err(|source| CheckpointError::Weights {
-                    path: p.clone(),
-                    source,
-                })
-            }
+            Self::PytorchBin(p) => candle_core::pickle::read_all(p)
+                .map_err(|source| CheckpointError::weights(p, source)),
         }
     }
 }
 
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    let map = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| {
-        CheckpointError::Weights {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let map = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|source| CheckpointError::weights(path, source))?;
     let sorted: BTreeMap<_, _> = map.into_iter().collect();
     Ok(sorted.into_iter().collect())
 }

