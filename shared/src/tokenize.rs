@@ -169,7 +169,8 @@ fn byte_level_bpe(dir: &Path) -> Result<Tokenizer, TokenizeError> {
         .map_err(|e| load_err(&vocab, e))?;
     let mut tk = Tokenizer::new(bpe);
     let specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
-    tk.add_special_tokens(&specials.map(|s| AddedToken::from(s, true)));
+    tk.add_special_tokens(specials.map(|s| AddedToken::from(s, true)))
+        .map_err(|e| load_err(&vocab, e))?;
     let cls = special_id(&tk, "<s>", &vocab)?;
     let sep = special_id(&tk, "</s>", &vocab)?;
     tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
@@ -197,10 +198,12 @@ fn wordpiece(dir: &Path) -> Result<Tokenizer, TokenizeError> {
         .map_err(|e| load_err(&vocab, e))?;
     let mut tk = Tokenizer::new(wp);
     let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-    tk.add_special_tokens(&specials.map(|s| AddedToken::from(s, true)));
+    tk.add_special_tokens(specials.map(|s| AddedToken::from(s, true)))
+        .map_err(|e| load_err(&vocab, e))?;
     let cls = special_id(&tk, "[CLS]", &vocab)?;
     let sep = special_id(&tk, "[SEP]", &vocab)?;
-    tk.with_normalizer(Some(BertNormalizer::new(true, true, None, lower)));
+    tk.with_normalizer(Some(BertNormalizer::new(true, true, None, lower)))
+        .map_err(|e| load_err(&vocab, e))?;
     tk.with_pre_tokenizer(Some(BertPreTokenizer));
     tk.with_decoder(Some(WordPieceDecoder::default()));
     tk.with_post_processor(Some(BertProcessing::new(
