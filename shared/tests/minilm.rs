@@ -17,29 +17,14 @@ fn texts(m: &serde_json::Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn ids(m: &serde_json::Value, key: &str) -> Vec<Vec<u32>> {
-    m["tokenizer"][key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
 /// Encodes each text alone (no padding) and compares with transformers' ids.
 fn check_tokenizer(tk: &TextTokenizer, m: &serde_json::Value) {
-    for (text, want) in texts(m, "texts").iter().zip(ids(m, "single")) {
+    for (text, want) in texts(m, "texts").iter().zip(common::token_ids(m, "single")) {
         let got = tk.encode(&[text], None, &Device::Cpu).unwrap().ids;
         assert_eq!(got, want, "ids of {text:?}");
     }
     let pairs = m["tokenizer"]["pair_texts"].as_array().unwrap();
-    for (pair, want) in pairs.iter().zip(ids(m, "pairs")) {
+    for (pair, want) in pairs.iter().zip(common::token_ids(m, "pairs")) {
         let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
         let got = tk.encode(&[a], Some(&[b]), &Device::Cpu).unwrap();
         assert_eq!(got.ids, want, "ids of pair {a:?} / {b:?}");

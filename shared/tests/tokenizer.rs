@@ -5,21 +5,6 @@ mod common;
 use candle_core::Device;
 use coldfuse_shared::{TextTokenizer, TokenizeError};
 
-fn ids(m: &serde_json::Value, key: &str) -> Vec<Vec<u32>> {
-    m["tokenizer"][key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn roberta_vocab_merges_tokenizer_matches_transformers() {
     let dir = common::fixture("roberta_tiny").join("model");
@@ -27,14 +12,14 @@ fn roberta_vocab_merges_tokenizer_matches_transformers() {
     let tk = TextTokenizer::from_dir(&dir, 64).unwrap();
     let m = common::meta("roberta_tiny");
     let texts = m["tokenizer"]["texts"].as_array().unwrap();
-    for (text, want) in texts.iter().zip(ids(&m, "single")) {
+    for (text, want) in texts.iter().zip(common::token_ids(&m, "single")) {
         let got = tk
             .encode(&[text.as_str().unwrap()], None, &Device::Cpu)
             .unwrap();
         assert_eq!(got.ids, want, "ids of {text}");
     }
     let pairs = m["tokenizer"]["pair_texts"].as_array().unwrap();
-    for (pair, want) in pairs.iter().zip(ids(&m, "pairs")) {
+    for (pair, want) in pairs.iter().zip(common::token_ids(&m, "pairs")) {
         let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
         let got = tk.encode(&[a], Some(&[b]), &Device::Cpu).unwrap();
         assert_eq!(got.ids, want, "ids of pair {a} / {b}");

@@ -104,3 +104,19 @@ pub fn minilm_dir() -> PathBuf {
     );
     dir
 }
+
+/// Token-id lists stored under `tokenizer.<key>` in a fixture's golden.json.
+pub fn token_ids(m: &serde_json::Value, key: &str) -> Vec<Vec<u32>> {
+    m["tokenizer"][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
