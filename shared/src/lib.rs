@@ -1,14 +1,19 @@
 //! coldfuse-shared: the pure core of coldfuse.
 //!
 //! Everything that does not speak HTTP lives here: differentiable encoder models written with candle
-//! (`model`), Hugging Face checkpoint I/O (`checkpoint`), tokenization (`tokenize`) and the batch type
-//! that connects them. Later layers (training, diffs, fusion, store layout, API types) build on these.
+//! (`model`), Hugging Face checkpoint I/O (`checkpoint`), tokenization (`tokenize`), the batch type
+//! that connects them, the contribution format (`diff`), lazily read safetensors (`tensorfile`) and
+//! the fusion engine (`fusion`).
 //! See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod classifier;
+pub mod diff;
+pub mod fusion;
+pub mod hash;
 pub mod model;
+pub mod tensorfile;
 pub mod tokenize;
 
 pub use batch::Batch;

@@ -6,7 +6,7 @@
 mod error;
 mod names;
 mod read;
-mod write;
+pub(crate) mod write;
 
 use std::{
     collections::BTreeMap,

@@ -87,7 +87,7 @@ impl ModelDir {
 }
 
 /// `out` must be absent or an empty directory (which is removed so the rename can take its place).
-fn prepare_target(out: &Path) -> Result<(), CheckpointError> {
+pub(crate) fn prepare_target(out: &Path) -> Result<(), CheckpointError> {
     if !out.exists() {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| CheckpointError::io(parent, e))?;
@@ -101,7 +101,7 @@ fn prepare_target(out: &Path) -> Result<(), CheckpointError> {
     fs::remove_dir(out).map_err(|e| CheckpointError::io(out, e))
 }
 
-fn staging_path(out: &Path) -> PathBuf {
+pub(crate) fn staging_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -120,3 +120,4 @@ pub fn token_ids(m: &serde_json::Value, key: &str) -> Vec<Vec<u32>> {
         })
         .collect()
 }
+pub mod synth;

@@ -1,0 +1,513 @@
+//! The streaming fusion driver: tensor by tensor, chunk by chunk, on all cores, with peak memory
+//! independent of the number of contributions (a few chunk buffers per thread), writing the new
+//! weights file beside its final path and renaming it into place only when every byte is written.
+
+use std::{path::Path, time::Instant};
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::{clip_factors, Chunk, CombineScratch, FusionConfig, FusionError, Strategy};
+use crate::{
+    diff::{BaseInfo, DiffError, DiffReader, DiffTensor, Scratch},
+    tensorfile::{Dtype, TensorFileWriter, TensorInfo, TensorSpec},
+};
+
+/// Tuning knobs of the engine (results do not depend on them).
+#[derive(Debug, Clone)]
+pub struct FuseOptions {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Elements per work item.
+    pub chunk_elements: usize,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            chunk_elements: 1 << 16,
+        }
+    }
+}
+
+/// How one contribution entered the fusion.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContributionReport {
+    /// Contributor id.
+    pub contributor: String,
+    /// SHA-256 of the diff file.
+    pub diff_sha256: String,
+    /// Training examples reported.
+    pub num_examples: u64,
+    /// Weight in the fusion (sums to 1 over contributions).
+    pub weight: f64,
+    /// Norm-clipping factor applied (1 when not clipped).
+    pub clip_factor: f32,
+    /// Global L2 norm of the diff (measured only when clipping).
+    pub l2_norm: Option<f64>,
+}
+
+/// What a fusion did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FusionReport {
+    /// The settings used.
+    pub config: FusionConfig,
+    /// Contributions in the canonical order they were combined (ascending diff hash).
+    pub contributions: Vec<ContributionReport>,
+    /// Tensors updated.
+    pub fused_tensors: usize,
+    /// Tensors copied unchanged (not in the diffs: non-body or non-float).
+    pub passthrough_tensors: usize,
+    /// Elements updated.
+    pub elements: u64,
+    /// Global L2 norm of the update (fused − base).
+    pub update_l2_norm: f64,
+    /// Bytes of input files (base + diffs).
+    pub input_bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// One unit of parallel work.
+enum Item {
+    Fuse {
+        tensor: usize,
+        plan: usize,
+        start: usize,
+        len: usize,
+    },
+    Copy {
+        tensor: usize,
+        start: usize,
+        len: usize,
+    },
+}
+
+/// A fused tensor: where it is in the base and in each diff.
+struct Plan<'a> {
+    key: u64,
+    diffs: Vec<&'a DiffTensor>,
+}
+
+struct Inputs<'a> {
+    base: &'a BaseInfo,
+    diffs: Vec<&'a DiffReader>,
+    strategy: Box<dyn Strategy>,
+    weights: Vec<f64>,
+    factors: Vec<f32>,
+    keys: Vec<u64>,
+    plans: Vec<Plan<'a>>,
+    thresholds: Vec<Vec<f32>>,
+}
+
+/// Fuses `diffs` into `base` with `config`, writing the new weights file to `out`.
+pub fn fuse_weights(
+    base: &BaseInfo,
+    diffs: &[DiffReader],
+    config: &FusionConfig,
+    out: &Path,
+    options: &FuseOptions,
+) -> Result<FusionReport, FusionError> {
+    let started = Instant::now();
+    config.validate()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| FusionError::Config(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let (inputs, norms) = prepare(base, diffs, config)?;
+        let (items, tensor_plans) = work_items(&inputs, options.chunk_elements.max(1));
+        let specs: Vec<TensorSpec> = base
+            .file
+            .header
+            .tensors
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            })
+            .collect();
+        let writer = TensorFileWriter::create(out, &specs, &base.file.header.metadata)?;
+        let chunk = options.chunk_elements.max(1);
+        let sum_sq = items
+            .par_iter()
+            .map_init(
+                || Worker::new(inputs.diffs.len(), chunk),
+                |w, item| w.run(&inputs, &writer, item),
+            )
+            .try_reduce(|| 0.0, |a, b| Ok(a + b))?;
+        writer.finish()?;
+        let fused: Vec<&TensorInfo> = tensor_plans
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(t, _)| &base.file.header.tensors[t])
+            .collect();
+        Ok(FusionReport {
+            config: config.clone(),
+            contributions: inputs
+                .diffs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| ContributionReport {
+                    contributor: d.manifest.contributor.clone(),
+                    diff_sha256: d.manifest.diff_sha256.clone(),
+                    num_examples: d.manifest.num_examples,
+                    weight: inputs.weights[i],
+                    clip_factor: inputs.factors[i],
+                    l2_norm: norms.as_ref().map(|n| n[i]),
+                })
+                .collect(),
+            fused_tensors: fused.len(),
+            passthrough_tensors: base.file.header.tensors.len() - fused.len(),
+            elements: fused.iter().map(|t| t.numel() as u64).sum(),
+            update_l2_norm: sum_sq.sqrt(),
+            input_bytes: base.file.len() + diffs.iter().map(|d| d.manifest.diff_bytes).sum::<u64>(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
+    FusionError::Diff {
+        contributor: d.manifest.contributor.clone(),
+        sha256: d.manifest.diff_sha256.clone(),
+        source: Box::new(source),
+    }
+}
+
+/// Orders contributions canonically, checks they fit the base and each other, and computes
+/// weights, clip factors and (for TIES) magnitude thresholds.
+fn prepare<'a>(
+    base: &'a BaseInfo,
+    diffs: &'a [DiffReader],
+    config: &FusionConfig,
+) -> Result<(Inputs<'a>, Option<Vec<f64>>), FusionError> {
+    let strategy = config.strategy.build()?;
+    let needed = strategy.min_contributions().max(1);
+    if diffs.len() < needed {
+        return Err(FusionError::TooFew {
+            strategy: strategy.name().into(),
+            needed,
+            got: diffs.len(),
+        });
+    }
+    let mut ordered: Vec<&DiffReader> = diffs.iter().collect();
+    ordered.sort_by(|a, b| {
+        (&a.manifest.diff_sha256, &a.manifest.contributor)
+            .cmp(&(&b.manifest.diff_sha256, &b.manifest.contributor))
+    });
+    for d in &ordered {
+        if d.manifest.base.sha256 != base.sha256 {
+            let source = DiffError::WrongBase {
+                expected: base.sha256.clone(),
+                found: d.manifest.base.sha256.clone(),
+            };
+            return Err(diff_error(d, source));
+        }
+    }
+    check_same_tensors(&ordered)?;
+    let norms = match config.clip_norm {
+        Some(_) => Some(
+            ordered
+                .par_iter()
+                .map(|d| d.scan().map(|s| s.l2_norm).map_err(|e| diff_error(d, e)))
+                .collect::<Result<Vec<f64>, _>>()?,
+        ),
+        None => None,
+    };
+    let factors = match &norms {
+        Some(n) => clip_factors(n, config.clip_norm),
+        None => vec![1.0; ordered.len()],
+    };
+    let weights = weights(&ordered, strategy.as_ref())?;
+    let keys = ordered
+        .iter()
+        .map(|d| u64::from_str_radix(&d.manifest.diff_sha256[..16], 16).unwrap_or(0))
+        .collect();
+    let plans: Vec<Plan<'a>> = ordered[0]
+        .tensors()
+        .iter()
+        .map(|t| Plan {
+            key: name_key(&t.name),
+            diffs: ordered
+                .iter()
+                .map(|d| d.tensor(&t.name).expect("same tensor sets were checked"))
+                .collect(),
+        })
+        .collect();
+    let mut inputs = Inputs {
+        base,
+        diffs: ordered,
+        strategy,
+        weights,
+        factors,
+        keys,
+        plans,
+        thresholds: Vec::new(),
+    };
+    if let Some(density) = inputs.strategy.magnitude_density() {
+        inputs.thresholds = thresholds(&inputs, density)?;
+    }
+    Ok((inputs, norms))
+}
+
+fn check_same_tensors(ordered: &[&DiffReader]) -> Result<(), FusionError> {
+    let first = ordered[0];
+    for d in &ordered[1..] {
+        let missing = first
+            .tensors()
+            .iter()
+            .map(|t| &t.name)
+            .find(|n| d.tensor(n).is_none())
+            .or_else(|| {
+                d.tensors()
+                    .iter()
+                    .map(|t| &t.name)
+                    .find(|n| first.tensor(n).is_none())
+            });
+        if let Some(tensor) = missing {
+            return Err(FusionError::TensorSets {
+                contributor: d.manifest.contributor.clone(),
+                first: first.manifest.contributor.clone(),
+                tensor: tensor.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn weights(ordered: &[&DiffReader], strategy: &dyn Strategy) -> Result<Vec<f64>, FusionError> {
+    let n = ordered.len();
+    if !strategy.weighted_by_examples() {
+        return Ok(vec![1.0 / n as f64; n]);
+    }
+    let total: u64 = ordered.iter().map(|d| d.manifest.num_examples).sum();
+    if total == 0 {
+        return Err(FusionError::Config(
+            "`weighted` needs example counts, but every contribution reports 0".into(),
+        ));
+    }
+    Ok(ordered
+        .iter()
+        .map(|d| d.manifest.num_examples as f64 / total as f64)
+        .collect())
+}
+
+/// FNV-1a of a tensor name: a stable per-tensor key.
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Per fused tensor, per contribution: the magnitude of its k-th largest (clipped) value, where k
+/// keeps `density` of the tensor.
+fn thresholds(inputs: &Inputs<'_>, density: f32) -> Result<Vec<Vec<f32>>, FusionError> {
+    let n = inputs.diffs.len();
+    let pairs: Vec<(usize, usize)> = (0..inputs.plans.len())
+        .flat_map(|p| (0..n).map(move |i| (p, i)))
+        .collect();
+    let flat = pairs
+        .par_iter()
+        .map_init(
+            || (Vec::<f32>::new(), Scratch::default()),
+            |(buf, scratch), &(p, i)| {
+                let tensor = inputs.plans[p].diffs[i];
+                let reader = inputs.diffs[i];
+                buf.resize(tensor.numel, 0.0);
+                reader
+                    .decode(tensor, 0, buf, inputs.factors[i], scratch)
+                    .map_err(|e| diff_error(reader, e))?;
+                buf.iter_mut().for_each(|v| *v = v.abs());
+                let k = crate::diff::Encoding::kept(density, tensor.numel);
+                if k == 0 {
+                    return Ok(f32::INFINITY);
+                }
+                let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                Ok(*kth)
+            },
+        )
+        .collect::<Result<Vec<f32>, FusionError>>()?;
+    Ok(flat.chunks(n).map(|c| c.to_vec()).collect())
+}
+
+type TensorPlans = Vec<Option<usize>>;
+
+fn work_items(inputs: &Inputs<'_>, chunk: usize) -> (Vec<Item>, TensorPlans) {
+    let header = &inputs.base.file.header;
+    let mut tensor_plans: TensorPlans = vec![None; header.tensors.len()];
+    for (p, plan) in inputs.plans.iter().enumerate() {
+        let name = &plan.diffs[0].name;
+        let t = header
+            .tensors
+            .iter()
+            .position(|t| &t.name == name)
+            .expect("diff tensors were checked against the base");
+        tensor_plans[t] = Some(p);
+    }
+    let mut items = Vec::new();
+    for (tensor, info) in header.tensors.iter().enumerate() {
+        let numel = info.numel();
+        let mut start = 0;
+        while start < numel {
+            let len = chunk.min(numel - start);
+            items.push(match tensor_plans[tensor] {
+                Some(plan) => Item::Fuse {
+                    tensor,
+                    plan,
+                    start,
+                    len,
+                },
+                None => Item::Copy { tensor, start, len },
+            });
+            start += len;
+        }
+    }
+    (items, tensor_plans)
+}
+
+/// One thread's reusable buffers.
+struct Worker {
+    rows: Vec<Vec<f32>>,
+    base: Vec<f32>,
+    update: Vec<f32>,
+    halves: Vec<u16>,
+    bytes: Vec<u8>,
+    scratch: Scratch,
+    combine: CombineScratch,
+}
+
+impl Worker {
+    fn new(n: usize, chunk: usize) -> Self {
+        Self {
+            rows: vec![vec![0.0; chunk]; n],
+            base: vec![0.0; chunk],
+            update: vec![0.0; chunk],
+            halves: Vec::new(),
+            bytes: Vec::new(),
+            scratch: Scratch::default(),
+            combine: CombineScratch::default(),
+        }
+    }
+
+    /// Runs one item; returns the squared L2 norm of the update it wrote.
+    fn run(
+        &mut self,
+        inputs: &Inputs<'_>,
+        writer: &TensorFileWriter,
+        item: &Item,
+    ) -> Result<f64, FusionError> {
+        match *item {
+            Item::Copy { tensor, start, len } => {
+                let info = &inputs.base.file.header.tensors[tensor];
+                self.bytes.resize(len * info.dtype.size(), 0);
+                inputs.base.file.read_raw(info, start, &mut self.bytes)?;
+                writer.write_at(tensor, start, &self.bytes)?;
+                Ok(0.0)
+            }
+            Item::Fuse {
+                tensor,
+                plan,
+                start,
+                len,
+            } => self.fuse(inputs, writer, tensor, plan, start, len),
+        }
+    }
+
+    fn fuse(
+        &mut self,
+        inputs: &Inputs<'_>,
+        writer: &TensorFileWriter,
+        tensor: usize,
+        plan: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<f64, FusionError> {
+        let info = &inputs.base.file.header.tensors[tensor];
+        let thresholds = inputs
+            .thresholds
+            .get(plan)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let plan = &inputs.plans[plan];
+        for (i, reader) in inputs.diffs.iter().enumerate() {
+            let row = &mut self.rows[i][..len];
+            reader
+                .decode(
+                    plan.diffs[i],
+                    start,
+                    row,
+                    inputs.factors[i],
+                    &mut self.scratch,
+                )
+                .map_err(|e| diff_error(reader, e))?;
+        }
+        let chunk = Chunk {
+            rows: &self.rows,
+            len,
+            weights: &inputs.weights,
+            thresholds,
+            keys: &inputs.keys,
+            tensor_key: plan.key,
+            start,
+        };
+        inputs
+            .strategy
+            .combine(&chunk, &mut self.update[..len], &mut self.combine);
+        let base = &mut self.base[..len];
+        inputs
+            .base
+            .file
+            .read_f32(info, start, base, &mut self.halves)?;
+        let mut sum_sq = 0f64;
+        for (j, (b, &u)) in base.iter_mut().zip(&self.update[..len]).enumerate() {
+            *b += u;
+            sum_sq += (u as f64) * (u as f64);
+            if !b.is_finite() {
+                return Err(FusionError::NonFinite {
+                    tensor: info.name.clone(),
+                    index: start + j,
+                });
+            }
+        }
+        self.write(writer, info, tensor, start, len)?;
+        Ok(sum_sq)
+    }
+
+    fn write(
+        &mut self,
+        writer: &TensorFileWriter,
+        info: &TensorInfo,
+        tensor: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<(), FusionError> {
+        use half::slice::HalfFloatSliceExt;
+        let values = &self.base[..len];
+        match info.dtype {
+            Dtype::F32 => writer.write_at(tensor, start, bytemuck::cast_slice(values))?,
+            Dtype::F16 | Dtype::Bf16 => {
+                self.halves.resize(len, 0);
+                if info.dtype == Dtype::F16 {
+                    let halves = bytemuck::cast_slice_mut::<u16, f16>(&mut self.halves);
+                    halves.convert_from_f32_slice(values);
+                    if let Some(j) = halves.iter().position(|h| h.is_infinite()) {
+                        return Err(FusionError::NonFinite {
+                            tensor: info.name.clone(),
+                            index: start + j,
+                        });
+                    }
+                } else {
+                    bytemuck::cast_slice_mut::<u16, bf16>(&mut self.halves)
+                        .convert_from_f32_slice(values);
+                }
+                writer.write_at(tensor, start, bytemuck::cast_slice(&self.halves))?;
+            }
+            other => unreachable!("diffs only cover float tensors, not {other}"),
+        }
+        Ok(())
+    }
+}

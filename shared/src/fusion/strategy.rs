@@ -1,0 +1,111 @@
+//! The one trait every fusion strategy implements, and the chunk of inputs it combines.
+
+use std::fmt;
+
+/// Everything a strategy sees for one chunk of one tensor: each contribution's decoded diff values
+/// (already scaled by its clip factor), in a canonical order (ascending diff SHA-256).
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    /// `rows[i][..len]`: contribution `i`'s diff values for elements `start..start + len`.
+    pub rows: &'a [Vec<f32>],
+    /// Number of elements in this chunk.
+    pub len: usize,
+    /// Contribution weights summing to 1 (equal, or by example count for `weighted`).
+    pub weights: &'a [f64],
+    /// Per-contribution magnitude thresholds for this tensor (only for strategies that ask for them).
+    pub thresholds: &'a [f32],
+    /// Per-contribution stable keys (from the diff hash), for reproducible randomness.
+    pub keys: &'a [u64],
+    /// Stable key of the tensor (from its name).
+    pub tensor_key: u64,
+    /// Index of the chunk's first element in the flattened tensor.
+    pub start: usize,
+}
+
+impl Chunk<'_> {
+    /// Contribution `i`'s values in this chunk.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i][..self.len]
+    }
+
+    /// Number of contributions.
+    pub fn n(&self) -> usize {
+        self.weights.len()
+    }
+}
+
+/// A way to turn N diffs into one update (the fused base is base + update).
+///
+/// Implementations are element-wise given the chunk, so the engine may split tensors into chunks and
+/// run them on any number of threads with bit-identical results.
+pub trait Strategy: Send + Sync + fmt::Debug {
+    /// Name recorded in lineage.
+    fn name(&self) -> &'static str;
+
+    /// Whether contributions are weighted by their example counts (otherwise equally).
+    fn weighted_by_examples(&self) -> bool {
+        false
+    }
+
+    /// For magnitude trimming (TIES): the fraction of each contribution's values kept per tensor.
+    /// When set, the engine computes `Chunk::thresholds` first.
+    fn magnitude_density(&self) -> Option<f32> {
+        None
+    }
+
+    /// The fewest contributions the strategy can fuse.
+    fn min_contributions(&self) -> usize {
+        1
+    }
+
+    /// Writes the update for the chunk into `out[..chunk.len]`.
+    fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch);
+}
+
+/// Reusable per-thread buffers for strategies.
+#[derive(Debug, Default)]
+pub struct CombineScratch {
+    /// f64 accumulators.
+    pub acc: Vec<f64>,
+    /// A column of N values.
+    pub column: Vec<f32>,
+}
+
+/// `scale` × the weighted sum of the rows, accumulated in f64 (so N identical diffs average back
+/// exactly under equal weights).
+pub(crate) fn weighted_sum(chunk: &Chunk<'_>, scale: f64, acc: &mut Vec<f64>, out: &mut [f32]) {
+    acc.clear();
+    acc.resize(chunk.len, 0.0);
+    let equal = chunk.weights.windows(2).all(|w| w[0] == w[1]);
+    for i in 0..chunk.n() {
+        let row = chunk.row(i);
+        let w = chunk.weights[i];
+        if equal {
+            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+        } else {
+            acc.iter_mut()
+                .zip(row)
+                .for_each(|(a, &v)| *a += w * v as f64);
+        }
+    }
+    let out = &mut out[..chunk.len];
+    if equal {
+        // Σv / n rather than Σ(v / n): exact when all rows are equal.
+        let n = chunk.n().max(1) as f64;
+        let total = scale * chunk.weights.iter().sum::<f64>();
+        out.iter_mut()
+            .zip(acc.iter())
+            .for_each(|(o, &a)| *o = (a / n * total) as f32);
+    } else {
+        out.iter_mut()
+            .zip(acc.iter())
+            .for_each(|(o, &a)| *o = (a * scale) as f32);
+    }
+}
+
+/// Gathers the N values of element `j` into `buf` and sorts them (N is small).
+pub(crate) fn sorted_column(chunk: &Chunk<'_>, j: usize, buf: &mut Vec<f32>) {
+    buf.clear();
+    buf.extend((0..chunk.n()).map(|i| chunk.rows[i][j]));
+    buf.sort_unstable_by(f32::total_cmp);
+}

@@ -1,0 +1,190 @@
+//! The safetensors header: an 8-byte little-endian length, then a JSON object of tensor entries.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
+
+use super::{Dtype, TensorFileError};
+
+/// Headers larger than this are refused (the limit the `safetensors` crate uses too).
+pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Where one tensor's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Absolute file offset of the first byte.
+    pub offset: u64,
+    /// Number of bytes (elements × dtype size).
+    pub nbytes: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A parsed and checked header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Tensors in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// `__metadata__` string map.
+    pub metadata: BTreeMap<String, String>,
+    /// File offset where the data section starts.
+    pub data_start: u64,
+    index: HashMap<String, usize>,
+}
+
+impl Header {
+    /// Parses `json` (the header bytes after the length prefix) of a file of `file_len` bytes and checks
+    /// that its tensors tile the data section exactly.
+    pub fn parse(path: &Path, json: &[u8], file_len: u64) -> Result<Self, TensorFileError> {
+        let header_err = |message: String| TensorFileError::Header {
+            path: path.to_path_buf(),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| header_err(e.to_string()))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| header_err("not a JSON object".into()))?;
+        let data_start = 8 + json.len() as u64;
+        let data_len = file_len - data_start;
+        let mut metadata = BTreeMap::new();
+        let mut tensors = Vec::with_capacity(object.len());
+        for (name, entry) in object {
+            if name == "__metadata__" {
+                metadata = parse_metadata(entry).map_err(header_err)?;
+                continue;
+            }
+            let info = parse_entry(name, entry, data_start, data_len).map_err(|message| {
+                TensorFileError::Entry {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                    message,
+                }
+            })?;
+            tensors.push(info);
+        }
+        tensors.sort_by_key(|t| (t.offset, t.nbytes));
+        check_tiling(&tensors, data_start, data_len).map_err(|message| {
+            TensorFileError::Layout {
+                path: path.to_path_buf(),
+                data_len,
+                message,
+            }
+        })?;
+        let index = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            tensors,
+            metadata,
+            data_start,
+            index,
+        })
+    }
+
+    /// The tensor called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Tensor names in file order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.name.as_str())
+    }
+}
+
+fn parse_metadata(entry: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+    let map = entry.as_object().ok_or("`__metadata__` is not an object")?;
+    map.iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(s) => Ok((k.clone(), s.to_string())),
+            None => Err(format!("`__metadata__.{k}` is not a string")),
+        })
+        .collect()
+}
+
+fn parse_entry(
+    name: &str,
+    entry: &serde_json::Value,
+    data_start: u64,
+    data_len: u64,
+) -> Result<TensorInfo, String> {
+    let dtype_str = entry
+        .get("dtype")
+        .and_then(|v| v.as_str())
+        .ok_or("no `dtype` string")?;
+    let dtype = Dtype::parse(dtype_str).ok_or_else(|| format!("unknown dtype `{dtype_str}`"))?;
+    let shape = entry
+        .get("shape")
+        .and_then(|v| v.as_array())
+        .ok_or("no `shape` array")?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or("`shape` holds a value that is not a non-negative integer")?;
+    let offsets = entry
+        .get("data_offsets")
+        .and_then(|v| v.as_array())
+        .filter(|a| a.len() == 2)
+        .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+        .ok_or("`data_offsets` is not a pair of non-negative integers")?;
+    let (begin, end) = offsets;
+    if begin > end || end > data_len {
+        return Err(format!(
+            "data_offsets [{begin}, {end}] outside the {data_len}-byte data section"
+        ));
+    }
+    let nbytes = shape
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or("shape overflows")?;
+    if nbytes != end - begin {
+        return Err(format!(
+            "{dtype} {shape:?} needs {nbytes} bytes but data_offsets span {}",
+            end - begin
+        ));
+    }
+    Ok(TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape,
+        offset: data_start + begin,
+        nbytes,
+    })
+}
+
+fn check_tiling(tensors: &[TensorInfo], data_start: u64, data_len: u64) -> Result<(), String> {
+    let mut cursor = data_start;
+    for t in tensors {
+        if t.offset < cursor {
+            return Err(format!("`{}` overlaps the tensor before it", t.name));
+        }
+        if t.offset > cursor {
+            return Err(format!(
+                "{} unused bytes before `{}`",
+                t.offset - cursor,
+                t.name
+            ));
+        }
+        cursor += t.nbytes;
+    }
+    let end = data_start + data_len;
+    if cursor != end {
+        return Err(format!("{} bytes after the last tensor", end - cursor));
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Positional reads of single tensors (or element ranges of them) from a checked safetensors file.
+
+use std::{
+    fs::File,
+    io::Read,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+use half::{bf16, f16};
+
+use super::{Dtype, Header, TensorFileError, TensorInfo, MAX_HEADER_BYTES};
+
+/// An open safetensors file whose header has been checked; tensors are read on demand.
+#[derive(Debug)]
+pub struct TensorFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// The parsed header.
+    pub header: Header,
+}
+
+impl TensorFile {
+    /// Opens `path` and checks its header against the file size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, TensorFileError> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = File::open(&path).map_err(|e| TensorFileError::io(&path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| TensorFileError::io(&path, e))?
+            .len();
+        if len < 8 {
+            return Err(TensorFileError::Truncated {
+                path,
+                len,
+                needed: 8,
+            });
+        }
+        let mut prefix = [0u8; 8];
+        file.read_exact(&mut prefix)
+            .map_err(|e| TensorFileError::io(&path, e))?;
+        let header_len = u64::from_le_bytes(prefix);
+        if header_len > MAX_HEADER_BYTES {
+            return Err(TensorFileError::HeaderTooLarge {
+                path,
+                len: header_len,
+                limit: MAX_HEADER_BYTES,
+            });
+        }
+        if 8 + header_len > len {
+            return Err(TensorFileError::Truncated {
+                path,
+                len,
+                needed: 8 + header_len,
+            });
+        }
+        let mut json = vec![0u8; header_len as usize];
+        file.read_exact(&mut json)
+            .map_err(|e| TensorFileError::io(&path, e))?;
+        let header = Header::parse(&path, &json, len)?;
+        Ok(Self {
+            path,
+            file,
+            len,
+            header,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty (never true for a file that opened).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tensor called `name`, or a `MissingTensor` error.
+    pub fn info(&self, name: &str) -> Result<&TensorInfo, TensorFileError> {
+        self.header
+            .get(name)
+            .ok_or_else(|| TensorFileError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// Reads the raw bytes of elements `start..start + out.len() / dtype size` of `info` into `out`.
+    pub fn read_raw(
+        &self,
+        info: &TensorInfo,
+        start: usize,
+        out: &mut [u8],
+    ) -> Result<(), TensorFileError> {
+        let size = info.dtype.size();
+        let count = out.len() / size;
+        if !out.len().is_multiple_of(size) || start + count > info.numel() {
+            return Err(self.range_error(info, start, start + count));
+        }
+        let offset = info.offset + (start * size) as u64;
+        self.file
+            .read_exact_at(out, offset)
+            .map_err(|e| TensorFileError::io(&self.path, e))
+    }
+
+    /// Reads elements `start..start + out.len()` of a float tensor (F32, F16 or BF16) as f32;
+    /// `scratch` is reused for the conversion of 16-bit types.
+    pub fn read_f32(
+        &self,
+        info: &TensorInfo,
+        start: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<u16>,
+    ) -> Result<(), TensorFileError> {
+        match info.dtype {
+            Dtype::F32 => self.read_raw(info, start, bytemuck::cast_slice_mut(out)),
+            Dtype::F16 | Dtype::Bf16 => {
+                scratch.resize(out.len(), 0);
+                self.read_raw(info, start, bytemuck::cast_slice_mut(scratch))?;
+                widen(info.dtype, scratch, out);
+                Ok(())
+            }
+            other => Err(TensorFileError::Entry {
+                path: self.path.clone(),
+                tensor: info.name.clone(),
+                message: format!("{other} is not a float type"),
+            }),
+        }
+    }
+
+    fn range_error(&self, info: &TensorInfo, start: usize, end: usize) -> TensorFileError {
+        TensorFileError::Range {
+            path: self.path.clone(),
+            tensor: info.name.clone(),
+            start,
+            end,
+            len: info.numel(),
+        }
+    }
+}
+
+/// Converts 16-bit floats (as raw bits) of `dtype` to f32.
+pub(crate) fn widen(dtype: Dtype, bits: &[u16], out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    match dtype {
+        Dtype::F16 => bytemuck::cast_slice::<u16, f16>(bits).convert_to_f32_slice(out),
+        _ => bytemuck::cast_slice::<u16, bf16>(bits).convert_to_f32_slice(out),
+    }
+}
