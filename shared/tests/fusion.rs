@@ -190,7 +190,7 @@ fn fusion_ties_trims_each_diff_to_its_largest_values() {
         FuseOptions::default(),
     );
     // Reference: per tensor and contribution, keep values with |v| ≥ the k-th largest magnitude.
-    let mut trimmed = diffs.clone();
+    let mut trimmed = diffs;
     for d in &mut trimmed {
         for v in d.values_mut() {
             let k = (0.25 * v.len() as f64).ceil() as usize;
@@ -331,7 +331,7 @@ fn fusion_clips_large_diffs_to_the_norm_bound() {
     ];
     let got = fuse(&base, &cs, "mean", Some(bound), FuseOptions::default());
     let scale = (bound / norm(&huge)) as f32;
-    let want = reference(&base, &[small.clone(), huge.clone()], |c| {
+    let want = reference(&base, &[small, huge], |c| {
         (c[0] as f64 + c[1] as f64 * scale as f64) / 2.0
     });
     assert_close(&got, &want, 1e-6, "clipped mean");
@@ -376,7 +376,7 @@ fn fusion_refuses_mismatched_or_insufficient_contributions() {
     partial.remove(BODY[0].0);
     let odd = synth::contribute(&base, "odd", &partial, Encoding::F32, 1);
     let mut rs = readers(&info, &cs);
-    rs.push(DiffReader::open(&odd.diff_path(), odd.manifest.clone(), &info).unwrap());
+    rs.push(DiffReader::open(&odd.diff_path(), odd.manifest, &info).unwrap());
     let err = run(&rs, "mean");
     assert!(matches!(err, FusionError::TensorSets { .. }), "{err}");
     // A reader opened against this base, fused into another.
