@@ -165,14 +165,14 @@ impl DisentangledAttention {
         let mut bias: Option<Tensor> = None;
         if self.pos_att.c2p {
             let pk = self.split_rel(&pos_key.forward(rel)?)?;
-            let att = q.broadcast_matmul(&pk.t()?)?.contiguous()?;
-            let c2p = (att.gather(&index.c2p, 3)? / scale)?;
+            let att = q.broadcast_matmul(&pk.t()?)?;
+            let c2p = (RelativeIndex::select(&att, &index.c2p)? / scale)?;
             bias = Some(c2p);
         }
         if self.pos_att.p2c {
             let pq = self.split_rel(&pos_query.forward(rel)?)?;
-            let att = k.broadcast_matmul(&pq.t()?)?.contiguous()?;
-            let p2c = (att.gather(&index.p2c, 3)?.transpose(2, 3)? / scale)?;
+            let att = k.broadcast_matmul(&pq.t()?)?;
+            let p2c = (RelativeIndex::select(&att, &index.p2c)? / scale)?;
             bias = Some(match bias {
                 Some(c2p) => (c2p + p2c)?,
                 None => p2c,

@@ -304,9 +304,11 @@ impl DebertaConfig {
             match item.trim() {
                 "none" => {}
                 "layer_norm" => layer_norm = true,
-                other => return Err(ModelError::UnsupportedConfig(format!(
+                other => {
+                    return Err(ModelError::UnsupportedConfig(format!(
                     "norm_rel_ebd entry `{other}` (only `none` and `layer_norm` are implemented)"
-                ))),
+                )))
+                }
             }
         }
         Ok(layer_norm)

@@ -130,7 +130,6 @@ pub struct DebertaEncoder {
     rel_embeddings: Option<(Tensor, RelativeSpec)>,
     rel_norm: Option<LayerNorm>,
     conv: Option<ConvLayer>,
-    heads: usize,
 }
 
 impl DebertaEncoder {
@@ -168,7 +167,6 @@ impl DebertaEncoder {
             rel_embeddings,
             rel_norm,
             conv,
-            heads: cfg.num_attention_heads,
         })
     }
 
@@ -186,7 +184,7 @@ impl DebertaEncoder {
                     Some(norm) => norm.forward(weight)?,
                     None => weight.clone(),
                 };
-                let index = RelativeIndex::new(spec, t, b, self.heads, embeddings.device())?;
+                let index = RelativeIndex::new(spec, t, embeddings.device())?;
                 Some((rel, index))
             }
             None => None,

@@ -34,46 +34,47 @@ fn relative_position(spec: &RelativeSpec, query: usize, key: usize) -> i64 {
     }
 }
 
-/// Gather indices into the `2 * span` relative embedding rows for one sequence length.
+/// Where each `(query, key)` score of the relative terms is read from, as flat indices into the
+/// `[seq, 2 * span]` score rows, so that one `index_select` per term (over `batch * heads` rows)
+/// replaces transformers' `gather` with an index expanded to `[batch * heads, seq, seq]`.
 #[derive(Debug, Clone)]
 pub struct RelativeIndex {
-    /// `[batch, heads, query, key]`: row of the position key that query `q` uses against key `k`
-    /// (content→position).
+    /// `[seq * seq]`: for query `q` and key `k`, `q * 2span + c2p(q, k)` into the query-by-position
+    /// scores (content→position).
     pub c2p: Tensor,
-    /// `[batch, heads, key, query]`: row of the position query that key `k` uses for query `q`
-    /// (position→content; transposed after the gather, as in transformers).
+    /// `[seq * seq]`: for query `q` and key `k`, `k * 2span + p2c(k, q)` into the key-by-position
+    /// scores (position→content, already transposed to query-major order).
     pub p2c: Tensor,
 }
 
 impl RelativeIndex {
-    /// Builds both index tensors for sequences of `len` tokens, expanded to `batch x heads`
-    /// (candle's gather wants the index in the output's shape).
-    pub fn new(
-        spec: &RelativeSpec,
-        len: usize,
-        batch: usize,
-        heads: usize,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
+    /// Builds both indices for sequences of `len` tokens.
+    pub fn new(spec: &RelativeSpec, len: usize, device: &Device) -> Result<Self, ModelError> {
         let span = spec.span as i64;
-        let clamp = |v: i64| v.clamp(0, 2 * span - 1) as u32;
+        let rows = 2 * spec.span;
+        let clamp = |v: i64| v.clamp(0, 2 * span - 1) as usize;
         let mut c2p = Vec::with_capacity(len * len);
         let mut p2c = Vec::with_capacity(len * len);
-        for row in 0..len {
-            for col in 0..len {
-                c2p.push(clamp(relative_position(spec, row, col) + span));
-                p2c.push(clamp(-relative_position(spec, row, col) + span));
+        for q in 0..len {
+            for k in 0..len {
+                c2p.push((q * rows + clamp(relative_position(spec, q, k) + span)) as u32);
+                p2c.push((k * rows + clamp(-relative_position(spec, k, q) + span)) as u32);
             }
         }
-        let expand = |v: Vec<u32>| -> Result<Tensor, ModelError> {
-            Ok(Tensor::from_vec(v, (1, 1, len, len), device)?
-                .broadcast_as((batch, heads, len, len))?
-                .contiguous()?)
-        };
         Ok(Self {
-            c2p: expand(c2p)?,
-            p2c: expand(p2c)?,
+            c2p: Tensor::from_vec(c2p, len * len, device)?,
+            p2c: Tensor::from_vec(p2c, len * len, device)?,
         })
+    }
+
+    /// Picks `[batch, heads, seq, seq]` scores out of `[batch, heads, seq, 2 * span]` ones.
+    pub fn select(scores: &Tensor, index: &Tensor) -> Result<Tensor, ModelError> {
+        let (b, h, t, rows) = scores.dims4()?;
+        Ok(scores
+            .contiguous()?
+            .reshape((b * h, t * rows))?
+            .index_select(index, 1)?
+            .reshape((b, h, t, t))?)
     }
 }
 
@@ -95,17 +96,23 @@ mod tests {
     }
 
     #[test]
-    fn deberta_relative_index_is_clamped_and_p2c_mirrors_c2p() {
+    fn deberta_relative_index_reads_clamped_positions_from_query_and_key_rows() {
         let spec = RelativeSpec {
             span: 4,
             buckets: None,
         };
-        let idx = RelativeIndex::new(&spec, 6, 1, 1, &Device::Cpu).unwrap();
-        let c2p = idx.c2p.squeeze(0).unwrap().squeeze(0).unwrap();
-        let c2p = c2p.to_vec2::<u32>().unwrap();
-        assert_eq!(c2p[0], vec![4, 3, 2, 1, 0, 0]);
-        assert_eq!(c2p[5], vec![7, 7, 7, 6, 5, 4]);
-        let p2c = idx.p2c.squeeze(0).unwrap().squeeze(0).unwrap();
-        assert_eq!(p2c.to_vec2::<u32>().unwrap()[0], vec![4, 5, 6, 7, 7, 7]);
+        let (len, rows) = (6, 8);
+        let idx = RelativeIndex::new(&spec, len, &Device::Cpu).unwrap();
+        let c2p = idx.c2p.to_vec1::<u32>().unwrap();
+        let p2c = idx.p2c.to_vec1::<u32>().unwrap();
+        // Position row `clamp(q - k + span)`; c2p reads it from query q's scores, p2c from key k's.
+        let c2p_at = |q: usize, k: usize| c2p[q * len + k] - (q * rows) as u32;
+        let p2c_at = |q: usize, k: usize| p2c[q * len + k] - (k * rows) as u32;
+        let row =
+            |f: &dyn Fn(usize, usize) -> u32, q| (0..len).map(|k| f(q, k)).collect::<Vec<_>>();
+        assert_eq!(row(&c2p_at, 0), vec![4, 3, 2, 1, 0, 0]);
+        assert_eq!(row(&c2p_at, 5), vec![7, 7, 7, 6, 5, 4]);
+        assert_eq!(row(&p2c_at, 0), vec![4, 3, 2, 1, 0, 0]);
+        assert_eq!(row(&p2c_at, 5), vec![7, 7, 7, 6, 5, 4]);
     }
 }
