@@ -247,6 +247,22 @@ fn deberta_dropout_on_in_train_off_in_eval() {
     }
 }
 
+/// Without absolute positions (v3) a sequence may exceed max_position_embeddings (64 here): relative
+/// distances are bucketed and clamped. With them (v2-style) it is a clear error.
+#[test]
+fn deberta_sequence_length_limits() {
+    let long = |n: usize| Batch::new(vec![5; n], vec![1; n], None, 1, n, &Device::Cpu).unwrap();
+    let v3 = load("deberta_tiny", HeadInit::FromCheckpoint);
+    let (out, _) = v3.forward(&long(100), &ForwardCtx::eval()).unwrap();
+    assert_eq!(out.hidden.dims(), &[1, 100, 32]);
+    let v2 = load("deberta_conv", HeadInit::FromCheckpoint);
+    let err = v2
+        .forward(&long(129), &ForwardCtx::eval())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("129 tokens") && err.contains("128"), "{err}");
+}
+
 /// Like `nn.Embedding(padding_idx=0)`: a padding id inside the attended text gets no gradient.
 #[test]
 fn deberta_padding_row_gets_no_gradient() {

@@ -390,6 +390,37 @@ mod tests {
         assert_eq!(off.relative(), None);
     }
 
+    /// The published microsoft/deberta-v3-base and deberta-v2-xlarge configs (shape-defining keys).
+    #[test]
+    fn deberta_published_configs_parse() {
+        let v3_base = serde_json::json!({
+            "model_type": "deberta-v2", "hidden_size": 768, "num_attention_heads": 12,
+            "num_hidden_layers": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+            "relative_attention": true, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
+            "share_att_key": true, "pos_att_type": "p2c|c2p", "layer_norm_eps": 1e-7,
+            "max_relative_positions": -1, "position_biased_input": false, "type_vocab_size": 0,
+            "vocab_size": 128100, "hidden_act": "gelu",
+        });
+        let cfg = DebertaConfig::from_json(&v3_base).unwrap();
+        assert_eq!(cfg.pos_att_type().unwrap().scale_factor(), 3);
+        assert!(cfg.norm_rel_layer_norm().unwrap());
+        assert_eq!(cfg.relative().unwrap().buckets, Some((256, 512)));
+        assert_eq!(cfg.embedding_size(), 768);
+
+        let mut v2_xlarge = v3_base.clone();
+        for (k, v) in [
+            ("hidden_size", serde_json::json!(1536)),
+            ("num_attention_heads", serde_json::json!(24)),
+            ("attention_head_size", serde_json::json!(64)),
+            ("conv_kernel_size", serde_json::json!(3)),
+            ("conv_act", serde_json::json!("gelu")),
+        ] {
+            v2_xlarge[k] = v;
+        }
+        let cfg = DebertaConfig::from_json(&v2_xlarge).unwrap();
+        assert_eq!((cfg.head_dim(), cfg.conv_groups), (64, 1));
+    }
+
     #[test]
     fn deberta_unsupported_options_are_rejected() {
         for (extra, needle) in [
