@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(cfg.relative().unwrap().buckets, Some((256, 512)));
         assert_eq!(cfg.embedding_size(), 768);
 
-        let mut v2_xlarge = v3_base.clone();
+        let mut v2_xlarge = v3_base;
         for (k, v) in [
             ("hidden_size", serde_json::json!(1536)),
             ("num_attention_heads", serde_json::json!(24)),
