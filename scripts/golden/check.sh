@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export COLDFUSE_PYREF_PYTHON="$(scripts/golden/setup.sh)"
 cargo test -p coldfuse-shared --test checkpoint -- --ignored --nocapture transformers
+cargo test -p coldfuse-shared --test deberta -- --ignored --nocapture transformers

@@ -4,6 +4,8 @@ Developer-side only: torch from PyPI is a 5.6 GB install, so CI never runs this;
 against the small files this script commits under fixtures/golden/. Set up with scripts/golden/setup.sh.
 
   python make_fixtures.py generate --minilm DIR     # (re)write fixtures/golden/*
+  python make_fixtures.py generate --only deberta_tiny --only deberta_conv
+                                                    # (re)write only the named fixtures
   python make_fixtures.py roundtrip --saved DIR --fixture NAME
                                                     # load a dir written by coldfuse in transformers and
                                                     # check it reproduces the fixture's hidden states
@@ -25,6 +27,8 @@ from transformers import (  # noqa: E402
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     RobertaTokenizer,
@@ -195,6 +199,101 @@ def make_minilm(minilm):
     print("minilm: reference written")
 
 
+# The exact conversion a user runs on a DeBERTa-v3 dir that ships only spm.model (quoted in coldfuse's
+# error message, see shared/src/tokenize.rs): the fixture tokenizers are produced by running it.
+SPM_CONVERT = "from transformers import AutoTokenizer; AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}')"
+
+
+def tiny_deberta_tokenizer(dest):
+    """A DeBERTa-v3-style tokenizer: a unigram spm.model ([PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3), converted to
+    tokenizer.json by the one-liner users are told to run."""
+    import io
+    import subprocess
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_writer=buf, vocab_size=120, model_type="unigram",
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
+        unk_piece="[UNK]", num_threads=1, hard_vocab_limit=False, minloglevel=2,
+        normalization_rule_name="identity")  # no 240 KB NFKC table in the fixture
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "spm.model").write_bytes(buf.getvalue())
+    (dest / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+    subprocess.run([sys.executable, "-c", SPM_CONVERT.format(d=dest)], check=True)
+    assert (dest / "tokenizer.json").is_file(), "the spm.model conversion one-liner wrote no tokenizer.json"
+    return AutoTokenizer.from_pretrained(str(dest))
+
+
+def make_log_bucket_table():
+    """transformers' log-bucketed relative positions for DeBERTa-v3-base's settings (256 buckets, 512)."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+    rel = torch.arange(-1100, 1101)
+    buckets = make_log_bucket_position(rel, 256, 512).to(torch.long)
+    return {"bucket_size": 256, "max_position": 512, "first": -1100, "buckets": buckets.tolist()}
+
+
+DEBERTA_CONFIGS = {
+    # DeBERTa-v3 style: log-bucketed relative positions, shared attention keys, both p2c and c2p,
+    # LayerNorm on the relative embeddings, no absolute positions, no segment embeddings.
+    "deberta_tiny": dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, type_vocab_size=0, layer_norm_eps=1e-7, relative_attention=True,
+        max_relative_positions=-1, position_buckets=8, pos_att_type="p2c|c2p", share_att_key=True,
+        norm_rel_ebd="layer_norm", position_biased_input=False, num_labels=3),
+    # DeBERTa-v2-xlarge style: convolution after the first layer (grouped here), c2p only with separate
+    # position projections, plain relative positions clamped at 16, absolute positions and segments,
+    # an embedding size below the hidden size (embed_proj), a tanh pooler.
+    "deberta_conv": dict(
+        embedding_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2, layer_norm_eps=1e-7,
+        relative_attention=True, max_relative_positions=16, pos_att_type=["c2p"], share_att_key=False,
+        norm_rel_ebd="none", position_biased_input=True, conv_kernel_size=3, conv_groups=2,
+        conv_act="gelu", pooler_hidden_act="tanh", cls_dropout=0.2, num_labels=2),
+}
+
+
+def make_deberta(name):
+    torch.manual_seed(0)
+    staging = OUT / ".tok"
+    if staging.exists():
+        shutil.rmtree(staging)
+    hf_tok = tiny_deberta_tokenizer(staging)
+    cfg = DebertaV2Config(vocab_size=len(hf_tok), pad_token_id=0, attn_implementation="eager",
+                          **DEBERTA_CONFIGS[name])
+    model = DebertaV2ForSequenceClassification(cfg)
+    if cfg.type_vocab_size > 0:
+        pairs = PAIRS + [("Short one.", "Many sites improve one shared encoder together.")]
+        enc = hf_tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    else:
+        enc = hf_tok(SENTENCES, padding=True, return_tensors="pt")
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask")}
+    labels = torch.tensor([1, 0, 2])[: len(inputs["input_ids"])] % cfg.num_labels
+    tensors, grads = forward_and_grads(model, "deberta", inputs, labels)
+    tok_meta = {
+        "single": [hf_tok(s)["input_ids"] for s in SENTENCES],
+        "pairs": [hf_tok(a, b)["input_ids"] for a, b in PAIRS],
+        "pair_types": [hf_tok(a, b)["token_type_ids"] for a, b in PAIRS],
+        "pair_texts": PAIRS,
+        "texts": SENTENCES,
+    }
+
+    def writer(d):
+        model.save_pretrained(d)
+        for f in ("spm.model", "tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(staging / f, d / f)
+
+    meta = {"arch": "deberta-v2", "config": DEBERTA_CONFIGS[name], "grads": grads,
+            "weights": "model.safetensors", "tokenizer": tok_meta, "spm_convert": SPM_CONVERT}
+    if name == "deberta_tiny":
+        meta["log_buckets"] = make_log_bucket_table()
+    write_golden(name, writer, tensors, meta)
+    shutil.rmtree(staging)
+
+
 def roundtrip(saved, fixture):
     """Loads a coldfuse-written dir with AutoModel and compares its hidden states with the fixture."""
     golden = load_file(str(OUT / fixture / "golden.safetensors"))
@@ -208,22 +307,35 @@ def roundtrip(saved, fixture):
     return 0 if err <= 1e-5 else 1
 
 
+FIXTURES = {
+    "bert_tiny": lambda args: make_bert(),
+    "roberta_tiny": lambda args: make_roberta("roberta_tiny", 2, as_bin=False),
+    "roberta_distil": lambda args: make_roberta("roberta_distil", 6, as_bin=True),
+    "minilm": lambda args: make_minilm(args.minilm),
+    "deberta_tiny": lambda args: make_deberta("deberta_tiny"),
+    "deberta_conv": lambda args: make_deberta("deberta_conv"),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     gen = sub.add_parser("generate")
-    gen.add_argument("--minilm", required=True, help="all-MiniLM-L6-v2 model dir")
+    gen.add_argument("--minilm", help="all-MiniLM-L6-v2 model dir (needed for the minilm fixture)")
+    gen.add_argument("--only", action="append", choices=sorted(FIXTURES),
+                     help="write only this fixture (repeatable); default: all")
     rt = sub.add_parser("roundtrip")
     rt.add_argument("--saved", required=True)
     rt.add_argument("--fixture", required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.cmd == "generate":
+        names = args.only or list(FIXTURES)
+        if "minilm" in names and not args.minilm:
+            ap.error("the minilm fixture needs --minilm DIR")
         OUT.mkdir(parents=True, exist_ok=True)
-        make_bert()
-        make_roberta("roberta_tiny", 2, as_bin=False)
-        make_roberta("roberta_distil", 6, as_bin=True)
-        make_minilm(args.minilm)
+        for name in names:
+            FIXTURES[name](args)
         return 0
     return roundtrip(args.saved, args.fixture)
 

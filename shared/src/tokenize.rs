@@ -1,5 +1,9 @@
 //! Tokenization with the `tokenizers` crate: `tokenizer.json`, or RoBERTa's `vocab.json` + `merges.txt`,
 //! or BERT's `vocab.txt`, always with our own truncation and longest-in-batch padding.
+//!
+//! A directory with only a SentencePiece model (DeBERTa-v3 as published: `spm.model`) is an error that
+//! gives the one-line transformers command converting it to `tokenizer.json`; reimplementing that
+//! conversion here would be a second, unverified copy of transformers' converter.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +31,20 @@ pub enum TokenizeError {
         "{0}: no tokenizer found (expected tokenizer.json, vocab.json + merges.txt, or vocab.txt)"
     )]
     Missing(PathBuf),
+    /// The directory has only a SentencePiece model, which we do not read: it must be converted once.
+    #[error(
+        "{dir}: only a SentencePiece model ({file}) and no tokenizer.json; convert it once with \
+         transformers (pip install transformers sentencepiece protobuf), which writes tokenizer.json \
+         next to it:\n  {command}"
+    )]
+    SentencePieceOnly {
+        /// The model directory.
+        dir: PathBuf,
+        /// The SentencePiece file found.
+        file: String,
+        /// The one-line conversion command for this directory.
+        command: String,
+    },
     /// A tokenizer file could not be loaded.
     #[error("{path}: cannot load tokenizer: {message}")]
     Load {
@@ -70,6 +88,12 @@ impl TextTokenizer {
             byte_level_bpe(dir)?
         } else if dir.join("vocab.txt").is_file() {
             wordpiece(dir)?
+        } else if let Some(file) = SENTENCEPIECE_FILES.iter().find(|f| dir.join(f).is_file()) {
+            return Err(TokenizeError::SentencePieceOnly {
+                dir: dir.to_path_buf(),
+                file: file.to_string(),
+                command: convert_command(dir),
+            });
         } else {
             return Err(TokenizeError::Missing(dir.to_path_buf()));
         };
@@ -137,6 +161,23 @@ impl TextTokenizer {
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+}
+
+/// SentencePiece models shipped without tokenizer.json (DeBERTa-v3's `spm.model`, XLM-R's).
+const SENTENCEPIECE_FILES: &[&str] = &["spm.model", "sentencepiece.bpe.model"];
+
+/// The shell line that makes transformers write tokenizer.json into `dir` (verified by
+/// scripts/golden/make_fixtures.py, which builds the DeBERTa fixture tokenizers with it).
+fn convert_command(dir: &Path) -> String {
+    let d = dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('\'', "\\'");
+    format!(
+        "python -c \"from transformers import AutoTokenizer; \
+         AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}')\""
+    )
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> TokenizeError {

@@ -93,15 +93,23 @@ impl ModelDir {
             .unwrap_or(0.02)
     }
 
-    /// The number of labels a task checkpoint was saved with (`id2label` or `num_labels`).
+    /// The number of labels a task checkpoint was saved with (`id2label` or `num_labels`). transformers
+    /// omits both for the default of 2 labels, so a `*ForSequenceClassification` config without them
+    /// has 2.
     pub fn num_labels(&self) -> Option<usize> {
         if let Some(map) = self.config.get("id2label").and_then(|v| v.as_object()) {
             return Some(map.len());
         }
-        self.config
-            .get("num_labels")
-            .and_then(|v| v.as_u64())
-            .map(|n| n as usize)
+        if let Some(n) = self.config.get("num_labels").and_then(|v| v.as_u64()) {
+            return Some(n as usize);
+        }
+        let architectures = self.config.get("architectures").and_then(|v| v.as_array());
+        let classifier = architectures.is_some_and(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .any(|name| name.ends_with("ForSequenceClassification"))
+        });
+        classifier.then_some(2)
     }
 
     /// The name a canonical tensor is written under.

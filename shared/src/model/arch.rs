@@ -1,6 +1,6 @@
 //! The table of supported architectures: adding one is a new model file plus one entry here.
 
-use super::{bert, roberta, Body, Head, ModelError, Params};
+use super::{bert, deberta, roberta, Body, Head, ModelError, Params};
 
 type BodyFn = fn(&serde_json::Value, &Params) -> Result<Box<dyn Body>, ModelError>;
 type HeadFn = fn(&serde_json::Value, &Params, usize) -> Result<Box<dyn Head>, ModelError>;
@@ -12,7 +12,7 @@ pub struct Architecture {
     pub name: &'static str,
     /// `model_type` values in config.json that select this architecture.
     pub model_types: &'static [&'static str],
-    /// Prefix of body tensors in task-model checkpoints (`bert.`, `roberta.`).
+    /// Prefix of body tensors in task-model checkpoints (`bert.`, `roberta.`, `deberta.`).
     pub prefix: &'static str,
     /// Prefixes of head tensors in task-model checkpoints (never part of the body).
     pub head_prefixes: &'static [&'static str],
@@ -37,6 +37,16 @@ static ARCHITECTURES: &[Architecture] = &[
         head_prefixes: &["classifier."],
         body: roberta::body,
         head: roberta::head,
+    },
+    Architecture {
+        name: "deberta-v2",
+        model_types: &["deberta-v2"],
+        prefix: "deberta",
+        // DebertaV2ForSequenceClassification's ContextPooler is part of the task head, not of
+        // AutoModel's body: it is created per task and never fused.
+        head_prefixes: &["classifier.", "pooler."],
+        body: deberta::body,
+        head: deberta::head,
     },
 ];
 

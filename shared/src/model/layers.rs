@@ -21,6 +21,12 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// Loads or creates a linear layer without a bias (`nn.Linear(.., bias=False)`).
+    pub fn no_bias(p: &Params, in_dim: usize, out_dim: usize) -> Result<Self, ModelError> {
+        let weight = p.get("weight", &[out_dim, in_dim], Init::Normal)?;
+        Ok(Self { weight, bias: None })
+    }
+
     /// Applies the layer to `[..., in]`, returning `[..., out]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
         let dims = xs.dims().to_vec();

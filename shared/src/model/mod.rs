@@ -1,6 +1,7 @@
 //! Differentiable encoder models (every weight a candle `Var`) and their classification heads.
 //!
-//! Each architecture is one file (`bert.rs`, `roberta.rs`, ...) plus one entry in `arch.rs`.
+//! Each architecture is one file (`bert.rs`, `roberta.rs`) or one folder (`deberta/`) plus one entry in
+//! `arch.rs`.
 //! The building blocks in `layers.rs` use only ops that candle can differentiate, because
 //! candle-transformers' fused LayerNorm/softmax have no backward pass and would leave the body untrained.
 
@@ -8,6 +9,7 @@ mod arch;
 pub mod bert;
 pub mod bert_config;
 mod ctx;
+pub mod deberta;
 mod error;
 pub mod layers;
 pub mod loss;
