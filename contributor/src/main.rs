@@ -1,6 +1,8 @@
 //! `coldfuse`: the contributor CLI. For now it embeds or classifies text with a local HF model dir;
 //! pull/train/submit/run arrive with the contributor issue.
 
+mod bench;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -42,6 +44,11 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
+    /// Benchmarks (release build): speed against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             labels,
             texts,
         } => classify(&model, labels, &texts),
+        Command::Bench { which } => bench::run(which),
     }
 }
 

@@ -1,0 +1,22 @@
+//! `coldfuse bench`: speed measured against a baseline in the same run, printed as ratios.
+
+mod fuse;
+mod python;
+mod synth;
+mod sys;
+
+use clap::Subcommand;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Fuse N contributions of a roberta-base-sized model; compare with raw read speed and NumPy.
+    Fuse(fuse::FuseArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Fuse(args) => fuse::run(args),
+    }
+}
