@@ -13,6 +13,7 @@ pub mod diff;
 pub mod fusion;
 pub mod hash;
 pub mod model;
+pub mod parallel;
 pub mod tensorfile;
 pub mod tokenize;
 

@@ -239,6 +239,7 @@ fn fusion_dare_drops_the_requested_fraction_reproducibly() {
         FuseOptions {
             threads: Some(1),
             chunk_elements: 7,
+            sync: false,
         },
     );
     let c = fuse(
@@ -276,6 +277,7 @@ fn fusion_is_bit_identical_across_threads_chunks_and_arrival_order() {
             FuseOptions {
                 threads: Some(3),
                 chunk_elements: 5,
+                sync: false,
             },
         );
         cs.reverse();
@@ -287,6 +289,7 @@ fn fusion_is_bit_identical_across_threads_chunks_and_arrival_order() {
             FuseOptions {
                 threads: Some(1),
                 chunk_elements: 64,
+                sync: false,
             },
         );
         assert_eq!(a, b, "{strategy}: threads/chunks changed the result");

@@ -5,11 +5,11 @@
 use std::{path::Path, time::Instant};
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use super::{clip_factors, Chunk, CombineScratch, FusionConfig, FusionError, Strategy};
 use crate::{
     diff::{BaseInfo, DiffError, DiffReader, DiffTensor, Scratch},
+    parallel::{default_threads, for_each_item},
     tensorfile::{Dtype, TensorFileWriter, TensorInfo, TensorSpec},
 };
 
@@ -20,13 +20,16 @@ pub struct FuseOptions {
     pub threads: Option<usize>,
     /// Elements per work item.
     pub chunk_elements: usize,
+    /// Flush the output to disk before renaming it into place (default true).
+    pub sync: bool,
 }
 
 impl Default for FuseOptions {
     fn default() -> Self {
         Self {
             threads: None,
-            chunk_elements: 1 << 16,
+            chunk_elements: 1 << 14,
+            sync: true,
         }
     }
 }
@@ -111,39 +114,37 @@ pub fn fuse_weights(
 ) -> Result<FusionReport, FusionError> {
     let started = Instant::now();
     config.validate()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| FusionError::Config(format!("thread pool: {e}")))?;
-    pool.install(|| {
-        let (inputs, norms) = prepare(base, diffs, config)?;
-        let (items, tensor_plans) = work_items(&inputs, options.chunk_elements.max(1));
-        let specs: Vec<TensorSpec> = base
-            .file
-            .header
-            .tensors
+    let threads = options.threads.unwrap_or_else(default_threads).max(1);
+    let (inputs, norms) = prepare(base, diffs, config, threads)?;
+    let chunk = options.chunk_elements.max(1);
+    let items = work_items(&inputs, chunk);
+    let specs: Vec<TensorSpec> = base
+        .file
+        .header
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let writer = TensorFileWriter::create(out, &specs, &base.file.header.metadata)?;
+    let sums = for_each_item(
+        threads,
+        items.len(),
+        || Worker::new(inputs.diffs.len(), chunk),
+        |w, i| w.run(&inputs, &writer, &items[i]),
+    )?;
+    writer.finish_with(options.sync)?;
+    {
+        let fused: Vec<&TensorInfo> = inputs
+            .plans
             .iter()
-            .map(|t| TensorSpec {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
+            .map(|p| {
+                base.tensor(&p.diffs[0].name)
+                    .expect("checked against the base")
             })
-            .collect();
-        let writer = TensorFileWriter::create(out, &specs, &base.file.header.metadata)?;
-        let chunk = options.chunk_elements.max(1);
-        let sum_sq = items
-            .par_iter()
-            .map_init(
-                || Worker::new(inputs.diffs.len(), chunk),
-                |w, item| w.run(&inputs, &writer, item),
-            )
-            .try_reduce(|| 0.0, |a, b| Ok(a + b))?;
-        writer.finish()?;
-        let fused: Vec<&TensorInfo> = tensor_plans
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_some())
-            .map(|(t, _)| &base.file.header.tensors[t])
             .collect();
         Ok(FusionReport {
             config: config.clone(),
@@ -163,11 +164,11 @@ pub fn fuse_weights(
             fused_tensors: fused.len(),
             passthrough_tensors: base.file.header.tensors.len() - fused.len(),
             elements: fused.iter().map(|t| t.numel() as u64).sum(),
-            update_l2_norm: sum_sq.sqrt(),
+            update_l2_norm: sums.iter().sum::<f64>().sqrt(),
             input_bytes: base.file.len() + diffs.iter().map(|d| d.manifest.diff_bytes).sum::<u64>(),
             seconds: started.elapsed().as_secs_f64(),
         })
-    })
+    }
 }
 
 fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
@@ -184,6 +185,7 @@ fn prepare<'a>(
     base: &'a BaseInfo,
     diffs: &'a [DiffReader],
     config: &FusionConfig,
+    threads: usize,
 ) -> Result<(Inputs<'a>, Option<Vec<f64>>), FusionError> {
     let strategy = config.strategy.build()?;
     let needed = strategy.min_contributions().max(1);
@@ -210,12 +212,15 @@ fn prepare<'a>(
     }
     check_same_tensors(&ordered)?;
     let norms = match config.clip_norm {
-        Some(_) => Some(
-            ordered
-                .par_iter()
-                .map(|d| d.scan().map(|s| s.l2_norm).map_err(|e| diff_error(d, e)))
-                .collect::<Result<Vec<f64>, _>>()?,
-        ),
+        Some(_) => Some(for_each_item(
+            threads,
+            ordered.len(),
+            || (),
+            |_, i| {
+                let d = ordered[i];
+                d.scan().map(|s| s.l2_norm).map_err(|e| diff_error(d, e))
+            },
+        )?),
         None => None,
     };
     let factors = match &norms {
@@ -249,7 +254,7 @@ fn prepare<'a>(
         thresholds: Vec::new(),
     };
     if let Some(density) = inputs.strategy.magnitude_density() {
-        inputs.thresholds = thresholds(&inputs, density)?;
+        inputs.thresholds = thresholds(&inputs, density, threads)?;
     }
     Ok((inputs, norms))
 }
@@ -305,40 +310,42 @@ fn name_key(name: &str) -> u64 {
 
 /// Per fused tensor, per contribution: the magnitude of its k-th largest (clipped) value, where k
 /// keeps `density` of the tensor.
-fn thresholds(inputs: &Inputs<'_>, density: f32) -> Result<Vec<Vec<f32>>, FusionError> {
+fn thresholds(
+    inputs: &Inputs<'_>,
+    density: f32,
+    threads: usize,
+) -> Result<Vec<Vec<f32>>, FusionError> {
     let n = inputs.diffs.len();
     let pairs: Vec<(usize, usize)> = (0..inputs.plans.len())
         .flat_map(|p| (0..n).map(move |i| (p, i)))
         .collect();
-    let flat = pairs
-        .par_iter()
-        .map_init(
-            || (Vec::<f32>::new(), Scratch::default()),
-            |(buf, scratch), &(p, i)| {
-                let tensor = inputs.plans[p].diffs[i];
-                let reader = inputs.diffs[i];
-                buf.resize(tensor.numel, 0.0);
-                reader
-                    .decode(tensor, 0, buf, inputs.factors[i], scratch)
-                    .map_err(|e| diff_error(reader, e))?;
-                buf.iter_mut().for_each(|v| *v = v.abs());
-                let k = crate::diff::Encoding::kept(density, tensor.numel);
-                if k == 0 {
-                    return Ok(f32::INFINITY);
-                }
-                let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                Ok(*kth)
-            },
-        )
-        .collect::<Result<Vec<f32>, FusionError>>()?;
+    let flat = for_each_item(
+        threads,
+        pairs.len(),
+        || (Vec::<f32>::new(), Scratch::default()),
+        |(buf, scratch), k| {
+            let (p, i) = pairs[k];
+            let tensor = inputs.plans[p].diffs[i];
+            let reader = inputs.diffs[i];
+            buf.resize(tensor.numel, 0.0);
+            reader
+                .decode(tensor, 0, buf, inputs.factors[i], scratch)
+                .map_err(|e| diff_error(reader, e))?;
+            buf.iter_mut().for_each(|v| *v = v.abs());
+            let k = crate::diff::Encoding::kept(density, tensor.numel);
+            if k == 0 {
+                return Ok::<f32, FusionError>(f32::INFINITY);
+            }
+            let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            Ok(*kth)
+        },
+    )?;
     Ok(flat.chunks(n).map(|c| c.to_vec()).collect())
 }
 
-type TensorPlans = Vec<Option<usize>>;
-
-fn work_items(inputs: &Inputs<'_>, chunk: usize) -> (Vec<Item>, TensorPlans) {
+fn work_items(inputs: &Inputs<'_>, chunk: usize) -> Vec<Item> {
     let header = &inputs.base.file.header;
-    let mut tensor_plans: TensorPlans = vec![None; header.tensors.len()];
+    let mut tensor_plans: Vec<Option<usize>> = vec![None; header.tensors.len()];
     for (p, plan) in inputs.plans.iter().enumerate() {
         let name = &plan.diffs[0].name;
         let t = header
@@ -366,7 +373,7 @@ fn work_items(inputs: &Inputs<'_>, chunk: usize) -> (Vec<Item>, TensorPlans) {
             start += len;
         }
     }
-    (items, tensor_plans)
+    items
 }
 
 /// One thread's reusable buffers.
@@ -462,16 +469,14 @@ impl Worker {
             .base
             .file
             .read_f32(info, start, base, &mut self.halves)?;
-        let mut sum_sq = 0f64;
-        for (j, (b, &u)) in base.iter_mut().zip(&self.update[..len]).enumerate() {
-            *b += u;
-            sum_sq += (u as f64) * (u as f64);
-            if !b.is_finite() {
-                return Err(FusionError::NonFinite {
-                    tensor: info.name.clone(),
-                    index: start + j,
-                });
-            }
+        let update = &self.update[..len];
+        let (sum_sq, finite) = add_update(base, update);
+        if !finite {
+            let j = base.iter().position(|b| !b.is_finite()).unwrap_or(0);
+            return Err(FusionError::NonFinite {
+                tensor: info.name.clone(),
+                index: start + j,
+            });
         }
         self.write(writer, info, tensor, start, len)?;
         Ok(sum_sq)
@@ -510,4 +515,34 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// `base += update`; returns Σ update² and whether every result is finite. Eight independent lanes
+/// let the compiler vectorise the reductions (a single f32 accumulator would serialise them).
+fn add_update(base: &mut [f32], update: &[f32]) -> (f64, bool) {
+    const LANES: usize = 8;
+    const EXP: u32 = 0x7f80_0000;
+    let mut sq = [0f32; LANES];
+    let mut bad = [0u32; LANES];
+    let mut b_chunks = base.chunks_exact_mut(LANES);
+    let mut u_chunks = update.chunks_exact(LANES);
+    for (b, u) in (&mut b_chunks).zip(&mut u_chunks) {
+        for k in 0..LANES {
+            b[k] += u[k];
+            sq[k] += u[k] * u[k];
+            bad[k] |= u32::from(b[k].to_bits() & EXP == EXP);
+        }
+    }
+    let mut sum: f64 = sq.iter().map(|&v| v as f64).sum();
+    let mut any_bad = bad.iter().any(|&b| b != 0);
+    for (b, &u) in b_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(u_chunks.remainder())
+    {
+        *b += u;
+        sum += (u * u) as f64;
+        any_bad |= !b.is_finite();
+    }
+    (sum, !any_bad)
 }

@@ -71,35 +71,58 @@ pub struct CombineScratch {
     pub column: Vec<f32>,
 }
 
-/// `scale` × the weighted sum of the rows, accumulated in f64 (so N identical diffs average back
-/// exactly under equal weights).
+/// `scale` × the weighted sum of the rows (weights sum to 1), accumulated in f64 so that N identical
+/// diffs average back exactly under equal weights.
 pub(crate) fn weighted_sum(chunk: &Chunk<'_>, scale: f64, acc: &mut Vec<f64>, out: &mut [f32]) {
-    acc.clear();
-    acc.resize(chunk.len, 0.0);
-    let equal = chunk.weights.windows(2).all(|w| w[0] == w[1]);
-    for i in 0..chunk.n() {
-        let row = chunk.row(i);
-        let w = chunk.weights[i];
-        if equal {
-            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
-        } else {
-            acc.iter_mut()
-                .zip(row)
-                .for_each(|(a, &v)| *a += w * v as f64);
-        }
+    let len = chunk.len;
+    if chunk.n() == 0 {
+        out[..len].fill(0.0);
+        return;
     }
-    let out = &mut out[..chunk.len];
-    if equal {
-        // Σv / n rather than Σ(v / n): exact when all rows are equal.
-        let n = chunk.n().max(1) as f64;
-        let total = scale * chunk.weights.iter().sum::<f64>();
-        out.iter_mut()
-            .zip(acc.iter())
-            .for_each(|(o, &a)| *o = (a / n * total) as f32);
-    } else {
-        out.iter_mut()
-            .zip(acc.iter())
-            .for_each(|(o, &a)| *o = (a * scale) as f32);
+    // Blocks small enough that the f64 accumulators stay in L1 while the rows stream past.
+    const BLOCK: usize = 2048;
+    acc.resize(BLOCK, 0.0);
+    let equal = chunk.weights.windows(2).all(|w| w[0] == w[1]);
+    let inv_n = 1.0 / chunk.n() as f64;
+    let mut start = 0;
+    while start < len {
+        let end = (start + BLOCK).min(len);
+        let acc = &mut acc[..end - start];
+        // Equal weights: Σv / n rather than Σ(v / n), exact when all rows are equal.
+        let w = |i: usize| if equal { 1.0 } else { chunk.weights[i] };
+        let w0 = w(0);
+        acc.iter_mut()
+            .zip(&chunk.rows[0][start..end])
+            .for_each(|(a, &v)| *a = w0 * v as f64);
+        for i in 1..chunk.n() {
+            let row = &chunk.rows[i][start..end];
+            let wi = w(i);
+            if wi == 1.0 {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+            } else {
+                acc.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &v)| *a += wi * v as f64);
+            }
+        }
+        let out = &mut out[start..end];
+        match (equal, scale == 1.0) {
+            // Σv · (1/n) is within an f64 ulp of Σv / n, far below f32 rounding: identical rows
+            // still average back exactly, without a division per element.
+            (true, true) => out
+                .iter_mut()
+                .zip(acc.iter())
+                .for_each(|(o, &a)| *o = (a * inv_n) as f32),
+            (true, false) => out
+                .iter_mut()
+                .zip(acc.iter())
+                .for_each(|(o, &a)| *o = (a * inv_n * scale) as f32),
+            (false, _) => out
+                .iter_mut()
+                .zip(acc.iter())
+                .for_each(|(o, &a)| *o = (a * scale) as f32),
+        }
+        start = end;
     }
 }
 

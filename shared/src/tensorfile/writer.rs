@@ -103,10 +103,19 @@ impl TensorFileWriter {
     }
 
     /// Flushes the file to disk and renames it to its final path.
-    pub fn finish(mut self) -> Result<PathBuf, TensorFileError> {
-        self.file
-            .sync_all()
-            .map_err(|e| TensorFileError::io(&self.temp, e))?;
+    pub fn finish(self) -> Result<PathBuf, TensorFileError> {
+        self.finish_with(true)
+    }
+
+    /// Renames the file to its final path, after flushing it to disk when `sync` (without it, the
+    /// file is complete for readers but may not survive a power loss: for results that are uploaded
+    /// elsewhere or rebuilt on restart).
+    pub fn finish_with(mut self, sync: bool) -> Result<PathBuf, TensorFileError> {
+        if sync {
+            self.file
+                .sync_all()
+                .map_err(|e| TensorFileError::io(&self.temp, e))?;
+        }
         fs::rename(&self.temp, &self.path).map_err(|e| TensorFileError::io(&self.path, e))?;
         self.finished = true;
         Ok(self.path.clone())
