@@ -1,13 +1,173 @@
-//! `coldfuse-coordinator`: the ColD Fusion coordinator service (skeleton; the service lands with its issue).
+//! `coldfuse-coordinator`: initialise a deployment from a model dir, then serve the ColD Fusion API.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
+use coldfuse_shared::{
+    api::DeploymentConfig,
+    fusion::{FusionConfig, StrategyConfig},
+};
 
 /// The coldfuse coordinator: tracks iterations, takes contributors' diffs, fuses and publishes bases.
 #[derive(Debug, Parser)]
 #[command(name = "coldfuse-coordinator", version, about)]
-struct Args {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a deployment in an empty store from a Hugging Face model dir (iteration 0) and print
+    /// the first admin token.
+    Init {
+        /// The original model directory (config.json, weights, tokenizer).
+        #[arg(long)]
+        base: PathBuf,
+        /// Store URL: file:///dir, s3://bucket/prefix (AWS_* env vars), memory://.
+        #[arg(long, env = "COLDFUSE_STORE")]
+        store: String,
+        /// Accepted contributions that trigger a fusion.
+        #[arg(long, default_value_t = 3)]
+        quorum: usize,
+        /// Fewest contributions fused at the deadline.
+        #[arg(long, default_value_t = 1)]
+        min_contributions: usize,
+        /// Seconds after the round's first accepted contribution at which it is fused anyway.
+        #[arg(long)]
+        deadline_secs: Option<u64>,
+        /// Fusion strategy: mean, weighted, median, trimmed-mean:trim=F, task-arithmetic:lambda=L,
+        /// ties:density=D[,lambda=L], dare:drop=P[,seed=S,lambda=L].
+        #[arg(long, default_value = "mean")]
+        strategy: StrategyConfig,
+        /// Scale down any diff whose L2 norm exceeds this.
+        #[arg(long)]
+        clip_norm: Option<f64>,
+        /// Largest accepted diff in bytes.
+        #[arg(long, default_value_t = 8 << 30)]
+        max_diff_bytes: u64,
+        /// Require a token to read bases, lineage and round status.
+        #[arg(long)]
+        private: bool,
+        /// Write the admin token to this file (mode 600) instead of printing it.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Serve the API.
+    Serve {
+        /// Store URL.
+        #[arg(long, env = "COLDFUSE_STORE")]
+        store: String,
+        /// Address to listen on.
+        #[arg(long, env = "COLDFUSE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Local work directory (base cache, uploads in progress).
+        #[arg(long, env = "COLDFUSE_WORK")]
+        work: Option<PathBuf>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("the coordinator service is not implemented yet; see ARCHITECTURE.md")
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match Cli::parse().command {
+        Command::Init {
+            base,
+            store,
+            quorum,
+            min_contributions,
+            deadline_secs,
+            strategy,
+            clip_norm,
+            max_diff_bytes,
+            private,
+            admin_token_file,
+        } => runtime.block_on(async {
+            let config = DeploymentConfig {
+                fusion: FusionConfig {
+                    strategy,
+                    clip_norm,
+                },
+                quorum,
+                min_contributions,
+                deadline_secs,
+                max_diff_bytes,
+                public_read: !private,
+                ..DeploymentConfig::default()
+            };
+            let store = Store::open(&store)?;
+            let done = init::init(&store, &base, config).await?;
+            eprintln!(
+                "initialised {} with {} ({}), base sha256 {}",
+                store.url(),
+                base.display(),
+                done.architecture,
+                done.base_sha256
+            );
+            match admin_token_file {
+                Some(path) => {
+                    write_secret(&path, &done.admin_token)?;
+                    eprintln!("admin token written to {}", path.display());
+                }
+                None => println!("{}", done.admin_token),
+            }
+            Ok(())
+        }),
+        Command::Serve {
+            store,
+            listen,
+            work,
+        } => runtime.block_on(serve(&store, &listen, work)),
+    }
+}
+
+async fn serve(store: &str, listen: &str, work: Option<PathBuf>) -> anyhow::Result<()> {
+    let store = Store::open(store)?;
+    let work = work.unwrap_or_else(|| {
+        let key = &coldfuse_shared::hash::sha256_bytes(store.url().as_bytes())[..12];
+        std::env::temp_dir().join(format!("coldfuse-coordinator-{key}"))
+    });
+    let _ = std::fs::remove_dir_all(work.join("uploads"));
+    let coordinator = Coordinator::load(store, &work).await?;
+    tokio::spawn(fusion_task::run(coordinator.clone()));
+    coordinator.wake.notify_one();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, routes::router(coordinator))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
+    Ok(())
 }

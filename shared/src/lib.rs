@@ -6,6 +6,7 @@
 //! the fusion engine (`fusion`).
 //! See `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod api;
 pub mod batch;
 pub mod checkpoint;
 pub mod classifier;

@@ -1,0 +1,168 @@
+//! Fusing a round off the request path: triggered by quorum, deadline or admin; publishes the next
+//! base completely, commits it with a create-only lineage record, then switches `latest`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use coldfuse_shared::{
+    api::{keys, now_unix, IterationRecord, LatestPointer, LineageContribution},
+    diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
+    fusion::{fuse_dir, FuseOptions},
+};
+
+use crate::{publish::publish_base, Coordinator};
+
+/// Runs forever: waits for a wake-up or the round's deadline, and fuses when the round is due.
+pub async fn run(c: Arc<Coordinator>) {
+    loop {
+        let wait = {
+            let s = c.state.read().await;
+            s.deadline()
+                .map(|d| Duration::from_secs(d.saturating_sub(now_unix()).max(1)))
+                .unwrap_or(Duration::from_secs(3600))
+        };
+        tokio::select! {
+            _ = c.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if let Err(e) = fuse_round(&c, false).await {
+            tracing::error!(error = %format!("{e:#}"), "fusion failed; nothing was published");
+            c.metrics.fusion_failed();
+        }
+    }
+}
+
+/// Fuses the current round if it is due (or, with `force`, if it has any accepted contribution).
+/// Returns the committed lineage record, or None when there was nothing to do.
+pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<IterationRecord>> {
+    let _serial = c.fusion_lock.lock().await;
+    let (iteration, latest, config, accepted) = {
+        let mut s = c.state.write().await;
+        let due = s.should_fuse(now_unix()) || (force && !s.fusing && !s.accepted().is_empty());
+        if !due {
+            return Ok(None);
+        }
+        s.fusing = true;
+        let accepted: Vec<(String, DiffManifest)> = s
+            .accepted()
+            .iter()
+            .map(|k| (k.to_string(), s.round[*k].manifest.clone()))
+            .collect();
+        (
+            s.round_iteration(),
+            s.latest.clone(),
+            s.config.clone(),
+            accepted,
+        )
+    };
+    let result = fuse_and_commit(c, iteration, &latest, &config, &accepted).await;
+    let mut s = c.state.write().await;
+    s.fusing = false;
+    match result {
+        Ok((record, manifest)) => {
+            s.committed = iteration;
+            s.latest = manifest;
+            s.round = BTreeMap::new();
+            s.first_accepted_at = None;
+            Ok(Some(record))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn fuse_and_commit(
+    c: &Coordinator,
+    iteration: u64,
+    latest: &coldfuse_shared::api::BaseManifest,
+    config: &coldfuse_shared::api::DeploymentConfig,
+    accepted: &[(String, DiffManifest)],
+) -> anyhow::Result<(IterationRecord, coldfuse_shared::api::BaseManifest)> {
+    let started = std::time::Instant::now();
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("fusion-{iteration:06}-"))
+        .tempdir_in(&c.work)?;
+    let mut paths = Vec::new();
+    for (contributor, _) in accepted {
+        let path = scratch.path().join(format!("{contributor}.safetensors"));
+        c.store
+            .get_file(
+                &keys::contribution_file(iteration, contributor, DIFF_FILE),
+                &path,
+            )
+            .await?;
+        paths.push(path);
+    }
+    let base_dir = c.cache_base(latest).await?;
+    let out = scratch.path().join("out");
+    let (base_sha, fusion) = (latest.base_sha256.clone(), config.fusion.clone());
+    let manifests: Vec<DiffManifest> = accepted.iter().map(|(_, m)| m.clone()).collect();
+    let out_dir = out.clone();
+    let (report, architecture) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
+        let readers = paths
+            .iter()
+            .zip(manifests)
+            .map(|(p, m)| DiffReader::open(p, m, &base))
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = fuse_dir(&base, &readers, &fusion, &out_dir, &FuseOptions::default())?;
+        Ok((report, base.architecture.name.to_string()))
+    })
+    .await
+    .context("fusion task")??;
+    let manifest = publish_base(&c.store, iteration, &out, &architecture).await?;
+    let metrics: BTreeMap<&str, &DiffManifest> =
+        accepted.iter().map(|(k, m)| (k.as_str(), m)).collect();
+    let record = IterationRecord {
+        iteration,
+        parent: Some(latest.iteration),
+        parent_sha256: Some(latest.base_sha256.clone()),
+        base_sha256: manifest.base_sha256.clone(),
+        fusion: Some(config.fusion.clone()),
+        contributions: report
+            .contributions
+            .iter()
+            .map(|r| LineageContribution {
+                contributor: r.contributor.clone(),
+                diff_sha256: r.diff_sha256.clone(),
+                num_examples: r.num_examples,
+                weight: r.weight,
+                clip_factor: r.clip_factor,
+                metrics: metrics
+                    .get(r.contributor.as_str())
+                    .map(|m| m.metrics.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        update_l2_norm: Some(report.update_l2_norm),
+        origin: None,
+        created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
+        created_at: now_unix(),
+    };
+    if !c
+        .store
+        .create_json(&keys::iteration_record(iteration), &record)
+        .await?
+    {
+        anyhow::bail!(
+            "iteration {iteration} was committed by another coordinator; restart to reload"
+        );
+    }
+    c.store
+        .put_json(keys::LATEST, &LatestPointer { iteration })
+        .await?;
+    let cached = c.base_dir(iteration);
+    let _ = tokio::fs::remove_dir_all(&cached).await;
+    if let Some(parent) = cached.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    tokio::fs::rename(&out, &cached).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    c.metrics.fused(seconds);
+    tracing::info!(
+        iteration,
+        contributions = accepted.len(),
+        seconds,
+        "iteration committed"
+    );
+    Ok((record, manifest))
+}

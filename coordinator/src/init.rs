@@ -1,0 +1,91 @@
+//! `coldfuse-coordinator init`: turn any supported Hugging Face model dir into iteration 0 of a new
+//! deployment, and create its first admin token.
+
+use std::{collections::BTreeMap, path::Path};
+
+use coldfuse_shared::{
+    api::{keys, now_unix, DeploymentConfig, IterationRecord, LatestPointer, Role, TokenRecord},
+    ModelDir,
+};
+
+use crate::{auth::new_token, publish::publish_base, Store};
+
+/// What `init` produced.
+#[derive(Debug)]
+pub struct Initialised {
+    /// The admin bearer token (shown once).
+    pub admin_token: String,
+    /// SHA-256 of iteration 0's weights.
+    pub base_sha256: String,
+    /// The base's architecture.
+    pub architecture: String,
+}
+
+/// Creates a deployment in `store` from the model dir `base` (its body only: heads are dropped; the
+/// weights are rewritten as one `model.safetensors` with the original names and dtypes).
+pub async fn init(
+    store: &Store,
+    base: &Path,
+    config: DeploymentConfig,
+) -> anyhow::Result<Initialised> {
+    config.fusion.validate()?;
+    if store
+        .get_json::<serde_json::Value>(keys::DEPLOYMENT)
+        .await?
+        .is_some()
+    {
+        anyhow::bail!("{} already holds a deployment", store.url());
+    }
+    let staging = tempfile::tempdir()?;
+    let out = staging.path().join("base");
+    let source = base.to_path_buf();
+    let target = out.clone();
+    let architecture = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let dir = ModelDir::open(&source)?;
+        dir.save_with_body(&target, &BTreeMap::new())?;
+        Ok(dir.arch.name.to_string())
+    })
+    .await??;
+    let manifest = publish_base(store, 0, &out, &architecture).await?;
+    let record = IterationRecord {
+        iteration: 0,
+        parent: None,
+        parent_sha256: None,
+        base_sha256: manifest.base_sha256.clone(),
+        fusion: None,
+        contributions: Vec::new(),
+        update_l2_norm: None,
+        origin: base.file_name().map(|n| n.to_string_lossy().into_owned()),
+        created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
+        created_at: now_unix(),
+    };
+    if !store
+        .create_json(&keys::iteration_record(0), &record)
+        .await?
+    {
+        anyhow::bail!(
+            "{} already has an iteration 0 from an earlier, unfinished init; use an empty store",
+            store.url()
+        );
+    }
+    store
+        .put_json(keys::LATEST, &LatestPointer { iteration: 0 })
+        .await?;
+    let (admin_token, hash) = new_token();
+    let token = TokenRecord {
+        id: hash[..12].to_string(),
+        role: Role::Admin,
+        contributor: None,
+        created_at: now_unix(),
+        revoked: false,
+    };
+    store.put_json(&keys::token(&hash), &token).await?;
+    if !store.create_json(keys::DEPLOYMENT, &config).await? {
+        anyhow::bail!("{} was initialised concurrently", store.url());
+    }
+    Ok(Initialised {
+        admin_token,
+        base_sha256: manifest.base_sha256,
+        architecture,
+    })
+}

@@ -1,0 +1,20 @@
+//! coldfuse-coordinator: the ColD Fusion coordinator as a library (the binary is a thin CLI over it),
+//! so handler tests run the real router in-process.
+//!
+//! State lives in an object store (see `coldfuse_shared::api::keys` for the layout); the process keeps
+//! a cache of it in memory and a local work directory for the current base and uploads.
+
+pub mod auth;
+pub mod error;
+pub mod fusion_task;
+pub mod init;
+pub mod metrics;
+pub mod openapi;
+pub mod publish;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+pub use error::ApiError;
+pub use state::Coordinator;
+pub use store::Store;

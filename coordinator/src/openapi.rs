@@ -1,0 +1,57 @@
+//! The OpenAPI document served at `/v1/openapi.json`.
+
+use coldfuse_shared::api::{
+    Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
+    FileEntry, IterationRecord, LatestPointer, LineageContribution, Role, RoundStatus, SyncMode,
+    TokenRecord, TokenRequest, TokenResponse, Verdict,
+};
+
+use crate::routes;
+
+/// The API description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "coldfuse coordinator",
+        description = "ColD Fusion: contributors upload body diffs; the coordinator fuses them into the next shared base."
+    ),
+    paths(
+        routes::ops::healthz,
+        routes::ops::metrics,
+        routes::ops::round,
+        routes::bases::latest,
+        routes::bases::manifest,
+        routes::bases::file,
+        routes::bases::lineage,
+        routes::bases::lineage_one,
+        routes::contributions::announce,
+        routes::contributions::upload,
+        routes::contributions::status,
+        routes::admin::fuse,
+        routes::admin::set_config,
+        routes::admin::rollback,
+        routes::admin::create_token,
+        routes::admin::revoke_token,
+    ),
+    components(schemas(
+        Announced,
+        ApiErrorBody,
+        ApiErrorDetail,
+        BaseManifest,
+        ContributionStatus,
+        DeploymentConfig,
+        FileEntry,
+        IterationRecord,
+        LatestPointer,
+        LineageContribution,
+        Role,
+        RoundStatus,
+        SyncMode,
+        TokenRecord,
+        TokenRequest,
+        TokenResponse,
+        Verdict,
+        routes::admin::Rollback,
+    ))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,178 @@
+//! Admin routes: force a fusion, change settings, roll `latest` back, create and revoke tokens.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use coldfuse_shared::api::{
+    keys, now_unix, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Role,
+    TokenRecord, TokenRequest, TokenResponse,
+};
+
+use crate::{auth, fusion_task::fuse_round, ApiError, Coordinator};
+
+/// `POST /v1/admin/fuse[?wait=true]`: fuse the current round now (needs one accepted contribution).
+#[utoipa::path(post, path = "/v1/admin/fuse", params(("wait" = Option<bool>, Query)),
+    responses((status = 200, body = IterationRecord), (status = 202), (status = 401), (status = 403), (status = 409)))]
+pub async fn fuse(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    if c.state.read().await.accepted().is_empty() {
+        return Err(ApiError::conflict(
+            "nothing_to_fuse",
+            "the round has no accepted contribution",
+        ));
+    }
+    if q.get("wait").is_some_and(|w| w == "true") {
+        let record = fuse_round(&c, true)
+            .await
+            .map_err(|e| ApiError::internal(format!("fusion failed, nothing published: {e:#}")))?
+            .ok_or_else(|| ApiError::conflict("nothing_to_fuse", "a fusion is already running"))?;
+        return Ok(Json(record).into_response());
+    }
+    let runner = c.clone();
+    tokio::spawn(async move {
+        if let Err(e) = fuse_round(&runner, true).await {
+            tracing::error!(error = %format!("{e:#}"), "forced fusion failed");
+            runner.metrics.fusion_failed();
+        }
+    });
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET /v1/admin/config`: the deployment settings.
+pub async fn get_config(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<DeploymentConfig>, ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    Ok(Json(c.config().await))
+}
+
+/// `PUT /v1/admin/config`: replace the deployment settings (strategy, quorum, deadline, limits).
+#[utoipa::path(put, path = "/v1/admin/config", request_body = DeploymentConfig, responses((status = 200, body = DeploymentConfig), (status = 400)))]
+pub async fn set_config(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<DeploymentConfig>, ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    let config: DeploymentConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
+    config
+        .fusion
+        .validate()
+        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
+    if config.quorum == 0 || config.min_contributions == 0 {
+        return Err(ApiError::bad_request(
+            "bad_config",
+            "quorum and min_contributions must be at least 1",
+        ));
+    }
+    c.store.put_json(keys::DEPLOYMENT, &config).await?;
+    c.state.write().await.config = config.clone();
+    c.wake.notify_one();
+    Ok(Json(config))
+}
+
+/// The body of a rollback.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct Rollback {
+    /// The committed iteration to serve as latest.
+    pub iteration: u64,
+}
+
+/// `POST /v1/admin/rollback`: serve an earlier committed iteration as latest (the paper's
+/// backtracking); the next round builds on it.
+#[utoipa::path(post, path = "/v1/admin/rollback", request_body = Rollback, responses((status = 200, body = LatestPointer), (status = 404), (status = 409)))]
+pub async fn rollback(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<LatestPointer>, ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    let Rollback { iteration } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+    let _serial = c.fusion_lock.lock().await;
+    if c.store
+        .get_json::<IterationRecord>(&keys::iteration_record(iteration))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "iteration {iteration} is not committed"
+        )));
+    }
+    let manifest: BaseManifest = c
+        .store
+        .get_json(&keys::base_file(iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} has no base")))?;
+    c.cache_base(&manifest).await.map_err(ApiError::internal)?;
+    let pointer = LatestPointer { iteration };
+    c.store.put_json(keys::LATEST, &pointer).await?;
+    let mut s = c.state.write().await;
+    s.latest = manifest;
+    s.first_accepted_at = None;
+    tracing::warn!(iteration, "latest rolled back");
+    Ok(Json(pointer))
+}
+
+/// `POST /v1/admin/tokens`: create a token (shown once in the answer).
+#[utoipa::path(post, path = "/v1/admin/tokens", request_body = TokenRequest, responses((status = 201, body = TokenResponse), (status = 400)))]
+pub async fn create_token(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    let request: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+    match (&request.role, &request.contributor) {
+        (Role::Contributor, Some(id)) if keys::valid_contributor_id(id) => {}
+        (Role::Contributor, _) => {
+            return Err(ApiError::bad_request(
+                "bad_contributor",
+                "contributor tokens need a `contributor` id of [A-Za-z0-9._-]",
+            ))
+        }
+        _ => {}
+    }
+    let (token, hash) = auth::new_token();
+    let record = TokenRecord {
+        id: hash[..12].to_string(),
+        role: request.role,
+        contributor: request.contributor,
+        created_at: now_unix(),
+        revoked: false,
+    };
+    c.store.put_json(&keys::token(&hash), &record).await?;
+    c.remember_token(hash, record.clone()).await;
+    Ok((StatusCode::CREATED, Json(TokenResponse { token, record })))
+}
+
+/// `DELETE /v1/admin/tokens/{id}`: revoke a token.
+#[utoipa::path(delete, path = "/v1/admin/tokens/{id}", params(("id" = String, Path)), responses((status = 200, body = TokenRecord), (status = 404)))]
+pub async fn revoke_token(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<TokenRecord>, ApiError> {
+    auth::require_admin(&c, &headers).await?;
+    let (hash, mut record) = c
+        .token_hash_by_id(&id)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no token with id {id}")))?;
+    record.revoked = true;
+    c.store.put_json(&keys::token(&hash), &record).await?;
+    c.remember_token(hash, record.clone()).await;
+    Ok(Json(record))
+}

@@ -1,0 +1,161 @@
+//! Reading published bases (manifest, files with HTTP Range) and lineage.
+
+use std::{ops::Range, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use coldfuse_shared::api::{keys, BaseManifest, IterationRecord};
+
+use crate::{auth, ApiError, Coordinator};
+
+/// `GET /v1/bases/latest`: the manifest of the latest base.
+#[utoipa::path(get, path = "/v1/bases/latest", responses((status = 200, body = BaseManifest)))]
+pub async fn latest(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<BaseManifest>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    Ok(Json(c.state.read().await.latest.clone()))
+}
+
+async fn base_manifest(c: &Coordinator, iteration: u64) -> Result<BaseManifest, ApiError> {
+    let committed = c.state.read().await.committed;
+    if iteration > committed {
+        return Err(ApiError::not_found(format!(
+            "iteration {iteration} is not published (latest committed: {committed})"
+        )));
+    }
+    c.store
+        .get_json(&keys::base_file(iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no base for iteration {iteration}")))
+}
+
+/// `GET /v1/bases/{iteration}`: a published base's manifest.
+#[utoipa::path(get, path = "/v1/bases/{iteration}", params(("iteration" = u64, Path)), responses((status = 200, body = BaseManifest), (status = 404)))]
+pub async fn manifest(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<BaseManifest>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    Ok(Json(base_manifest(&c, iteration).await?))
+}
+
+/// `GET /v1/bases/{iteration}/files/{name}`: one file, with `Range: bytes=a-b` for resuming.
+#[utoipa::path(get, path = "/v1/bases/{iteration}/files/{name}", params(("iteration" = u64, Path), ("name" = String, Path)), responses((status = 200), (status = 206), (status = 404), (status = 416)))]
+pub async fn file(
+    State(c): State<Arc<Coordinator>>,
+    Path((iteration, name)): Path<(u64, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    let manifest = base_manifest(&c, iteration).await?;
+    let entry = manifest.file(&name).ok_or_else(|| {
+        ApiError::not_found(format!("iteration {iteration} has no file `{name}`"))
+    })?;
+    let range = match headers.get(header::RANGE) {
+        Some(v) => Some(parse_range(v, entry.size)?),
+        None => None,
+    };
+    let (_, stream) = c
+        .store
+        .get_stream(&keys::base_file(iteration, &name), range.clone())
+        .await?;
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", entry.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    let length = match &range {
+        Some(r) => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let v = format!("bytes {}-{}/{}", r.start, r.end - 1, entry.size);
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&v).expect("ascii"),
+            );
+            r.end - r.start
+        }
+        None => entry.size,
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against a file of `size` bytes.
+fn parse_range(value: &HeaderValue, size: u64) -> Result<Range<u64>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bad_range",
+            format!("only one `bytes=a-b` range within the {size}-byte file is supported"),
+        )
+    };
+    let spec = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("bytes="))
+        .filter(|v| !v.contains(','))
+        .ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let range = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            size.saturating_sub(n)..size
+        }
+        (a, "") => a.parse().map_err(|_| bad())?..size,
+        (a, b) => {
+            let end: u64 = b.parse().map_err(|_| bad())?;
+            a.parse().map_err(|_| bad())?..(end + 1).min(size)
+        }
+    };
+    if range.start >= range.end || range.start >= size {
+        return Err(bad());
+    }
+    Ok(range)
+}
+
+/// `GET /v1/lineage`: every committed iteration's record, oldest first.
+#[utoipa::path(get, path = "/v1/lineage", responses((status = 200, body = [IterationRecord])))]
+pub async fn lineage(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<IterationRecord>>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    let mut records = Vec::new();
+    for key in c.store.list(keys::ITERATIONS).await? {
+        if let Some(r) = c.store.get_json::<IterationRecord>(&key).await? {
+            records.push(r);
+        }
+    }
+    records.sort_by_key(|r| r.iteration);
+    Ok(Json(records))
+}
+
+/// `GET /v1/lineage/{iteration}`: one iteration's record.
+#[utoipa::path(get, path = "/v1/lineage/{iteration}", params(("iteration" = u64, Path)), responses((status = 200, body = IterationRecord), (status = 404)))]
+pub async fn lineage_one(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<IterationRecord>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    c.store
+        .get_json(&keys::iteration_record(iteration))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} is not committed")))
+}

@@ -1,0 +1,321 @@
+//! Contributions: announce a manifest, upload the diff (streamed to disk, validated, then stored),
+//! and read a contribution's verdict.
+
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    Json,
+};
+use coldfuse_shared::{
+    api::{keys, now_unix, Announced, ContributionStatus, Verdict},
+    diff::{validate, BaseInfo, DiffManifest, DIFF_FILE, FORMAT_VERSION, MANIFEST_FILE},
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::{auth, state::Contribution, ApiError, Coordinator};
+
+const VERDICT: &str = "verdict.json";
+
+/// `POST /v1/contributions`: announce a contribution to the current round with its manifest.
+#[utoipa::path(post, path = "/v1/contributions", request_body(content = Object, description = "DiffManifest"),
+    responses((status = 201, body = Announced), (status = 400), (status = 401), (status = 403), (status = 409), (status = 413)))]
+pub async fn announce(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Announced>), ApiError> {
+    let manifest = DiffManifest::from_json(&body)
+        .map_err(|e| ApiError::bad_request("bad_manifest", format!("manifest JSON: {e}")))?;
+    let contributor = manifest.contributor.clone();
+    if !keys::valid_contributor_id(&contributor) {
+        return Err(ApiError::bad_request(
+            "bad_contributor",
+            "contributor ids are 1-64 characters of [A-Za-z0-9._-], not starting with a dot",
+        ));
+    }
+    auth::require_contributor(&c, &headers, &contributor).await?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(ApiError::bad_request(
+            "unsupported_version",
+            format!(
+                "manifest format {} (this coordinator reads {FORMAT_VERSION}); upgrade coldfuse",
+                manifest.format_version
+            ),
+        ));
+    }
+    let mut s = c.state.write().await;
+    if s.fusing {
+        return Err(ApiError::conflict(
+            "round_fusing",
+            "the round is being fused; pull the new base and train again",
+        ));
+    }
+    if manifest.base.sha256 != s.latest.base_sha256 {
+        return Err(ApiError::conflict(
+            "stale_base",
+            format!(
+                "diff is against base {}, the current base is iteration {} ({}); pull it and train again",
+                manifest.base.sha256, s.latest.iteration, s.latest.base_sha256
+            ),
+        ));
+    }
+    if manifest.diff_bytes > s.config.max_diff_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "diff of {} bytes exceeds the {}-byte limit",
+                manifest.diff_bytes, s.config.max_diff_bytes
+            ),
+        ));
+    }
+    if let Some(existing) = s.round.get(&contributor) {
+        if existing.verdict.as_ref().is_some_and(Verdict::accepted)
+            && existing.manifest.base.sha256 == s.latest.base_sha256
+        {
+            return Err(ApiError::conflict(
+                "duplicate",
+                format!(
+                    "{contributor} already has an accepted contribution to iteration {}",
+                    s.round_iteration()
+                ),
+            ));
+        }
+    }
+    let iteration = s.round_iteration();
+    c.store
+        .delete(&keys::contribution_file(iteration, &contributor, VERDICT))
+        .await?;
+    c.store
+        .put_json(
+            &keys::contribution_file(iteration, &contributor, MANIFEST_FILE),
+            &manifest,
+        )
+        .await?;
+    let max_bytes = s.config.max_diff_bytes;
+    s.round.insert(
+        contributor.clone(),
+        Contribution {
+            manifest,
+            verdict: None,
+        },
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(Announced {
+            iteration,
+            upload_url: format!("/v1/contributions/{contributor}/diff"),
+            contributor,
+            max_bytes,
+        }),
+    ))
+}
+
+/// `PUT /v1/contributions/{contributor}/diff`: upload the announced diff; answers the verdict.
+#[utoipa::path(put, path = "/v1/contributions/{contributor}/diff", params(("contributor" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = ContributionStatus), (status = 401), (status = 403), (status = 404), (status = 409), (status = 413), (status = 422)))]
+pub async fn upload(
+    State(c): State<Arc<Coordinator>>,
+    Path(contributor): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ContributionStatus>, ApiError> {
+    auth::require_contributor(&c, &headers, &contributor).await?;
+    let (iteration, manifest, latest) = {
+        let s = c.state.read().await;
+        let Some(entry) = s.round.get(&contributor) else {
+            return Err(ApiError::not_found(format!(
+                "no announced contribution of {contributor}; POST its manifest first"
+            )));
+        };
+        if entry.verdict.is_some() {
+            return Err(ApiError::conflict(
+                "already_uploaded",
+                "this contribution already has a verdict; announce again to resubmit",
+            ));
+        }
+        if s.fusing {
+            return Err(ApiError::conflict(
+                "round_fusing",
+                "the round is being fused; pull the new base and train again",
+            ));
+        }
+        (
+            s.round_iteration(),
+            entry.manifest.clone(),
+            s.latest.clone(),
+        )
+    };
+    let uploads = c.work.join("uploads");
+    tokio::fs::create_dir_all(&uploads)
+        .await
+        .map_err(ApiError::internal)?;
+    let spool = tempfile::Builder::new()
+        .prefix(&format!("{iteration:06}-{contributor}-"))
+        .tempfile_in(&uploads)
+        .map_err(ApiError::internal)?;
+    let (bytes, sha256) = receive(body, spool.path(), manifest.diff_bytes).await?;
+    if bytes != manifest.diff_bytes || sha256 != manifest.diff_sha256 {
+        let verdict = reject(&c, iteration, &contributor, "integrity", format!(
+            "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
+            manifest.diff_bytes, manifest.diff_sha256
+        )).await?;
+        return Err(rejection(verdict));
+    }
+    let base_dir = c.cache_base(&latest).await.map_err(ApiError::internal)?;
+    let path = spool.path().to_path_buf();
+    let m = manifest.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let base = BaseInfo::open_with_sha256(&base_dir, latest.base_sha256.clone())?;
+        validate(&path, m, &base).map(|(_, stats)| stats)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let stats = match checked {
+        Ok(stats) => stats,
+        Err(e) => {
+            let verdict = reject(&c, iteration, &contributor, e.reason(), e.to_string()).await?;
+            return Err(rejection(verdict));
+        }
+    };
+    // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
+    let key = keys::contribution_file(iteration, &contributor, DIFF_FILE);
+    c.store.put_file(&key, spool.path()).await?;
+    let verdict = Verdict::Accepted {
+        l2_norm: stats.l2_norm,
+        at: now_unix(),
+    };
+    let mut s = c.state.write().await;
+    if s.round_iteration() != iteration || s.latest.base_sha256 != manifest.base.sha256 {
+        return Err(ApiError::conflict(
+            "stale_base",
+            "the base changed during the upload; pull the new base and train again",
+        ));
+    }
+    if !c
+        .store
+        .create_json(
+            &keys::contribution_file(iteration, &contributor, VERDICT),
+            &verdict,
+        )
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "duplicate",
+            "a verdict for this contribution already exists",
+        ));
+    }
+    s.first_accepted_at.get_or_insert(now_unix());
+    s.round.insert(
+        contributor.clone(),
+        Contribution {
+            manifest: manifest.clone(),
+            verdict: Some(verdict.clone()),
+        },
+    );
+    drop(s);
+    c.metrics.accepted(bytes);
+    c.wake.notify_one();
+    tracing::info!(%contributor, iteration, bytes, "contribution accepted");
+    Ok(Json(ContributionStatus {
+        iteration,
+        contributor,
+        diff_sha256: manifest.diff_sha256,
+        verdict: Some(verdict),
+    }))
+}
+
+/// Streams the request body into `path`, hashing it; refuses more than `limit` bytes.
+async fn receive(
+    body: Body,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<(u64, String), ApiError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("upload_interrupted", format!("upload failed: {e}"))
+        })?;
+        bytes += chunk.len() as u64;
+        if bytes > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("upload exceeds the {limit} bytes announced in the manifest"),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+async fn reject(
+    c: &Coordinator,
+    iteration: u64,
+    contributor: &str,
+    reason: &str,
+    message: String,
+) -> Result<Verdict, ApiError> {
+    let verdict = Verdict::Rejected {
+        reason: reason.to_string(),
+        message,
+        at: now_unix(),
+    };
+    c.store
+        .put_json(
+            &keys::contribution_file(iteration, contributor, VERDICT),
+            &verdict,
+        )
+        .await?;
+    if let Some(entry) = c.state.write().await.round.get_mut(contributor) {
+        entry.verdict = Some(verdict.clone());
+    }
+    c.metrics.rejected(reason);
+    tracing::info!(%contributor, iteration, reason, "contribution rejected");
+    Ok(verdict)
+}
+
+fn rejection(verdict: Verdict) -> ApiError {
+    match verdict {
+        Verdict::Rejected {
+            reason, message, ..
+        } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, &reason, message),
+        Verdict::Accepted { .. } => ApiError::internal("accepted verdict treated as a rejection"),
+    }
+}
+
+/// `GET /v1/contributions/{contributor}`: the contributor's contribution to the current round.
+#[utoipa::path(get, path = "/v1/contributions/{contributor}", params(("contributor" = String, Path)), responses((status = 200, body = ContributionStatus), (status = 404)))]
+pub async fn status(
+    State(c): State<Arc<Coordinator>>,
+    Path(contributor): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ContributionStatus>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    let s = c.state.read().await;
+    let entry = s.round.get(&contributor).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{contributor} has no contribution to iteration {}",
+            s.round_iteration()
+        ))
+    })?;
+    Ok(Json(ContributionStatus {
+        iteration: s.round_iteration(),
+        contributor,
+        diff_sha256: entry.manifest.diff_sha256.clone(),
+        verdict: entry.verdict.clone(),
+    }))
+}

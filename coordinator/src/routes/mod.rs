@@ -1,0 +1,47 @@
+//! The HTTP API: one file per group of routes, all over a shared `Arc<Coordinator>`.
+
+pub mod admin;
+pub mod bases;
+pub mod contributions;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::{
+    routing::{delete, get, post, put},
+    Router,
+};
+
+use crate::Coordinator;
+
+/// The coordinator's router.
+pub fn router(c: Arc<Coordinator>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/round", get(ops::round))
+        .route("/v1/bases/latest", get(bases::latest))
+        .route("/v1/bases/{iteration}", get(bases::manifest))
+        .route("/v1/bases/{iteration}/files/{name}", get(bases::file))
+        .route("/v1/lineage", get(bases::lineage))
+        .route("/v1/lineage/{iteration}", get(bases::lineage_one))
+        .route("/v1/contributions", post(contributions::announce))
+        .route(
+            "/v1/contributions/{contributor}",
+            get(contributions::status),
+        )
+        .route(
+            "/v1/contributions/{contributor}/diff",
+            put(contributions::upload),
+        )
+        .route("/v1/admin/fuse", post(admin::fuse))
+        .route(
+            "/v1/admin/config",
+            get(admin::get_config).put(admin::set_config),
+        )
+        .route("/v1/admin/rollback", post(admin::rollback))
+        .route("/v1/admin/tokens", post(admin::create_token))
+        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .with_state(c)
+}

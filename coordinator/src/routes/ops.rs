@@ -1,0 +1,48 @@
+//! Health, metrics, OpenAPI, and round status.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::IntoResponse,
+    Json,
+};
+use coldfuse_shared::api::RoundStatus;
+use utoipa::OpenApi;
+
+use crate::{auth, openapi::ApiDoc, ApiError, Coordinator};
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics")))]
+pub async fn metrics(State(c): State<Arc<Coordinator>>) -> impl IntoResponse {
+    let (iteration, accepted) = {
+        let s = c.state.read().await;
+        (s.round_iteration(), s.accepted().len())
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(iteration, accepted),
+    )
+}
+
+/// `GET /v1/openapi.json`: this API's OpenAPI document.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// `GET /v1/round`: the current round.
+#[utoipa::path(get, path = "/v1/round", responses((status = 200, body = RoundStatus)))]
+pub async fn round(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<RoundStatus>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    Ok(Json(c.state.read().await.status()))
+}

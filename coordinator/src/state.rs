@@ -1,0 +1,304 @@
+//! The coordinator's view of its deployment: loaded from the store at start, kept in memory, and
+//! changed only after the store has been written (so a restart rebuilds exactly this).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use coldfuse_shared::{
+    api::{keys, BaseManifest, DeploymentConfig, LatestPointer, RoundStatus, TokenRecord, Verdict},
+    diff::{DiffManifest, MANIFEST_FILE},
+    hash::sha256_file,
+};
+use tokio::sync::{Mutex, Notify, RwLock};
+
+use crate::{metrics::Metrics, store::StoreError, Store};
+
+/// A contribution to the current round.
+#[derive(Debug, Clone)]
+pub struct Contribution {
+    /// Its manifest (from the announce).
+    pub manifest: DiffManifest,
+    /// None until the diff has been uploaded and validated.
+    pub verdict: Option<Verdict>,
+}
+
+/// The mutable part of the coordinator's state.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Deployment settings.
+    pub config: DeploymentConfig,
+    /// The base served as latest, which contributions of this round must be against.
+    pub latest: BaseManifest,
+    /// Highest committed iteration.
+    pub committed: u64,
+    /// Contributions to iteration `committed + 1`, by contributor.
+    pub round: BTreeMap<String, Contribution>,
+    /// When the round's first contribution was accepted (Unix seconds).
+    pub first_accepted_at: Option<u64>,
+    /// Whether a fusion is running.
+    pub fusing: bool,
+}
+
+impl State {
+    /// The iteration the current round will produce.
+    pub fn round_iteration(&self) -> u64 {
+        self.committed + 1
+    }
+
+    /// Accepted contributors of the round.
+    pub fn accepted(&self) -> Vec<&str> {
+        self.round
+            .iter()
+            .filter(|(_, c)| {
+                c.verdict.as_ref().is_some_and(Verdict::accepted)
+                    && c.manifest.base.sha256 == self.latest.base_sha256
+            })
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// The round's deadline, if one is configured and the round has started.
+    pub fn deadline(&self) -> Option<u64> {
+        Some(self.first_accepted_at? + self.config.deadline_secs?)
+    }
+
+    /// Whether the round should be fused now (quorum, or deadline with enough contributions).
+    pub fn should_fuse(&self, now: u64) -> bool {
+        let n = self.accepted().len();
+        !self.fusing
+            && n > 0
+            && (n >= self.config.quorum
+                || (n >= self.config.min_contributions
+                    && self.deadline().is_some_and(|d| now >= d)))
+    }
+
+    /// The status served at `/v1/round`.
+    pub fn status(&self) -> RoundStatus {
+        let accepted = self.accepted();
+        RoundStatus {
+            iteration: self.round_iteration(),
+            base_iteration: self.latest.iteration,
+            base_sha256: self.latest.base_sha256.clone(),
+            accepted: accepted.len(),
+            rejected: self
+                .round
+                .values()
+                .filter(|c| c.verdict.as_ref().is_some_and(|v| !v.accepted()))
+                .count(),
+            contributors: accepted.iter().map(|s| s.to_string()).collect(),
+            quorum: self.config.quorum,
+            deadline: self.deadline(),
+            fusing: self.fusing,
+            strategy: self.config.fusion.strategy.to_string(),
+        }
+    }
+}
+
+/// A running coordinator: store, local work directory, state, and the fusion trigger.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// The deployment's store.
+    pub store: Store,
+    /// Local work directory (base cache, uploads in progress, fusion scratch).
+    pub work: PathBuf,
+    /// State.
+    pub state: RwLock<State>,
+    /// Token records by hash.
+    tokens: RwLock<HashMap<String, TokenRecord>>,
+    /// Wakes the fusion task.
+    pub wake: Notify,
+    /// Serialises fusions.
+    pub fusion_lock: Mutex<()>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// A failure to start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store holds no deployment.
+    #[error(
+        "{0}: no deployment here; run `coldfuse-coordinator init --base DIR --store URL` first"
+    )]
+    NotInitialised(String),
+    /// The store is inconsistent.
+    #[error("store is inconsistent: {0}")]
+    Inconsistent(String),
+    /// The work directory failed.
+    #[error("work directory {path}: {source}")]
+    Work {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Coordinator {
+    /// Loads the deployment from `store`, caching the latest base under `work`.
+    pub async fn load(store: Store, work: &Path) -> Result<Arc<Self>, LoadError> {
+        std::fs::create_dir_all(work).map_err(|source| LoadError::Work {
+            path: work.to_path_buf(),
+            source,
+        })?;
+        let config: DeploymentConfig = store
+            .get_json(keys::DEPLOYMENT)
+            .await?
+            .ok_or_else(|| LoadError::NotInitialised(store.url().to_string()))?;
+        let committed = store
+            .list(keys::ITERATIONS)
+            .await?
+            .iter()
+            .filter_map(|k| keys::parse_iteration_record(k))
+            .max()
+            .ok_or_else(|| LoadError::Inconsistent("no committed iteration".into()))?;
+        let latest_iteration = store
+            .get_json::<LatestPointer>(keys::LATEST)
+            .await?
+            .map_or(committed, |p| p.iteration);
+        let latest: BaseManifest = store
+            .get_json(&keys::base_file(latest_iteration, keys::BASE_MANIFEST))
+            .await?
+            .ok_or_else(|| {
+                LoadError::Inconsistent(format!(
+                    "iteration {latest_iteration} has no base manifest"
+                ))
+            })?;
+        let mut tokens = HashMap::new();
+        for key in store.list(keys::TOKENS).await? {
+            if let (Some(hash), Some(record)) = (
+                key.strip_prefix("tokens/")
+                    .and_then(|k| k.strip_suffix(".json")),
+                store.get_json::<TokenRecord>(&key).await?,
+            ) {
+                tokens.insert(hash.to_string(), record);
+            }
+        }
+        let round = load_round(&store, committed + 1).await?;
+        let first_accepted_at = round
+            .values()
+            .filter_map(|c| match c.verdict {
+                Some(Verdict::Accepted { at, .. }) => Some(at),
+                _ => None,
+            })
+            .min();
+        let coordinator = Arc::new(Self {
+            store,
+            work: work.to_path_buf(),
+            state: RwLock::new(State {
+                config,
+                latest,
+                committed,
+                round,
+                first_accepted_at,
+                fusing: false,
+            }),
+            tokens: RwLock::new(tokens),
+            wake: Notify::new(),
+            fusion_lock: Mutex::new(()),
+            metrics: Metrics::default(),
+        });
+        let latest = coordinator.state.read().await.latest.clone();
+        coordinator.cache_base(&latest).await?;
+        tracing::info!(committed, latest = latest.iteration, "deployment loaded");
+        Ok(coordinator)
+    }
+
+    /// The deployment settings.
+    pub async fn config(&self) -> DeploymentConfig {
+        self.state.read().await.config.clone()
+    }
+
+    /// The token record stored under `hash`.
+    pub async fn token(&self, hash: &str) -> Option<TokenRecord> {
+        self.tokens.read().await.get(hash).cloned()
+    }
+
+    /// Records a token (already written to the store).
+    pub async fn remember_token(&self, hash: String, record: TokenRecord) {
+        self.tokens.write().await.insert(hash, record);
+    }
+
+    /// Finds a token's hash by its public id.
+    pub async fn token_hash_by_id(&self, id: &str) -> Option<(String, TokenRecord)> {
+        self.tokens
+            .read()
+            .await
+            .iter()
+            .find(|(_, r)| r.id == id)
+            .map(|(h, r)| (h.clone(), r.clone()))
+    }
+
+    /// Local directory of a cached base.
+    pub fn base_dir(&self, iteration: u64) -> PathBuf {
+        self.work.join("bases").join(format!("{iteration:06}"))
+    }
+
+    /// Makes sure base `manifest` is in the local cache, every file verified against its hash.
+    pub async fn cache_base(&self, manifest: &BaseManifest) -> Result<PathBuf, LoadError> {
+        let dir = self.base_dir(manifest.iteration);
+        let work_err = |source| LoadError::Work {
+            path: dir.clone(),
+            source,
+        };
+        tokio::fs::create_dir_all(&dir).await.map_err(work_err)?;
+        for file in &manifest.files {
+            let path = dir.join(&file.name);
+            if verified(&path, &file.sha256).await {
+                continue;
+            }
+            let key = keys::base_file(manifest.iteration, &file.name);
+            self.store.get_file(&key, &path).await?;
+            if !verified(&path, &file.sha256).await {
+                return Err(LoadError::Inconsistent(format!(
+                    "{key} does not match the sha256 in its manifest"
+                )));
+            }
+        }
+        Ok(dir)
+    }
+}
+
+async fn verified(path: &Path, sha256: &str) -> bool {
+    let path = path.to_path_buf();
+    let expected = sha256.to_string();
+    tokio::task::spawn_blocking(move || sha256_file(&path).is_ok_and(|h| h == expected))
+        .await
+        .unwrap_or(false)
+}
+
+async fn load_round(
+    store: &Store,
+    iteration: u64,
+) -> Result<BTreeMap<String, Contribution>, StoreError> {
+    let mut round = BTreeMap::new();
+    let prefix = keys::round_prefix(iteration);
+    for key in store.list(&prefix).await? {
+        let Some(rest) = key.strip_prefix(&format!("{prefix}/")) else {
+            continue;
+        };
+        let Some((contributor, file)) = rest.split_once('/') else {
+            continue;
+        };
+        if file != MANIFEST_FILE {
+            continue;
+        }
+        if let Some(manifest) = store.get_json::<DiffManifest>(&key).await? {
+            let verdict = store
+                .get_json(&keys::contribution_file(
+                    iteration,
+                    contributor,
+                    "verdict.json",
+                ))
+                .await?;
+            round.insert(contributor.to_string(), Contribution { manifest, verdict });
+        }
+    }
+    Ok(round)
+}

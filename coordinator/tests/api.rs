@@ -1,0 +1,549 @@
+//! The coordinator's router in-process over a real `file://` store: init, tokens, announce and
+//! upload, validation verdicts, quorum-triggered fusion, downloads with Range, lineage, auth, restart.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+    Router,
+};
+use candle_core::Device;
+use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
+use coldfuse_shared::{
+    api::{BaseManifest, DeploymentConfig, IterationRecord, RoundStatus},
+    diff::{BaseRef, ContributionInfo, DiffBuilder, DiffManifest, Encoding, DIFF_FILE},
+    HeadInit, ModelDir, SequenceClassifier,
+};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/bert_tiny/model")
+}
+
+struct Deployment {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    store_url: String,
+    work: std::path::PathBuf,
+    admin: String,
+    coordinator: Arc<Coordinator>,
+}
+
+impl Deployment {
+    async fn new(config: DeploymentConfig) -> Self {
+        let store_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let store_url = format!("file://{}", store_dir.path().display());
+        let store = Store::open(&store_url).unwrap();
+        let done = init::init(&store, &fixture(), config).await.unwrap();
+        let coordinator = Coordinator::load(store, work.path()).await.unwrap();
+        let work_path = work.path().to_path_buf();
+        Self {
+            _dirs: (store_dir, work),
+            store_url,
+            work: work_path,
+            admin: done.admin_token,
+            coordinator,
+        }
+    }
+
+    fn router(&self) -> Router {
+        routes::router(self.coordinator.clone())
+    }
+
+    async fn reload(&mut self) {
+        let store = Store::open(&self.store_url).unwrap();
+        self.coordinator = Coordinator::load(store, &self.work).await.unwrap();
+    }
+
+    async fn token(&self, contributor: &str) -> String {
+        let body = format!(r#"{{"role": "contributor", "contributor": "{contributor}"}}"#);
+        let (status, v) = call(
+            &self.router(),
+            "POST",
+            "/v1/admin/tokens",
+            Some(&self.admin),
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let (status, bytes) = call_raw(router, method, uri, token, body, None).await;
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+async fn call_raw(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    range: Option<&str>,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(r) = range {
+        req = req.header(header::RANGE, r);
+    }
+    let response = router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, bytes)
+}
+
+/// A contribution from `seed`: every body weight of the current base moved by a small amount.
+fn make_diff(
+    base_dir: &Path,
+    base_sha: &str,
+    contributor: &str,
+    seed: u64,
+    poison: bool,
+) -> (tempfile::TempDir, DiffManifest) {
+    let base = ModelDir::open(base_dir).unwrap();
+    let model = SequenceClassifier::load(
+        &base,
+        HeadInit::Fresh {
+            num_labels: 2,
+            seed,
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let body = model.encoder.vars();
+    for (k, var) in &body {
+        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() * 1e-2;
+        var.set(&(var.as_tensor() + delta as f64).unwrap()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = DiffBuilder::new(Encoding::F32).unwrap();
+    builder.add_body(&base, &body).unwrap();
+    let info = ContributionInfo {
+        contributor: contributor.into(),
+        num_examples: 10,
+        metrics: Default::default(),
+    };
+    let base_ref = BaseRef {
+        id: "test".into(),
+        sha256: base_sha.into(),
+    };
+    let manifest = builder.finish(dir.path(), base_ref, "bert", info).unwrap();
+    if poison {
+        // Same size, one value turned into NaN, manifest hash updated: only the value scan can catch it.
+        let path = dir.path().join(DIFF_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut m = manifest;
+        m.diff_sha256 = coldfuse_shared::hash::sha256_file(&path).unwrap();
+        return (dir, m);
+    }
+    (dir, manifest)
+}
+
+async fn contribute(
+    d: &Deployment,
+    token: &str,
+    dir: &Path,
+    manifest: &DiffManifest,
+) -> (StatusCode, serde_json::Value) {
+    let router = d.router();
+    let (status, v) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(token),
+        manifest.to_json(),
+    )
+    .await;
+    if status != StatusCode::CREATED {
+        return (status, v);
+    }
+    let url = v["upload_url"].as_str().unwrap().to_string();
+    let bytes = std::fs::read(dir.join(DIFF_FILE)).unwrap();
+    call(&router, "PUT", &url, Some(token), bytes).await
+}
+
+async fn latest(d: &Deployment) -> BaseManifest {
+    let (_, v) = call(&d.router(), "GET", "/v1/bases/latest", None, vec![]).await;
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn coordinator_runs_an_iteration_from_uploads_to_a_downloadable_fused_base() {
+    let config = DeploymentConfig {
+        quorum: 2,
+        ..DeploymentConfig::default()
+    };
+    let d = Deployment::new(config).await;
+    tokio::spawn(fusion_task::run(d.coordinator.clone()));
+    let base0 = latest(&d).await;
+    assert_eq!(base0.iteration, 0);
+    let base_dir = d.coordinator.base_dir(0);
+    let mut diffs = Vec::new();
+    for (i, name) in ["site-a", "site-b"].iter().enumerate() {
+        let token = d.token(name).await;
+        let (dir, manifest) = make_diff(&base_dir, &base0.base_sha256, name, i as u64, false);
+        let (status, v) = contribute(&d, &token, dir.path(), &manifest).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["verdict"]["status"], "accepted");
+        diffs.push((dir, manifest));
+    }
+    // The quorum of 2 triggers the fusion off the request path; the API answers meanwhile.
+    let mut round: RoundStatus =
+        serde_json::from_value(call(&d.router(), "GET", "/v1/round", None, vec![]).await.1)
+            .unwrap();
+    for _ in 0..200 {
+        if round.iteration == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        round = serde_json::from_value(call(&d.router(), "GET", "/v1/round", None, vec![]).await.1)
+            .unwrap();
+    }
+    assert_eq!(round.iteration, 2, "{round:?}");
+    assert_eq!(round.accepted, 0);
+    let base1 = latest(&d).await;
+    assert_eq!(base1.iteration, 1);
+    assert_ne!(base1.base_sha256, base0.base_sha256);
+    // Lineage records both iterations and the fused contributions.
+    let (_, v) = call(&d.router(), "GET", "/v1/lineage", None, vec![]).await;
+    let lineage: Vec<IterationRecord> = serde_json::from_value(v).unwrap();
+    assert_eq!(lineage.len(), 2);
+    assert_eq!(lineage[1].parent, Some(0));
+    assert_eq!(lineage[1].contributions.len(), 2);
+    // Download the fused weights (full and by Range) and check hashes and values.
+    let uri = "/v1/bases/1/files/model.safetensors";
+    let (status, full) = call_raw(&d.router(), "GET", uri, None, vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        coldfuse_shared::hash::sha256_bytes(&full),
+        base1.base_sha256
+    );
+    let (status, part) =
+        call_raw(&d.router(), "GET", uri, None, vec![], Some("bytes=100-199")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part, full[100..200]);
+    let (status, tail) = call_raw(&d.router(), "GET", uri, None, vec![], Some("bytes=-10")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail, full[full.len() - 10..]);
+    let (status, _) = call_raw(
+        &d.router(),
+        "GET",
+        uri,
+        None,
+        vec![],
+        Some("bytes=999999999-"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    // base 1 = base 0 + mean(diffs), tensor by tensor.
+    let b0 = ModelDir::open(d.coordinator.base_dir(0)).unwrap();
+    let b1 = ModelDir::open(d.coordinator.base_dir(1)).unwrap();
+    let readers: Vec<_> = diffs
+        .iter()
+        .map(|(dir, _)| {
+            coldfuse_shared::tensorfile::TensorFile::open(dir.path().join(DIFF_FILE)).unwrap()
+        })
+        .collect();
+    let mut worst = 0f32;
+    for info in &readers[0].header.tensors {
+        let canon = coldfuse_shared::checkpoint::canonical(&info.name, "bert").0;
+        let base: Vec<f32> = b0.tensors[&canon].flatten_all().unwrap().to_vec1().unwrap();
+        let fused: Vec<f32> = b1.tensors[&canon].flatten_all().unwrap().to_vec1().unwrap();
+        let mut sum = vec![0f32; base.len()];
+        for r in &readers {
+            let mut v = vec![0f32; base.len()];
+            r.read_f32(r.info(&info.name).unwrap(), 0, &mut v, &mut Vec::new())
+                .unwrap();
+            sum.iter_mut().zip(&v).for_each(|(s, x)| *s += x / 2.0);
+        }
+        for ((b, f), s) in base.iter().zip(&fused).zip(&sum) {
+            worst = worst.max((b + s - f).abs());
+        }
+    }
+    assert!(worst < 1e-6, "{worst}");
+    // A diff against base 0 is now stale (synchronous mode).
+    let token = d.token("site-c").await;
+    let (dir, manifest) = make_diff(&base_dir, &base0.base_sha256, "site-c", 9, false);
+    let (status, v) = contribute(&d, &token, dir.path(), &manifest).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "stale_base");
+}
+
+#[tokio::test]
+async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
+    let d = Deployment::new(DeploymentConfig {
+        quorum: 5,
+        ..DeploymentConfig::default()
+    })
+    .await;
+    let base0 = latest(&d).await;
+    let base_dir = d.coordinator.base_dir(0);
+    let token = d.token("site-a").await;
+    let router = d.router();
+    // Malformed JSON.
+    let (status, v) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_manifest"))
+    );
+    // Foreign base.
+    let (dir, mut manifest) = make_diff(&base_dir, &base0.base_sha256, "site-a", 1, false);
+    let good = manifest.clone();
+    manifest.base.sha256 = "0".repeat(64);
+    let (status, v) = contribute(&d, &token, dir.path(), &manifest).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_base"))
+    );
+    // NaN inside an otherwise well-formed diff: rejected with its reason, recorded, nothing fused.
+    let (bad_dir, bad) = make_diff(&base_dir, &base0.base_sha256, "site-a", 1, true);
+    let (status, v) = contribute(&d, &token, bad_dir.path(), &bad).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("non_finite")),
+        "{v}"
+    );
+    let (_, v) = call(&router, "GET", "/v1/contributions/site-a", None, vec![]).await;
+    assert_eq!(v["verdict"]["reason"], "non_finite");
+    // Truncated upload: integrity.
+    let (status, v) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        good.to_json(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let bytes = std::fs::read(dir.path().join(DIFF_FILE)).unwrap();
+    let (status, v) = call(
+        &router,
+        "PUT",
+        "/v1/contributions/site-a/diff",
+        Some(&token),
+        bytes[..bytes.len() - 8].to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("integrity"))
+    );
+    // Oversize upload.
+    let (status, _) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        good.to_json(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut big = bytes.clone();
+    big.extend_from_slice(&[0; 64]);
+    let (status, v) = call(
+        &router,
+        "PUT",
+        "/v1/contributions/site-a/diff",
+        Some(&token),
+        big,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+    // The good one is accepted, then a duplicate is refused.
+    let (status, v) = contribute(&d, &token, dir.path(), &good).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        good.to_json(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("duplicate"))
+    );
+    // Nothing changed the published base; the metrics count what happened.
+    assert_eq!(latest(&d).await, base0);
+    let (_, text) = call_raw(&router, "GET", "/metrics", None, vec![], None).await;
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("coldfuse_contributions_rejected_total{reason=\"non_finite\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("coldfuse_contributions_accepted_total 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn coordinator_auth_answers_401_and_403() {
+    let d = Deployment::new(DeploymentConfig {
+        public_read: false,
+        ..DeploymentConfig::default()
+    })
+    .await;
+    let router = d.router();
+    let (status, _) = call(&router, "POST", "/v1/admin/fuse", None, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&router, "POST", "/v1/admin/fuse", Some("cf_forged"), vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let token = d.token("site-a").await;
+    let (status, v) = call(&router, "POST", "/v1/admin/fuse", Some(&token), vec![]).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    // Writing as another contributor.
+    let base0 = d.coordinator.state.read().await.latest.clone();
+    let (_, manifest) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base0.base_sha256,
+        "site-b",
+        1,
+        false,
+    );
+    let (status, _) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        manifest.to_json(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Private deployment: reads need a token.
+    let (status, _) = call(&router, "GET", "/v1/bases/latest", None, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&router, "GET", "/v1/bases/latest", Some(&token), vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    // Revoked tokens stop working.
+    let (_, v) = call(
+        &router,
+        "POST",
+        "/v1/admin/tokens",
+        Some(&d.admin),
+        br#"{"role": "reader"}"#.to_vec(),
+    )
+    .await;
+    let (reader, id) = (
+        v["token"].as_str().unwrap().to_string(),
+        v["record"]["id"].as_str().unwrap().to_string(),
+    );
+    let (status, _) = call(
+        &router,
+        "DELETE",
+        &format!("/v1/admin/tokens/{id}"),
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&router, "GET", "/v1/round", Some(&reader), vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Health and the OpenAPI document need nothing.
+    let (status, _) = call(&router, "GET", "/healthz", None, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = call(&router, "GET", "/v1/openapi.json", None, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        v["paths"]["/v1/contributions/{contributor}/diff"]["put"].is_object(),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn coordinator_restart_keeps_accepted_contributions_and_rollback_backtracks() {
+    let mut d = Deployment::new(DeploymentConfig {
+        quorum: 3,
+        ..DeploymentConfig::default()
+    })
+    .await;
+    let base0 = latest(&d).await;
+    let base_dir = d.coordinator.base_dir(0);
+    let token = d.token("site-a").await;
+    let (dir, manifest) = make_diff(&base_dir, &base0.base_sha256, "site-a", 1, false);
+    assert_eq!(
+        contribute(&d, &token, dir.path(), &manifest).await.0,
+        StatusCode::OK
+    );
+    // Restart: the accepted contribution is still counted; tokens still work.
+    d.reload().await;
+    assert_eq!(d.coordinator.state.read().await.status().accepted, 1);
+    let token_b = d.token("site-b").await;
+    let (dir_b, manifest_b) = make_diff(&base_dir, &base0.base_sha256, "site-b", 2, false);
+    assert_eq!(
+        contribute(&d, &token_b, dir_b.path(), &manifest_b).await.0,
+        StatusCode::OK
+    );
+    // Forced fusion below quorum, synchronously.
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/fuse?wait=true",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["iteration"], 1);
+    d.reload().await;
+    assert_eq!(latest(&d).await.iteration, 1);
+    assert_eq!(d.coordinator.state.read().await.round_iteration(), 2);
+    // Roll back to iteration 0: latest serves it again, and the next round builds on it.
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/rollback",
+        Some(&d.admin),
+        br#"{"iteration": 0}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(latest(&d).await, base0);
+    d.reload().await;
+    assert_eq!(latest(&d).await, base0);
+    let (status, v) = call(&d.router(), "GET", "/v1/round", None, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["iteration"], 2);
+    assert_eq!(v["base_iteration"], 0);
+}

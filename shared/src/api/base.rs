@@ -1,0 +1,88 @@
+//! Published bases and their lineage.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One file of a published base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    /// File name inside the base directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// What a published base consists of (served at `/v1/bases/{iteration}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BaseManifest {
+    /// Iteration number (0 = the original model).
+    pub iteration: u64,
+    /// SHA-256 of `model.safetensors` (what contributions name as their base).
+    pub base_sha256: String,
+    /// Architecture (`bert`, `roberta`, `deberta-v2`).
+    pub architecture: String,
+    /// Every file with its size and hash.
+    pub files: Vec<FileEntry>,
+    /// Unix time of publication.
+    pub created_at: u64,
+}
+
+impl BaseManifest {
+    /// The entry for file `name`.
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+}
+
+/// One fused contribution as recorded in lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineageContribution {
+    /// Contributor id.
+    pub contributor: String,
+    /// SHA-256 of the diff file.
+    pub diff_sha256: String,
+    /// Examples it was trained on.
+    pub num_examples: u64,
+    /// Its weight in the fusion.
+    pub weight: f64,
+    /// Norm-clipping factor applied.
+    pub clip_factor: f32,
+    /// Its local metrics.
+    #[schema(value_type = Object)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+/// The lineage record of one iteration; writing it (create-only) is what commits the iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IterationRecord {
+    /// Iteration number.
+    pub iteration: u64,
+    /// The iteration it was fused from (None for iteration 0).
+    pub parent: Option<u64>,
+    /// SHA-256 of the parent's weights.
+    pub parent_sha256: Option<String>,
+    /// SHA-256 of this base's weights.
+    pub base_sha256: String,
+    /// Fusion strategy and parameters (None for iteration 0).
+    #[schema(value_type = Object)]
+    pub fusion: Option<crate::fusion::FusionConfig>,
+    /// Contributions fused into it.
+    pub contributions: Vec<LineageContribution>,
+    /// Global L2 norm of the update.
+    pub update_l2_norm: Option<f64>,
+    /// Where iteration 0 came from (e.g. the original model's directory name).
+    pub origin: Option<String>,
+    /// coldfuse version that produced it.
+    pub created_by: String,
+    /// Unix time of the commit.
+    pub created_at: u64,
+}
+
+/// The `latest` pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LatestPointer {
+    /// The iteration served as latest.
+    pub iteration: u64,
+}

@@ -1,0 +1,98 @@
+//! Deployment settings and access tokens.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::fusion::FusionConfig;
+
+/// Whether diffs must be against the current base (the paper) or may be a few iterations old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Only diffs against the current `latest` base are accepted; others are stale.
+    #[default]
+    Synchronous,
+}
+
+/// Settings of one deployment, stored at `deployment.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Fusion strategy and clipping.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fusion: FusionConfig,
+    /// Accepted contributions that trigger a fusion at once.
+    pub quorum: usize,
+    /// Fewest accepted contributions fused at the deadline.
+    pub min_contributions: usize,
+    /// Seconds after a round's first accepted contribution at which it is fused if it has at least
+    /// `min_contributions` (None: wait for the quorum).
+    pub deadline_secs: Option<u64>,
+    /// Largest accepted diff file in bytes.
+    pub max_diff_bytes: u64,
+    /// Whether bases, lineage and round status can be read without a token.
+    pub public_read: bool,
+    /// Staleness policy.
+    #[serde(default)]
+    pub mode: SyncMode,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        Self {
+            fusion: FusionConfig::default(),
+            quorum: 3,
+            min_contributions: 1,
+            deadline_secs: None,
+            max_diff_bytes: 8 << 30,
+            public_read: true,
+            mode: SyncMode::Synchronous,
+        }
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including admin routes.
+    Admin,
+    /// Read, and write its own contributions.
+    Contributor,
+    /// Read only.
+    Reader,
+}
+
+/// A token as stored (under the hash of the token; the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenRecord {
+    /// Short public id of the token (for listing and revoking).
+    pub id: String,
+    /// Its role.
+    pub role: Role,
+    /// The contributor id it may write as (contributor tokens).
+    pub contributor: Option<String>,
+    /// Unix time of creation.
+    pub created_at: u64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// Request to create a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// Role of the new token.
+    pub role: Role,
+    /// Contributor id (required for contributor tokens).
+    pub contributor: Option<String>,
+}
+
+/// A newly created token: shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The bearer token (store it; it cannot be shown again).
+    pub token: String,
+    /// Its record.
+    pub record: TokenRecord,
+}

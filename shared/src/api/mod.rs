@@ -1,0 +1,21 @@
+//! Types shared by the coordinator's HTTP API and the contributor CLI, plus the object-store key layout.
+//!
+//! Everything here is plain data (serde + OpenAPI schemas); no HTTP and no storage code.
+
+mod base;
+mod contribution;
+mod deployment;
+pub mod keys;
+mod round;
+
+pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
+pub use contribution::{Announced, ContributionStatus, Verdict};
+pub use deployment::{DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse};
+pub use round::{ApiErrorBody, ApiErrorDetail, RoundStatus};
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
