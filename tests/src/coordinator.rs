@@ -1,0 +1,216 @@
+//! An in-process coordinator over a real store, and the client calls and contributions tests use.
+
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+    Router,
+};
+use candle_core::Device;
+use coldfuse_coordinator::{init, routes, Coordinator, Store};
+use coldfuse_shared::{
+    api::{BaseManifest, DeploymentConfig},
+    diff::{BaseRef, ContributionInfo, DiffBuilder, DiffManifest, Encoding, DIFF_FILE},
+    HeadInit, ModelDir, SequenceClassifier,
+};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// The tiny BERT fixture used as iteration 0.
+pub fn fixture() -> std::path::PathBuf {
+    crate::repo_root().join("fixtures/golden/bert_tiny/model")
+}
+
+/// A deployment in a store, with its loaded coordinator and admin token.
+pub struct Deployment {
+    _dirs: (Option<tempfile::TempDir>, tempfile::TempDir),
+    /// The store URL.
+    pub store_url: String,
+    work: std::path::PathBuf,
+    /// The admin token.
+    pub admin: String,
+    /// The running coordinator (no fusion task unless the test spawns one).
+    pub coordinator: Arc<Coordinator>,
+}
+
+impl Deployment {
+    /// A deployment in a fresh `file://` store.
+    pub async fn new(config: DeploymentConfig) -> Self {
+        let store_dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store_dir.path().display());
+        Self::in_store(config, url, Some(store_dir)).await
+    }
+
+    /// A deployment in the (empty) store at `store_url`.
+    pub async fn in_store(
+        config: DeploymentConfig,
+        store_url: String,
+        store_dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let store = Store::open(&store_url).unwrap();
+        let done = init::init(&store, &fixture(), config).await.unwrap();
+        let coordinator = Coordinator::load(store, work.path()).await.unwrap();
+        let work_path = work.path().to_path_buf();
+        Self {
+            _dirs: (store_dir, work),
+            store_url,
+            work: work_path,
+            admin: done.admin_token,
+            coordinator,
+        }
+    }
+
+    /// The router over the current coordinator.
+    pub fn router(&self) -> Router {
+        routes::router(self.coordinator.clone())
+    }
+
+    /// Drops the coordinator and loads a new one from the store (a restart).
+    pub async fn reload(&mut self) {
+        let store = Store::open(&self.store_url).unwrap();
+        self.coordinator = Coordinator::load(store, &self.work).await.unwrap();
+    }
+
+    /// A new contributor token for `contributor`.
+    pub async fn token(&self, contributor: &str) -> String {
+        let body = format!(r#"{{"role": "contributor", "contributor": "{contributor}"}}"#);
+        let (status, v) = call(
+            &self.router(),
+            "POST",
+            "/v1/admin/tokens",
+            Some(&self.admin),
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// One request; the answer as JSON (or a JSON string of the raw text).
+pub async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let (status, bytes) = call_raw(router, method, uri, token, body, None).await;
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+/// One request, optionally with a Range header; the raw answer.
+pub async fn call_raw(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    range: Option<&str>,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(r) = range {
+        req = req.header(header::RANGE, r);
+    }
+    let response = router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, bytes)
+}
+
+/// A contribution from `seed`: every body weight of the current base moved by a small amount.
+pub fn make_diff(
+    base_dir: &Path,
+    base_sha: &str,
+    contributor: &str,
+    seed: u64,
+    poison: bool,
+) -> (tempfile::TempDir, DiffManifest) {
+    let base = ModelDir::open(base_dir).unwrap();
+    let model = SequenceClassifier::load(
+        &base,
+        HeadInit::Fresh {
+            num_labels: 2,
+            seed,
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let body = model.encoder.vars();
+    for (k, var) in &body {
+        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() * 1e-2;
+        var.set(&(var.as_tensor() + delta as f64).unwrap()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = DiffBuilder::new(Encoding::F32).unwrap();
+    builder.add_body(&base, &body).unwrap();
+    let info = ContributionInfo {
+        contributor: contributor.into(),
+        num_examples: 10,
+        metrics: Default::default(),
+    };
+    let base_ref = BaseRef {
+        id: "test".into(),
+        sha256: base_sha.into(),
+    };
+    let manifest = builder.finish(dir.path(), base_ref, "bert", info).unwrap();
+    if poison {
+        // Same size, one value turned into NaN, manifest hash updated: only the value scan can catch it.
+        let path = dir.path().join(DIFF_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut m = manifest;
+        m.diff_sha256 = coldfuse_shared::hash::sha256_file(&path).unwrap();
+        return (dir, m);
+    }
+    (dir, manifest)
+}
+
+/// Announces and uploads a contribution; the upload's answer (or the announce's error).
+pub async fn contribute(
+    d: &Deployment,
+    token: &str,
+    dir: &Path,
+    manifest: &DiffManifest,
+) -> (StatusCode, serde_json::Value) {
+    let router = d.router();
+    let (status, v) = call(
+        &router,
+        "POST",
+        "/v1/contributions",
+        Some(token),
+        manifest.to_json(),
+    )
+    .await;
+    if status != StatusCode::CREATED {
+        return (status, v);
+    }
+    let url = v["upload_url"].as_str().unwrap().to_string();
+    let bytes = std::fs::read(dir.join(DIFF_FILE)).unwrap();
+    call(&router, "PUT", &url, Some(token), bytes).await
+}
+
+/// The latest base's manifest.
+pub async fn latest(d: &Deployment) -> BaseManifest {
+    let (_, v) = call(&d.router(), "GET", "/v1/bases/latest", None, vec![]).await;
+    serde_json::from_value(v).unwrap()
+}
