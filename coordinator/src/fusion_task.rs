@@ -138,6 +138,7 @@ async fn fuse_and_commit(
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),
     };
+    fault_pause().await;
     if !c
         .store
         .create_json(&keys::iteration_record(iteration), &record)
@@ -165,4 +166,16 @@ async fn fuse_and_commit(
         "iteration committed"
     );
     Ok((record, manifest))
+}
+
+/// Test hook for crash tests: `COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS` pauses between publishing a
+/// fused base's files and committing its lineage record, so a test can kill the process there.
+async fn fault_pause() {
+    if let Some(ms) = std::env::var("COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(ms, "fault hook: pausing before the commit");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests for coldfuse live in `tests/tests/`; this library holds their shared helpers.
 
 pub mod coordinator;
+pub mod process;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -1,0 +1,98 @@
+//! Running the workspace's binaries as real processes.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// The path of workspace binary `name`, (re)built first so a test never runs a stale binary
+/// (`cargo build` is a no-op when it is fresh).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/..");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let package = match name {
+            "coldfuse-coordinator" => "coldfuse-coordinator",
+            _ => "coldfuse",
+        };
+        let output = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .current_dir(crate::repo_root())
+            .output()
+            .expect("cargo build");
+        assert!(
+            output.status.success(),
+            "building {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        built.push(name.to_string());
+    }
+    dir.join(name)
+}
+
+/// A coordinator serving on a free port; killed (SIGKILL, like a crash) on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `coldfuse-coordinator serve` on `store` with extra environment `env`, and waits until
+    /// it listens.
+    pub fn start(store: &str, work: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(bin("coldfuse-coordinator"))
+            .args([
+                "serve",
+                "--store",
+                store,
+                "--listen",
+                "127.0.0.1:0",
+                "--work",
+            ])
+            .arg(work)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting coldfuse-coordinator");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("coordinator did not start listening within 60 s");
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// Kills the process at once (no graceful shutdown), like a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
