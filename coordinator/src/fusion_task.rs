@@ -7,7 +7,8 @@ use anyhow::Context;
 use coldfuse_shared::{
     api::{keys, now_unix, IterationRecord, LatestPointer, LineageContribution},
     diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
-    fusion::{fuse_dir, FuseOptions},
+    fusion::{apply_server_optimizer, fuse_dir, FuseOptions},
+    hash::sha256_file,
 };
 
 use crate::{publish::publish_base, Coordinator};
@@ -93,6 +94,15 @@ async fn fuse_and_commit(
         paths.push(path);
     }
     let base_dir = c.cache_base(latest).await?;
+    let optimizer = config.server_optimizer;
+    let state_out = scratch.path().join("optimizer.safetensors");
+    let prev_state = scratch.path().join("optimizer-prev.safetensors");
+    let has_prev = !optimizer.is_none()
+        && c.store
+            .get_file(&keys::optimizer_state(latest.iteration), &prev_state)
+            .await
+            .is_ok();
+    let state_path = state_out.clone();
     let out = scratch.path().join("out");
     let (base_sha, fusion) = (latest.base_sha256.clone(), config.fusion.clone());
     let manifests: Vec<DiffManifest> = accepted.iter().map(|(_, m)| m.clone()).collect();
@@ -105,11 +115,29 @@ async fn fuse_and_commit(
             .map(|(p, m)| DiffReader::open(p, m, &base))
             .collect::<Result<Vec<_>, _>>()?;
         let report = fuse_dir(&base, &readers, &fusion, &out_dir, &FuseOptions::default())?;
+        if !optimizer.is_none() {
+            let names: Vec<String> = readers[0]
+                .tensors()
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            let prev = has_prev.then_some(prev_state.as_path());
+            let weights = out_dir.join(coldfuse_shared::diff::BASE_WEIGHTS);
+            apply_server_optimizer(optimizer, &base.file, &weights, &names, prev, &state_path)?;
+        }
         Ok((report, base.architecture.name.to_string()))
     })
     .await
     .context("fusion task")??;
     let manifest = publish_base(&c.store, iteration, &out, &architecture).await?;
+    let optimizer_state_sha256 = if optimizer.is_none() {
+        None
+    } else {
+        c.store
+            .put_file(&keys::optimizer_state(iteration), &state_out)
+            .await?;
+        Some(sha256_file(&state_out)?)
+    };
     let metrics: BTreeMap<&str, &DiffManifest> =
         accepted.iter().map(|(k, m)| (k.as_str(), m)).collect();
     let record = IterationRecord {
@@ -134,6 +162,7 @@ async fn fuse_and_commit(
             })
             .collect(),
         update_l2_norm: Some(report.update_l2_norm),
+        optimizer_state_sha256,
         origin: None,
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),

@@ -29,6 +29,7 @@ pub async fn init(
     config: DeploymentConfig,
 ) -> anyhow::Result<Initialised> {
     config.fusion.validate()?;
+    config.server_optimizer.validate()?;
     if store
         .get_json::<serde_json::Value>(keys::DEPLOYMENT)
         .await?
@@ -55,6 +56,7 @@ pub async fn init(
         fusion: None,
         contributions: Vec::new(),
         update_l2_norm: None,
+        optimizer_state_sha256: None,
         origin: base.file_name().map(|n| n.to_string_lossy().into_owned()),
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
 use coldfuse_shared::{
     api::DeploymentConfig,
-    fusion::{FusionConfig, StrategyConfig},
+    fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
 };
 
 /// The coldfuse coordinator: tracks iterations, takes contributors' diffs, fuses and publishes bases.
@@ -45,6 +45,10 @@ enum Command {
         /// Scale down any diff whose L2 norm exceeds this.
         #[arg(long)]
         clip_norm: Option<f64>,
+        /// Server optimiser over the fused update: none (the paper), momentum:lr=L,beta=B (FedAvgM),
+        /// adam:lr=L,beta1=B1,beta2=B2,tau=T (FedAdam).
+        #[arg(long, default_value = "none")]
+        server_optimizer: ServerOptimizer,
         /// Largest accepted diff in bytes.
         #[arg(long, default_value_t = 8 << 30)]
         max_diff_bytes: u64,
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             deadline_secs,
             strategy,
             clip_norm,
+            server_optimizer,
             max_diff_bytes,
             private,
             admin_token_file,
@@ -101,6 +106,7 @@ fn main() -> anyhow::Result<()> {
                 deadline_secs,
                 max_diff_bytes,
                 public_read: !private,
+                server_optimizer,
                 ..DeploymentConfig::default()
             };
             let store = Store::open(&store)?;

@@ -549,3 +549,65 @@ fn fusion_of_a_real_model_writes_a_loadable_base_equal_to_base_plus_mean_diff() 
     .unwrap_err();
     assert!(matches!(err, FusionError::OutputExists(_)), "{err}");
 }
+
+#[test]
+fn fusion_server_optimisers_follow_fedavgm_and_fedadam() {
+    use coldfuse_shared::{fusion::apply_server_optimizer, tensorfile::TensorFile};
+    let base = synth::base(Dtype::F32, 21);
+    let (cs, _) = contributions(&base, 2, Encoding::F32);
+    let info = base.info();
+    let out = tempfile::tempdir().unwrap();
+    let plain = out.path().join("plain.safetensors");
+    let config = FusionConfig::default();
+    fuse_weights(
+        &info,
+        &readers(&info, &cs),
+        &config,
+        &plain,
+        &FuseOptions::default(),
+    )
+    .unwrap();
+    let plain_values = synth::read_all(&plain);
+    let names: Vec<String> = BODY.iter().map(|(n, _)| n.to_string()).collect();
+    let base_file = TensorFile::open(base.path().join("model.safetensors")).unwrap();
+    let run = |opt: &str, prev: Option<&std::path::Path>, tag: &str| {
+        let fused = out.path().join(format!("{tag}.safetensors"));
+        std::fs::copy(&plain, &fused).unwrap();
+        let state = out.path().join(format!("{tag}.state"));
+        apply_server_optimizer(
+            opt.parse().unwrap(),
+            &base_file,
+            &fused,
+            &names,
+            prev,
+            &state,
+        )
+        .unwrap();
+        (synth::read_all(&fused), state)
+    };
+    let (m1, state1) = run("momentum:lr=0.5,beta=0.9", None, "m1");
+    let (m2, _) = run("momentum:lr=0.5,beta=0.9", Some(&state1), "m2");
+    let (adam, _) = run("adam:lr=0.01,beta1=0.9,beta2=0.99,tau=0.001", None, "adam");
+    for &(name, _) in BODY {
+        for j in 0..base.values[name].len() {
+            let b = base.values[name][j];
+            let delta = plain_values[name].0[j] - b;
+            let close = |got: f32, want: f32| {
+                assert!((got - want).abs() <= 1e-6, "{name}[{j}]: {got} vs {want}")
+            };
+            close(m1[name].0[j], b + 0.5 * delta);
+            close(m2[name].0[j], b + 0.5 * (0.9 * delta + delta));
+            let (m, v) = (0.1 * delta, 0.01 * delta * delta);
+            close(adam[name].0[j], b + 0.01 * m / (v.sqrt() + 0.001));
+        }
+    }
+    for (name, _) in HEAD {
+        assert_eq!(m1[*name].1, plain_values[*name].1, "{name} passes through");
+    }
+    assert!("momentum:lr=0,beta=0.9"
+        .parse::<coldfuse_shared::fusion::ServerOptimizer>()
+        .is_err());
+    assert!("adam:lr=1"
+        .parse::<coldfuse_shared::fusion::ServerOptimizer>()
+        .is_err());
+}

@@ -365,3 +365,61 @@ async fn coordinator_restart_keeps_accepted_contributions_and_rollback_backtrack
     assert_eq!(v["iteration"], 2);
     assert_eq!(v["base_iteration"], 0);
 }
+
+#[tokio::test]
+async fn coordinator_server_momentum_carries_its_state_across_iterations_and_restarts() {
+    let config = DeploymentConfig {
+        quorum: 1,
+        server_optimizer: "momentum:lr=1,beta=0.5".parse().unwrap(),
+        ..DeploymentConfig::default()
+    };
+    let mut d = Deployment::new(config).await;
+    let token = d.token("site-a").await;
+    let mut diffs = Vec::new();
+    for i in 0..2u64 {
+        let base = latest(&d).await;
+        let (dir, manifest) = make_diff(
+            &d.coordinator.base_dir(base.iteration),
+            &base.base_sha256,
+            "site-a",
+            i,
+            false,
+        );
+        assert_eq!(
+            contribute(&d, &token, dir.path(), &manifest).await.0,
+            StatusCode::OK
+        );
+        let (status, v) = call(
+            &d.router(),
+            "POST",
+            "/v1/admin/fuse?wait=true",
+            Some(&d.admin),
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let record: IterationRecord = serde_json::from_value(v).unwrap();
+        assert!(record.optimizer_state_sha256.is_some());
+        diffs.push((dir, manifest));
+        d.reload().await; // the state must come from the store, not from memory
+    }
+    // base2 − base1 = Δ2 + 0.5·m1, with m1 = Δ1 = base1 − base0.
+    let load = |i: u64| ModelDir::open(d.coordinator.base_dir(i)).unwrap();
+    let (b0, b1, b2) = (load(0), load(1), load(2));
+    let diff2 =
+        coldfuse_shared::tensorfile::TensorFile::open(diffs[1].0.path().join(DIFF_FILE)).unwrap();
+    let mut worst = 0f32;
+    for info in &diff2.header.tensors {
+        let canon = coldfuse_shared::checkpoint::canonical(&info.name, "bert").0;
+        let get = |m: &ModelDir| -> Vec<f32> {
+            m.tensors[&canon].flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let (x0, x1, x2) = (get(&b0), get(&b1), get(&b2));
+        let mut d2 = vec![0f32; x0.len()];
+        diff2.read_f32(info, 0, &mut d2, &mut Vec::new()).unwrap();
+        for j in 0..x0.len() {
+            worst = worst.max((x2[j] - x1[j] - (d2[j] + 0.5 * (x1[j] - x0[j]))).abs());
+        }
+    }
+    assert!(worst < 1e-5, "{worst}");
+}

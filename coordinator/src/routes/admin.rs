@@ -71,6 +71,10 @@ pub async fn set_config(
         .fusion
         .validate()
         .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
+    config
+        .server_optimizer
+        .validate()
+        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
     if config.quorum == 0 || config.min_contributions == 0 {
         return Err(ApiError::bad_request(
             "bad_config",

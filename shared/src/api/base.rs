@@ -72,6 +72,9 @@ pub struct IterationRecord {
     pub contributions: Vec<LineageContribution>,
     /// Global L2 norm of the update.
     pub update_l2_norm: Option<f64>,
+    /// SHA-256 of the server-optimiser state after this iteration (when one is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_sha256: Option<String>,
     /// Where iteration 0 came from (e.g. the original model's directory name).
     pub origin: Option<String>,
     /// coldfuse version that produced it.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::fusion::FusionConfig;
+use crate::fusion::{FusionConfig, ServerOptimizer};
 
 /// Whether diffs must be against the current base (the paper) or may be a few iterations old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -36,6 +36,10 @@ pub struct DeploymentConfig {
     /// Staleness policy.
     #[serde(default)]
     pub mode: SyncMode,
+    /// Server-side optimiser over the fused update (default none: base + update, the paper).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub server_optimizer: ServerOptimizer,
 }
 
 impl Default for DeploymentConfig {
@@ -48,6 +52,7 @@ impl Default for DeploymentConfig {
             max_diff_bytes: 8 << 30,
             public_read: true,
             mode: SyncMode::Synchronous,
+            server_optimizer: ServerOptimizer::None,
         }
     }
 }

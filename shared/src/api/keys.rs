@@ -6,6 +6,7 @@
 //! bases/{iteration:06}/{file}                      a base's files (config.json, model.safetensors, tokenizer…)
 //! bases/{iteration:06}/manifest.json               BaseManifest: sha256 + size of every file
 //! iterations/{iteration:06}.json                   IterationRecord: lineage; created create-only = the commit
+//! optimizer/{iteration:06}.safetensors           server-optimiser state after that iteration (if any)
 //! latest.json                                      LatestPointer (switched after a commit, or by rollback)
 //! rounds/{iteration:06}/{contributor}/manifest.json   DiffManifest of the contribution to that iteration
 //! rounds/{iteration:06}/{contributor}/diff.safetensors the accepted diff
@@ -56,6 +57,11 @@ pub fn round_prefix(iteration: u64) -> String {
 /// `rounds/{iteration:06}/{contributor}/{file}`.
 pub fn contribution_file(iteration: u64, contributor: &str, file: &str) -> String {
     format!("{}/{contributor}/{file}", round_prefix(iteration))
+}
+
+/// `optimizer/{iteration:06}.safetensors`: server-optimiser state after `iteration`.
+pub fn optimizer_state(iteration: u64) -> String {
+    format!("optimizer/{iteration:06}.safetensors")
 }
 
 /// `tokens/{hash}.json`.

@@ -103,17 +103,7 @@ impl FromStr for StrategyConfig {
     /// Parses `NAME` or `NAME:KEY=VALUE,...`, e.g. `mean`, `trimmed-mean:trim=0.2`,
     /// `ties:density=0.2,lambda=1`, `dare:drop=0.9,seed=7`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, params) = s.split_once(':').unwrap_or((s, ""));
-        let mut object = serde_json::Map::new();
-        object.insert("name".into(), name.trim().into());
-        for pair in params.split(',').filter(|p| !p.trim().is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                FusionError::Config(format!("`{pair}` in `{s}` is not KEY=VALUE"))
-            })?;
-            let number: serde_json::Value = serde_json::from_str(value.trim())
-                .map_err(|_| FusionError::Config(format!("`{value}` in `{s}` is not a number")))?;
-            object.insert(key.trim().into(), number);
-        }
+        let (name, object) = named_params(s, "name")?;
         let config: Self = serde_json::from_value(object.clone().into())
             .map_err(|e| FusionError::Config(format!("strategy `{s}`: {e}")))?;
         // serde ignores extra fields of unit variants (`mean:x=1`): refuse them here.
@@ -167,4 +157,23 @@ impl FusionConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// Parses `NAME` or `NAME:KEY=NUMBER,...` into a JSON object with `tag: NAME` and the numbers.
+pub(crate) fn named_params(
+    s: &str,
+    tag: &str,
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), FusionError> {
+    let (name, params) = s.split_once(':').unwrap_or((s, ""));
+    let mut object = serde_json::Map::new();
+    object.insert(tag.into(), name.trim().into());
+    for pair in params.split(',').filter(|p| !p.trim().is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| FusionError::Config(format!("`{pair}` in `{s}` is not KEY=VALUE")))?;
+        let number: serde_json::Value = serde_json::from_str(value.trim())
+            .map_err(|_| FusionError::Config(format!("`{value}` in `{s}` is not a number")))?;
+        object.insert(key.trim().into(), number);
+    }
+    Ok((name.trim().to_string(), object))
 }
