@@ -14,6 +14,7 @@ pub mod publish;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod tar;
 
 pub use error::ApiError;
 pub use state::Coordinator;

@@ -22,6 +22,7 @@ use crate::routes;
         routes::bases::latest,
         routes::bases::manifest,
         routes::bases::file,
+        routes::bases::archive,
         routes::bases::lineage,
         routes::bases::lineage_one,
         routes::contributions::announce,

@@ -80,6 +80,35 @@ async fn coordinator_runs_an_iteration_from_uploads_to_a_downloadable_fused_base
     )
     .await;
     assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    // The single-archive download unpacks with tar into files matching the manifest.
+    let (status, tarball) = call_raw(
+        &d.router(),
+        "GET",
+        "/v1/bases/1/archive",
+        None,
+        vec![],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let unpack = tempfile::tempdir().unwrap();
+    std::fs::write(unpack.path().join("base.tar"), &tarball).unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg("base.tar")
+        .current_dir(unpack.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for f in &base1.files {
+        let path = unpack.path().join("coldfuse-base-000001").join(&f.name);
+        assert_eq!(
+            coldfuse_shared::hash::sha256_file(&path).unwrap(),
+            f.sha256,
+            "{}",
+            f.name
+        );
+    }
     // base 1 = base 0 + mean(diffs), tensor by tensor.
     let b0 = ModelDir::open(d.coordinator.base_dir(0)).unwrap();
     let b1 = ModelDir::open(d.coordinator.base_dir(1)).unwrap();

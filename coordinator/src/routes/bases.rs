@@ -159,3 +159,55 @@ pub async fn lineage_one(
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} is not committed")))
 }
+
+/// `GET /v1/bases/{iteration}/archive`: every file of the base as one streamed tar
+/// (`coldfuse-base-{iteration}/…`).
+#[utoipa::path(get, path = "/v1/bases/{iteration}/archive", params(("iteration" = u64, Path)), responses((status = 200, content_type = "application/x-tar"), (status = 404)))]
+pub async fn archive(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    auth::require_read(&c, &headers).await?;
+    let manifest = base_manifest(&c, iteration).await?;
+    let length = crate::tar::archive_len(manifest.files.iter().map(|f| f.size));
+    let store = c.store.clone();
+    let dir = format!("coldfuse-base-{iteration:06}");
+    let files = manifest.files.clone();
+    let stream = futures::stream::iter(files)
+        .then(move |f| {
+            let store = store.clone();
+            let dir = dir.clone();
+            async move {
+                let head =
+                    crate::tar::header(&format!("{dir}/{}", f.name), f.size, manifest.created_at);
+                let (_, body) = store
+                    .get_stream(&keys::base_file(iteration, &f.name), None)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let pad = bytes::Bytes::from(vec![0u8; crate::tar::padding(f.size)]);
+                let parts =
+                    futures::stream::once(async move { Ok(bytes::Bytes::copy_from_slice(&head)) })
+                        .chain(body.map(|r| r.map_err(std::io::Error::other)))
+                        .chain(futures::stream::once(async move { Ok(pad) }));
+                Ok::<_, std::io::Error>(parts)
+            }
+        })
+        .map(|r| match r {
+            Ok(parts) => parts.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten()
+        .chain(futures::stream::once(async {
+            Ok(bytes::Bytes::from(vec![0u8; 1024]))
+        }));
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
+}

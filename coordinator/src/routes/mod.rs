@@ -24,6 +24,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/v1/bases/latest", get(bases::latest))
         .route("/v1/bases/{iteration}", get(bases::manifest))
         .route("/v1/bases/{iteration}/files/{name}", get(bases::file))
+        .route("/v1/bases/{iteration}/archive", get(bases::archive))
         .route("/v1/lineage", get(bases::lineage))
         .route("/v1/lineage/{iteration}", get(bases::lineage_one))
         .route("/v1/contributions", post(contributions::announce))
