@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, now_unix, IterationRecord, LatestPointer, LineageContribution},
+    api::{keys, now_unix, IterationRecord, LatestPointer, LineageContribution, SyncMode},
     diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
     fusion::{apply_server_optimizer, fuse_dir, FuseOptions},
     hash::sha256_file,
@@ -44,10 +44,14 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
             return Ok(None);
         }
         s.fusing = true;
-        let accepted: Vec<(String, DiffManifest)> = s
+        let accepted: Vec<(String, DiffManifest, u64)> = s
             .accepted()
             .iter()
-            .map(|k| (k.to_string(), s.round[*k].manifest.clone()))
+            .map(|k| {
+                let m = s.round[*k].manifest.clone();
+                let tau = s.staleness(&m.base.sha256).unwrap_or(0);
+                (k.to_string(), m, tau)
+            })
             .collect();
         (
             s.round_iteration(),
@@ -61,6 +65,7 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
     s.fusing = false;
     match result {
         Ok((record, manifest)) => {
+            s.bases.insert(manifest.base_sha256.clone(), iteration);
             s.committed = iteration;
             s.latest = manifest;
             s.round = BTreeMap::new();
@@ -76,14 +81,14 @@ async fn fuse_and_commit(
     iteration: u64,
     latest: &coldfuse_shared::api::BaseManifest,
     config: &coldfuse_shared::api::DeploymentConfig,
-    accepted: &[(String, DiffManifest)],
+    accepted: &[(String, DiffManifest, u64)],
 ) -> anyhow::Result<(IterationRecord, coldfuse_shared::api::BaseManifest)> {
     let started = std::time::Instant::now();
     let scratch = tempfile::Builder::new()
         .prefix(&format!("fusion-{iteration:06}-"))
         .tempdir_in(&c.work)?;
     let mut paths = Vec::new();
-    for (contributor, _) in accepted {
+    for (contributor, _, _) in accepted {
         let path = scratch.path().join(format!("{contributor}.safetensors"));
         c.store
             .get_file(
@@ -105,14 +110,27 @@ async fn fuse_and_commit(
     let state_path = state_out.clone();
     let out = scratch.path().join("out");
     let (base_sha, fusion) = (latest.base_sha256.clone(), config.fusion.clone());
-    let manifests: Vec<DiffManifest> = accepted.iter().map(|(_, m)| m.clone()).collect();
+    // A stale diff (asynchronous mode) is checked against the current base's layout and scaled down.
+    let manifests: Vec<(DiffManifest, u64)> = accepted
+        .iter()
+        .map(|(_, m, tau)| {
+            let mut m = m.clone();
+            m.base.sha256 = latest.base_sha256.clone();
+            (m, *tau)
+        })
+        .collect();
     let out_dir = out.clone();
     let (report, architecture) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
         let readers = paths
             .iter()
             .zip(manifests)
-            .map(|(p, m)| DiffReader::open(p, m, &base))
+            .map(|(p, (m, tau))| {
+                DiffReader::open(p, m, &base).map(|mut r| {
+                    r.scale = SyncMode::staleness_scale(tau);
+                    r
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let report = fuse_dir(&base, &readers, &fusion, &out_dir, &FuseOptions::default())?;
         if !optimizer.is_none() {
@@ -138,8 +156,10 @@ async fn fuse_and_commit(
             .await?;
         Some(sha256_file(&state_out)?)
     };
-    let metrics: BTreeMap<&str, &DiffManifest> =
-        accepted.iter().map(|(k, m)| (k.as_str(), m)).collect();
+    let by_contributor: BTreeMap<&str, (&DiffManifest, u64)> = accepted
+        .iter()
+        .map(|(k, m, tau)| (k.as_str(), (m, *tau)))
+        .collect();
     let record = IterationRecord {
         iteration,
         parent: Some(latest.iteration),
@@ -151,13 +171,18 @@ async fn fuse_and_commit(
             .iter()
             .map(|r| LineageContribution {
                 contributor: r.contributor.clone(),
-                diff_sha256: r.diff_sha256.clone(),
+                diff_sha256: by_contributor
+                    .get(r.contributor.as_str())
+                    .map_or_else(|| r.diff_sha256.clone(), |(m, _)| m.diff_sha256.clone()),
                 num_examples: r.num_examples,
                 weight: r.weight,
                 clip_factor: r.clip_factor,
-                metrics: metrics
+                staleness: by_contributor
                     .get(r.contributor.as_str())
-                    .map(|m| m.metrics.clone())
+                    .map_or(0, |(_, tau)| *tau),
+                metrics: by_contributor
+                    .get(r.contributor.as_str())
+                    .map(|(m, _)| m.metrics.clone())
                     .unwrap_or_default(),
             })
             .collect(),

@@ -8,7 +8,10 @@ use std::{
 };
 
 use coldfuse_shared::{
-    api::{keys, BaseManifest, DeploymentConfig, LatestPointer, RoundStatus, TokenRecord, Verdict},
+    api::{
+        keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus,
+        TokenRecord, Verdict,
+    },
     diff::{DiffManifest, MANIFEST_FILE},
     hash::sha256_file,
 };
@@ -40,6 +43,8 @@ pub struct State {
     pub first_accepted_at: Option<u64>,
     /// Whether a fusion is running.
     pub fusing: bool,
+    /// Iteration of every committed base, by weights SHA-256.
+    pub bases: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -54,10 +59,18 @@ impl State {
             .iter()
             .filter(|(_, c)| {
                 c.verdict.as_ref().is_some_and(Verdict::accepted)
-                    && c.manifest.base.sha256 == self.latest.base_sha256
+                    && self.staleness(&c.manifest.base.sha256).is_some()
             })
             .map(|(k, _)| k.as_str())
             .collect()
+    }
+
+    /// How many iterations the base with weights `sha256` is behind `latest`, if diffs against it
+    /// are accepted (always 0 in synchronous mode; up to `max_staleness` in asynchronous mode).
+    pub fn staleness(&self, sha256: &str) -> Option<u64> {
+        let k = *self.bases.get(sha256)?;
+        let tau = self.latest.iteration.checked_sub(k)?;
+        (tau <= self.config.mode.max_staleness()).then_some(tau)
     }
 
     /// The round's deadline, if one is configured and the round has started.
@@ -151,11 +164,17 @@ impl Coordinator {
             .get_json(keys::DEPLOYMENT)
             .await?
             .ok_or_else(|| LoadError::NotInitialised(store.url().to_string()))?;
-        let committed = store
-            .list(keys::ITERATIONS)
-            .await?
-            .iter()
-            .filter_map(|k| keys::parse_iteration_record(k))
+        let mut bases = BTreeMap::new();
+        for key in store.list(keys::ITERATIONS).await? {
+            if keys::parse_iteration_record(&key).is_some() {
+                if let Some(r) = store.get_json::<IterationRecord>(&key).await? {
+                    bases.insert(r.base_sha256, r.iteration);
+                }
+            }
+        }
+        let committed = bases
+            .values()
+            .copied()
             .max()
             .ok_or_else(|| LoadError::Inconsistent("no committed iteration".into()))?;
         let latest_iteration = store
@@ -198,6 +217,7 @@ impl Coordinator {
                 round,
                 first_accepted_at,
                 fusing: false,
+                bases,
             }),
             tokens: RwLock::new(tokens),
             wake: Notify::new(),

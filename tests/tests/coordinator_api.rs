@@ -452,3 +452,68 @@ async fn coordinator_server_momentum_carries_its_state_across_iterations_and_res
     }
     assert!(worst < 1e-5, "{worst}");
 }
+
+#[tokio::test]
+async fn coordinator_asynchronous_mode_accepts_stale_diffs_scaled_by_staleness() {
+    let config = DeploymentConfig {
+        quorum: 1,
+        mode: coldfuse_shared::api::SyncMode::Asynchronous { max_staleness: 1 },
+        ..DeploymentConfig::default()
+    };
+    let d = Deployment::new(config).await;
+    let base0 = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let fuse = |d: &Deployment| {
+        let router = d.router();
+        let admin = d.admin.clone();
+        async move {
+            call(
+                &router,
+                "POST",
+                "/v1/admin/fuse?wait=true",
+                Some(&admin),
+                vec![],
+            )
+            .await
+        }
+    };
+    let (ta, tb, tc) = (
+        d.token("site-a").await,
+        d.token("site-b").await,
+        d.token("site-c").await,
+    );
+    let (da, ma) = make_diff(&dir0, &base0.base_sha256, "site-a", 1, false);
+    assert_eq!(contribute(&d, &ta, da.path(), &ma).await.0, StatusCode::OK);
+    assert_eq!(fuse(&d).await.0, StatusCode::OK);
+    // site-b trained on base 0 while base 1 was published: staleness 1, accepted.
+    let (db, mb) = make_diff(&dir0, &base0.base_sha256, "site-b", 2, false);
+    let (status, v) = contribute(&d, &tb, db.path(), &mb).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = fuse(&d).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let record: IterationRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(record.contributions[0].staleness, 1);
+    // base2 = base1 + Δ_b / √2.
+    let load = |i: u64| ModelDir::open(d.coordinator.base_dir(i)).unwrap();
+    let (b1, b2) = (load(1), load(2));
+    let diff = coldfuse_shared::tensorfile::TensorFile::open(db.path().join(DIFF_FILE)).unwrap();
+    let mut worst = 0f32;
+    for info in &diff.header.tensors {
+        let canon = coldfuse_shared::checkpoint::canonical(&info.name, "bert").0;
+        let x1: Vec<f32> = b1.tensors[&canon].flatten_all().unwrap().to_vec1().unwrap();
+        let x2: Vec<f32> = b2.tensors[&canon].flatten_all().unwrap().to_vec1().unwrap();
+        let mut delta = vec![0f32; x1.len()];
+        diff.read_f32(info, 0, &mut delta, &mut Vec::new()).unwrap();
+        for j in 0..x1.len() {
+            worst = worst.max((x2[j] - x1[j] - delta[j] / 2f32.sqrt()).abs());
+        }
+    }
+    assert!(worst < 1e-6, "{worst}");
+    // Staleness 2 is beyond the limit.
+    let (dc, mc) = make_diff(&dir0, &base0.base_sha256, "site-c", 3, false);
+    let (status, v) = contribute(&d, &tc, dc.path(), &mc).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_base"))
+    );
+}

@@ -55,7 +55,7 @@ pub async fn announce(
             "the round is being fused; pull the new base and train again",
         ));
     }
-    if manifest.base.sha256 != s.latest.base_sha256 {
+    if s.staleness(&manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
             "stale_base",
             format!(
@@ -76,7 +76,7 @@ pub async fn announce(
     }
     if let Some(existing) = s.round.get(&contributor) {
         if existing.verdict.as_ref().is_some_and(Verdict::accepted)
-            && existing.manifest.base.sha256 == s.latest.base_sha256
+            && s.staleness(&existing.manifest.base.sha256).is_some()
         {
             return Err(ApiError::conflict(
                 "duplicate",
@@ -127,7 +127,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<Json<ContributionStatus>, ApiError> {
     auth::require_contributor(&c, &headers, &contributor).await?;
-    let (iteration, manifest, latest) = {
+    let (iteration, manifest, base_iteration) = {
         let s = c.state.read().await;
         let Some(entry) = s.round.get(&contributor) else {
             return Err(ApiError::not_found(format!(
@@ -146,12 +146,22 @@ pub async fn upload(
                 "the round is being fused; pull the new base and train again",
             ));
         }
-        (
-            s.round_iteration(),
-            entry.manifest.clone(),
-            s.latest.clone(),
-        )
+        let Some(base_iteration) = s.bases.get(&entry.manifest.base.sha256).copied() else {
+            return Err(ApiError::conflict(
+                "stale_base",
+                "the diff's base is not a committed base",
+            ));
+        };
+        (s.round_iteration(), entry.manifest.clone(), base_iteration)
     };
+    // The base the diff was computed against (the latest one, or an older one in asynchronous mode).
+    let base_manifest: coldfuse_shared::api::BaseManifest = c
+        .store
+        .get_json(&keys::base_file(base_iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(format!("iteration {base_iteration} has no base manifest"))
+        })?;
     let uploads = c.work.join("uploads");
     tokio::fs::create_dir_all(&uploads)
         .await
@@ -168,11 +178,15 @@ pub async fn upload(
         )).await?;
         return Err(rejection(verdict));
     }
-    let base_dir = c.cache_base(&latest).await.map_err(ApiError::internal)?;
+    let base_dir = c
+        .cache_base(&base_manifest)
+        .await
+        .map_err(ApiError::internal)?;
+    let base_sha = base_manifest.base_sha256.clone();
     let path = spool.path().to_path_buf();
     let m = manifest.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let base = BaseInfo::open_with_sha256(&base_dir, latest.base_sha256.clone())?;
+        let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
         validate(&path, m, &base).map(|(_, stats)| stats)
     })
     .await
@@ -192,7 +206,7 @@ pub async fn upload(
         at: now_unix(),
     };
     let mut s = c.state.write().await;
-    if s.round_iteration() != iteration || s.latest.base_sha256 != manifest.base.sha256 {
+    if s.round_iteration() != iteration || s.staleness(&manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
             "stale_base",
             "the base changed during the upload; pull the new base and train again",

@@ -47,8 +47,11 @@ pub struct LineageContribution {
     pub num_examples: u64,
     /// Its weight in the fusion.
     pub weight: f64,
-    /// Norm-clipping factor applied.
+    /// Factor applied: norm clipping × staleness scale.
     pub clip_factor: f32,
+    /// Iterations between the diff's base and the base it was fused into (0 when synchronous).
+    #[serde(default)]
+    pub staleness: u64,
     /// Its local metrics.
     #[schema(value_type = Object)]
     pub metrics: std::collections::BTreeMap<String, f64>,

@@ -7,11 +7,32 @@ use crate::fusion::{FusionConfig, ServerOptimizer};
 
 /// Whether diffs must be against the current base (the paper) or may be a few iterations old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SyncMode {
-    /// Only diffs against the current `latest` base are accepted; others are stale.
+    /// Only diffs against the current `latest` base are accepted; others are stale (the paper).
     #[default]
     Synchronous,
+    /// FedBuff-style: a diff against a base τ ≤ `max_staleness` iterations older than `latest` is
+    /// accepted and fused into the current base scaled by 1/√(1+τ) (τ counted at fusion time).
+    Asynchronous {
+        /// Largest accepted staleness τ in iterations.
+        max_staleness: u64,
+    },
+}
+
+impl SyncMode {
+    /// The largest accepted staleness (0 when synchronous).
+    pub fn max_staleness(&self) -> u64 {
+        match self {
+            Self::Synchronous => 0,
+            Self::Asynchronous { max_staleness } => *max_staleness,
+        }
+    }
+
+    /// The factor a diff of staleness `tau` is scaled by: 1/√(1+τ).
+    pub fn staleness_scale(tau: u64) -> f32 {
+        1.0 / ((1 + tau) as f32).sqrt()
+    }
 }
 
 /// Settings of one deployment, stored at `deployment.json`.

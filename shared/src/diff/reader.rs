@@ -56,6 +56,8 @@ pub struct DiffStats {
 pub struct DiffReader {
     /// The manifest.
     pub manifest: DiffManifest,
+    /// Extra factor applied to this contribution when fused (asynchronous staleness); 1 by default.
+    pub scale: f32,
     file: TensorFile,
     tensors: Vec<DiffTensor>,
 }
@@ -116,6 +118,7 @@ impl DiffReader {
         }
         Ok(Self {
             manifest,
+            scale: 1.0,
             file,
             tensors,
         })

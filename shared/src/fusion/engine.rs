@@ -45,7 +45,7 @@ pub struct ContributionReport {
     pub num_examples: u64,
     /// Weight in the fusion (sums to 1 over contributions).
     pub weight: f64,
-    /// Norm-clipping factor applied (1 when not clipped).
+    /// Factor applied to the diff: norm clipping × staleness scale (1 when neither applies).
     pub clip_factor: f32,
     /// Global L2 norm of the diff (measured only when clipping).
     pub l2_norm: Option<f64>,
@@ -223,10 +223,14 @@ fn prepare<'a>(
         )?),
         None => None,
     };
-    let factors = match &norms {
+    let factors: Vec<f32> = match &norms {
         Some(n) => clip_factors(n, config.clip_norm),
         None => vec![1.0; ordered.len()],
-    };
+    }
+    .into_iter()
+    .zip(&ordered)
+    .map(|(f, d)| f * d.scale)
+    .collect();
     let weights = weights(&ordered, strategy.as_ref())?;
     let keys = ordered
         .iter()
