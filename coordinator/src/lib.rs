@@ -5,6 +5,7 @@
 //! a cache of it in memory and a local work directory for the current base and uploads.
 
 pub mod auth;
+pub mod bench;
 pub mod error;
 pub mod fusion_task;
 pub mod init;

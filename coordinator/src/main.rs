@@ -59,6 +59,8 @@ enum Command {
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
     },
+    /// Benchmark: API latency and throughput on loopback while a real fusion runs, against idle.
+    Bench(coldfuse_coordinator::bench::LoadArgs),
     /// Serve the API.
     Serve {
         /// Store URL.
@@ -132,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             work,
         } => runtime.block_on(serve(&store, &listen, work)),
+        Command::Bench(args) => runtime.block_on(coldfuse_coordinator::bench::run(args)),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fusion;
 pub mod hash;
 pub mod model;
 pub mod parallel;
+pub mod synthetic;
 pub mod tensorfile;
 pub mod tokenize;
 

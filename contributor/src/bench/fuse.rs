@@ -17,7 +17,9 @@ use coldfuse_shared::{
     tensorfile::TensorFile,
 };
 
-use super::{python, synth, sys};
+use coldfuse_shared::synthetic as synth;
+
+use super::{python, sys};
 
 const NUMPY_SCRIPT: &str = include_str!("../../../scripts/bench/fuse_numpy.py");
 
@@ -183,7 +185,7 @@ fn prepare(root: &Path, args: &FuseArgs) -> anyhow::Result<(String, Vec<DiffMani
     };
     let manifests = (0..args.contributions)
         .map(|i| synth::write_diff(&synth::diff_dir(root, i), &base, &layout, args.encoding, i))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     std::fs::write(&marker, serde_json::to_vec(&(&sha, &manifests))?)?;
     eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
     Ok((sha, manifests))
@@ -207,7 +209,7 @@ fn read_all(files: &[PathBuf], threads: usize) -> anyhow::Result<()> {
     let opened = files
         .iter()
         .map(|f| std::fs::File::open(f).with_context(|| f.display().to_string()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, f) in opened.iter().enumerate() {
         let len = f.metadata()?.len();
         blocks.extend((0..len.div_ceil(BLOCK)).map(|b| (i, b * BLOCK, BLOCK.min(len - b * BLOCK))));

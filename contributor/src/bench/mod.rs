@@ -2,7 +2,6 @@
 
 mod fuse;
 mod python;
-mod synth;
 mod sys;
 
 use clap::Subcommand;

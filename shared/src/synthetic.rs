@@ -1,13 +1,15 @@
-//! Synthetic roberta-like base and diff files of a chosen parameter count, for benchmarks.
+//! Synthetic roberta-like base and diff files of a chosen parameter count, for benchmarks (random
+//! values, real file formats).
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
-use anyhow::Context;
-use coldfuse_shared::{
-    diff::{BaseRef, ContributionInfo, DiffBuilder, DiffManifest, Encoding, BASE_WEIGHTS},
+use crate::{
+    diff::{
+        BaseRef, ContributionInfo, DiffBuilder, DiffError, DiffManifest, Encoding, BASE_WEIGHTS,
+    },
     hash::sha256_file,
     tensorfile::{Dtype, TensorFileWriter, TensorSpec},
 };
@@ -70,12 +72,20 @@ fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// Writes a base model dir (config.json + model.safetensors, f32) and returns its weights' SHA-256.
-pub fn write_base(dir: &Path, layout: &[(String, Vec<usize>)]) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir)?;
+pub fn write_base(dir: &Path, layout: &[(String, Vec<usize>)]) -> Result<String, DiffError> {
+    std::fs::create_dir_all(dir).map_err(|e| DiffError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let config = dir.join("config.json");
     std::fs::write(
-        dir.join("config.json"),
+        &config,
         br#"{"model_type": "roberta", "architectures": ["RobertaModel"]}"#,
-    )?;
+    )
+    .map_err(|e| DiffError::Io {
+        path: config.clone(),
+        source: e,
+    })?;
     let specs: Vec<TensorSpec> = layout
         .iter()
         .map(|(name, shape)| TensorSpec {
@@ -92,7 +102,7 @@ pub fn write_base(dir: &Path, layout: &[(String, Vec<usize>)]) -> anyhow::Result
         writer.write_at(i, 0, bytemuck::cast_slice(&v))?;
     }
     writer.finish()?;
-    sha256_file(&path).context("hashing the base")
+    sha256_file(&path).map_err(|e| DiffError::Io { path, source: e })
 }
 
 /// Writes contribution `index`'s diff (values of scale 1e-3) under `dir` and returns its manifest.
@@ -102,7 +112,7 @@ pub fn write_diff(
     layout: &[(String, Vec<usize>)],
     encoding: Encoding,
     index: usize,
-) -> anyhow::Result<DiffManifest> {
+) -> Result<DiffManifest, DiffError> {
     let mut builder = DiffBuilder::new(encoding)?;
     for (t, (name, shape)) in layout.iter().enumerate() {
         let n = shape.iter().product();
@@ -114,7 +124,7 @@ pub fn write_diff(
         num_examples: 1000,
         metrics: BTreeMap::new(),
     };
-    Ok(builder.finish(dir, base.clone(), "roberta", info)?)
+    builder.finish(dir, base.clone(), "roberta", info)
 }
 
 /// Where contribution `index` lives under the bench directory.
