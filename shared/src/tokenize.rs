@@ -64,12 +64,16 @@ pub enum TokenizeError {
     Model(#[from] ModelError),
 }
 
+/// One unpadded encoded input: `(token ids, segment ids)`.
+pub type TokenRow = (Vec<u32>, Vec<u32>);
+
 /// A tokenizer that turns texts (or text pairs) into padded [`Batch`]es.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     /// Maximum tokens per sequence, special tokens included.
     pub max_len: usize,
+    pad_id: u32,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -115,7 +119,11 @@ impl TextTokenizer {
             pad_type_id: 0,
             pad_token,
         }));
-        Ok(Self { inner, max_len })
+        Ok(Self {
+            inner,
+            max_len,
+            pad_id,
+        })
     }
 
     /// Encodes single texts, or text pairs when `pairs` is given, into one padded batch.
@@ -155,6 +163,41 @@ impl TextTokenizer {
             seq_len,
             device,
         )?)
+    }
+
+    /// Encodes single texts, or text pairs when `pairs` is given, each on its own without padding:
+    /// `(token ids, segment ids)` per input, truncated like [`TextTokenizer::encode`].
+    pub fn encode_each(
+        &self,
+        texts: &[&str],
+        pairs: Option<&[&str]>,
+    ) -> Result<Vec<TokenRow>, TokenizeError> {
+        let mut unpadded = self.inner.clone();
+        unpadded.with_padding(None);
+        let encodings = match pairs {
+            None => unpadded.encode_batch(texts.to_vec(), true),
+            Some(p) => {
+                if p.len() != texts.len() {
+                    return Err(TokenizeError::Encode(format!(
+                        "{} texts but {} pair texts",
+                        texts.len(),
+                        p.len()
+                    )));
+                }
+                let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
+                unpadded.encode_batch(inputs, true)
+            }
+        }
+        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+            .collect())
+    }
+
+    /// The padding token id that [`TextTokenizer::encode`] pads with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
     }
 
     /// The id of a token, if the vocabulary has it.
