@@ -17,6 +17,7 @@ pub mod model;
 pub mod parallel;
 pub mod tensorfile;
 pub mod tokenize;
+pub mod train;
 
 pub use batch::Batch;
 pub use checkpoint::{CheckpointError, ModelDir};
