@@ -105,6 +105,17 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The SMS Spam Collection TSV installed by scripts/assets.sh (`COLDFUSE_SMS_SPAM`).
+pub fn sms_spam_file() -> PathBuf {
+    let path = std::env::var("COLDFUSE_SMS_SPAM").expect(
+        "COLDFUSE_SMS_SPAM is not set: run the README test command (scripts/test.sh), \
+         or `eval \"$(scripts/assets.sh)\"` first",
+    );
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
 /// Token-id lists stored under `tokenizer.<key>` in a fixture's golden.json.
 pub fn token_ids(m: &serde_json::Value, key: &str) -> Vec<Vec<u32>> {
     m["tokenizer"][key]
