@@ -7,6 +7,7 @@
 //! (local to the task). Runs are reproducible on the CPU for a fixed seed, resumed runs included.
 
 mod config;
+mod device;
 mod error;
 mod eval;
 pub mod metrics;
@@ -17,6 +18,7 @@ mod schedule;
 mod trainer;
 
 pub use config::{EarlyStopping, Metric, TrainConfig};
+pub use device::{cuda_built, DeviceChoice};
 pub use error::TrainError;
 pub use eval::{evaluate, Evaluation, Predictions};
 pub use optim::{decays, AdamW, AdamWParams};
