@@ -1,4 +1,4 @@
-//! Real learning: all-MiniLM-L6-v2 fine-tuned on a few hundred SMS messages (SMS Spam Collection,
+//! Real learning: all-MiniLM-L6-v2 fine-tuned on 160 SMS messages (SMS Spam Collection,
 //! from PyPI via scripts/assets.sh) beats the majority class on held-out messages, within a CPU budget.
 
 mod common;
@@ -16,7 +16,7 @@ use coldfuse_shared::{
 use common::{minilm_dir, sms_spam_file};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-const TRAIN: usize = 192;
+const TRAIN: usize = 160;
 const DEV: usize = 200;
 
 /// The SMS TSV (`label<TAB>text`, no header) read by our reader, then a seeded sample.
@@ -111,7 +111,7 @@ fn minilm_learns_sms_spam_above_majority_class() {
     for e in &out.evals {
         println!("  step {}: {:?}", e.step, e.metrics);
     }
-    assert_eq!(out.steps, 24);
+    assert_eq!(out.steps, 20);
     // Clearly above the majority class: at least half of its errors gone.
     let bar = majority + (1.0 - majority) / 2.0;
     assert!(
@@ -121,8 +121,11 @@ fn minilm_learns_sms_spam_above_majority_class() {
     assert!(out.metrics["mcc"] > 0.5, "{:?}", out.metrics);
 }
 
-/// Time of one fused AdamW step over every MiniLM weight (22.7M values) plus its 2-class head.
+/// Time of one fused AdamW step over every MiniLM weight (22.7M values) plus its 2-class head, and of
+/// candle-nn's AdamW on the same weights. A measurement, not a check: run it alone with
+/// `cargo test -p coldfuse-shared --test train_minilm -- --ignored --nocapture`.
 #[test]
+#[ignore = "timing measurement; run alone with --ignored --nocapture"]
 fn minilm_adamw_step_time() {
     let dir = ModelDir::open(minilm_dir()).unwrap();
     let model = SequenceClassifier::load(
