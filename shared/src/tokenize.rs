@@ -133,21 +133,7 @@ impl TextTokenizer {
         pairs: Option<&[&str]>,
         device: &Device,
     ) -> Result<Batch, TokenizeError> {
-        let encodings = match pairs {
-            None => self.inner.encode_batch(texts.to_vec(), true),
-            Some(p) => {
-                if p.len() != texts.len() {
-                    return Err(TokenizeError::Encode(format!(
-                        "{} texts but {} pair texts",
-                        texts.len(),
-                        p.len()
-                    )));
-                }
-                let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
-                self.inner.encode_batch(inputs, true)
-            }
-        }
-        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let encodings = encode_batch(&self.inner, texts, pairs)?;
         let seq_len = encodings.first().map(|e| e.len()).unwrap_or(0);
         let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());
         for enc in &encodings {
@@ -174,21 +160,7 @@ impl TextTokenizer {
     ) -> Result<Vec<TokenRow>, TokenizeError> {
         let mut unpadded = self.inner.clone();
         unpadded.with_padding(None);
-        let encodings = match pairs {
-            None => unpadded.encode_batch(texts.to_vec(), true),
-            Some(p) => {
-                if p.len() != texts.len() {
-                    return Err(TokenizeError::Encode(format!(
-                        "{} texts but {} pair texts",
-                        texts.len(),
-                        p.len()
-                    )));
-                }
-                let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
-                unpadded.encode_batch(inputs, true)
-            }
-        }
-        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let encodings = encode_batch(&unpadded, texts, pairs)?;
         Ok(encodings
             .iter()
             .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
@@ -221,6 +193,29 @@ fn convert_command(dir: &Path) -> String {
         "python -c \"from transformers import AutoTokenizer; \
          AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}')\""
     )
+}
+
+/// Encodes texts, or text pairs, with special tokens and the tokenizer's own truncation and padding.
+fn encode_batch(
+    tk: &Tokenizer,
+    texts: &[&str],
+    pairs: Option<&[&str]>,
+) -> Result<Vec<tokenizers::Encoding>, TokenizeError> {
+    let encodings = match pairs {
+        None => tk.encode_batch(texts.to_vec(), true),
+        Some(p) => {
+            if p.len() != texts.len() {
+                return Err(TokenizeError::Encode(format!(
+                    "{} texts but {} pair texts",
+                    texts.len(),
+                    p.len()
+                )));
+            }
+            let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
+            tk.encode_batch(inputs, true)
+        }
+    };
+    encodings.map_err(|e| TokenizeError::Encode(e.to_string()))
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> TokenizeError {

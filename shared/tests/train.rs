@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use coldfuse_shared::{
     data::{
         load, Column, Columns, DataSpec, DevSource, EncodedRow, EncodedSet, LabelSpace, Target,
@@ -15,7 +15,7 @@ use coldfuse_shared::{
         decays, fine_tune, CheckpointOptions, EarlyStopping, Metric, ProgressMode, RunOptions,
         StopReason, TrainConfig, TrainError, TrainOutcome, Trainer,
     },
-    HeadInit, ModelDir, SequenceClassifier,
+    ModelDir,
 };
 use tempfile::TempDir;
 
@@ -158,15 +158,7 @@ fn bert_learns_from_token_ids() {
         })
         .collect();
     let set = EncodedSet::from_rows(rows, 0);
-    let model = SequenceClassifier::load(
-        &base("bert_tiny"),
-        HeadInit::Fresh {
-            num_labels: 3,
-            seed: 1,
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::fresh_classifier(&base("bert_tiny"), 3, 1);
     let labels = LabelSpace::Classes(vec!["a".into(), "b".into(), "c".into()]);
     let cfg = TrainConfig {
         epochs: 15,
@@ -324,15 +316,7 @@ fn linear_probe_trains_only_the_head() {
             "{name} moved in linear probe"
         );
     }
-    let fresh = SequenceClassifier::load(
-        &dir_model,
-        HeadInit::Fresh {
-            num_labels: 2,
-            seed: cfg.seed,
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let fresh = common::fresh_classifier(&dir_model, 2, cfg.seed);
     let moved = fresh
         .head_vars()
         .iter()
@@ -406,15 +390,7 @@ fn setup_errors_are_clear() {
         "{err}"
     );
 
-    let model = SequenceClassifier::load(
-        &base("roberta_tiny"),
-        HeadInit::Fresh {
-            num_labels: 3,
-            seed: 0,
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::fresh_classifier(&base("roberta_tiny"), 3, 0);
     let err = Trainer::new(model, data.labels.clone(), tiny_config(), quiet()).unwrap_err();
     assert!(matches!(err, TrainError::Config(_)), "{err}");
 
@@ -432,15 +408,7 @@ fn setup_errors_are_clear() {
 #[test]
 fn weight_decay_rule_on_every_architecture() {
     for name in ["bert_tiny", "roberta_tiny", "deberta_tiny", "deberta_conv"] {
-        let model = SequenceClassifier::load(
-            &base(name),
-            HeadInit::Fresh {
-                num_labels: 2,
-                seed: 0,
-            },
-            &Device::Cpu,
-        )
-        .unwrap();
+        let model = common::fresh_classifier(&base(name), 2, 0);
         let mut vars = model.encoder.vars();
         vars.extend(model.head_vars());
         for (pname, var) in &vars {

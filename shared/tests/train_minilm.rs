@@ -11,7 +11,7 @@ use coldfuse_shared::{
     data::{load, Column, Columns, DataSpec, DevSource, Example, Format, Target, TrainData},
     model::loss::cross_entropy,
     train::{fine_tune, AdamW, AdamWParams, ProgressMode, RunOptions, TrainConfig},
-    ForwardCtx, HeadInit, ModelDir, SequenceClassifier, TextTokenizer,
+    ForwardCtx, ModelDir, TextTokenizer,
 };
 use common::{minilm_dir, sms_spam_file};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
@@ -128,15 +128,7 @@ fn minilm_learns_sms_spam_above_majority_class() {
 #[ignore = "timing measurement; run alone with --ignored --nocapture"]
 fn minilm_adamw_step_time() {
     let dir = ModelDir::open(minilm_dir()).unwrap();
-    let model = SequenceClassifier::load(
-        &dir,
-        HeadInit::Fresh {
-            num_labels: 2,
-            seed: 0,
-        },
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::fresh_classifier(&dir, 2, 0);
     let mut vars = model.encoder.vars();
     vars.extend(model.head_vars());
     let tk = TextTokenizer::from_dir(&dir.path, 32).unwrap();

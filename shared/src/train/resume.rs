@@ -87,17 +87,17 @@ fn candle_err(path: &Path) -> impl Fn(candle_core::Error) -> TrainError + '_ {
     move |e| TrainError::checkpoint(path, e)
 }
 
-fn weights_map(
+/// Body and head weights keyed `body.<name>` and `head.<name>` (checkpoint and best-snapshot keys),
+/// each taken through `take` (a copy, or a move to the CPU).
+pub(crate) fn keyed_weights(
     body: &BTreeMap<String, Var>,
     head: &BTreeMap<String, Var>,
-) -> Result<HashMap<String, Tensor>, candle_core::Error> {
+    take: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (prefix, vars) in [("body", body), ("head", head)] {
         for (name, var) in vars {
-            out.insert(
-                format!("{prefix}.{name}"),
-                var.as_tensor().to_device(&Device::Cpu)?,
-            );
+            out.insert(format!("{prefix}.{name}"), take(var.as_tensor())?);
         }
     }
     Ok(out)
@@ -114,7 +114,8 @@ pub(crate) fn save(dir: &Path, ck: &Checkpoint<'_>) -> Result<PathBuf, TrainErro
     std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
 
     let weights = staging.join(WEIGHTS);
-    let map = weights_map(ck.body, ck.head).map_err(candle_err(&weights))?;
+    let map = keyed_weights(ck.body, ck.head, |t| t.to_device(&Device::Cpu))
+        .map_err(candle_err(&weights))?;
     candle_core::safetensors::save(&map, &weights).map_err(candle_err(&weights))?;
 
     let optimizer = staging.join(OPTIMIZER);

@@ -505,16 +505,8 @@ impl Trainer {
 
     /// A copy of every body and head weight, keyed as in checkpoints.
     fn snapshot(&self) -> Result<HashMap<String, Tensor>, TrainError> {
-        let mut out = HashMap::new();
-        for (prefix, vars) in [
-            ("body", self.model.encoder.vars()),
-            ("head", self.model.head_vars()),
-        ] {
-            for (name, var) in vars {
-                out.insert(format!("{prefix}.{name}"), var.as_tensor().copy()?);
-            }
-        }
-        Ok(out)
+        let (body, head) = (self.model.encoder.vars(), self.model.head_vars());
+        Ok(resume::keyed_weights(&body, &head, Tensor::copy)?)
     }
 
     fn save_checkpoint(
