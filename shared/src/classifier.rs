@@ -147,6 +147,11 @@ impl SequenceClassifier {
         Ok((out, logits))
     }
 
+    /// Logits from a body output computed elsewhere (e.g. a frozen body's detached output).
+    pub fn forward_head(&self, out: &BodyOutput, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+        self.head.forward(out, ctx)
+    }
+
     /// The head's parameters by name (`classifier.*`).
     pub fn head_vars(&self) -> BTreeMap<String, Var> {
         self.head_params.vars()

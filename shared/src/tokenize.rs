@@ -64,12 +64,16 @@ pub enum TokenizeError {
     Model(#[from] ModelError),
 }
 
+/// One unpadded encoded input: `(token ids, segment ids)`.
+pub type TokenRow = (Vec<u32>, Vec<u32>);
+
 /// A tokenizer that turns texts (or text pairs) into padded [`Batch`]es.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     /// Maximum tokens per sequence, special tokens included.
     pub max_len: usize,
+    pad_id: u32,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -115,7 +119,11 @@ impl TextTokenizer {
             pad_type_id: 0,
             pad_token,
         }));
-        Ok(Self { inner, max_len })
+        Ok(Self {
+            inner,
+            max_len,
+            pad_id,
+        })
     }
 
     /// Encodes single texts, or text pairs when `pairs` is given, into one padded batch.
@@ -125,21 +133,7 @@ impl TextTokenizer {
         pairs: Option<&[&str]>,
         device: &Device,
     ) -> Result<Batch, TokenizeError> {
-        let encodings = match pairs {
-            None => self.inner.encode_batch(texts.to_vec(), true),
-            Some(p) => {
-                if p.len() != texts.len() {
-                    return Err(TokenizeError::Encode(format!(
-                        "{} texts but {} pair texts",
-                        texts.len(),
-                        p.len()
-                    )));
-                }
-                let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
-                self.inner.encode_batch(inputs, true)
-            }
-        }
-        .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let encodings = encode_batch(&self.inner, texts, pairs)?;
         let seq_len = encodings.first().map(|e| e.len()).unwrap_or(0);
         let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());
         for enc in &encodings {
@@ -155,6 +149,27 @@ impl TextTokenizer {
             seq_len,
             device,
         )?)
+    }
+
+    /// Encodes single texts, or text pairs when `pairs` is given, each on its own without padding:
+    /// `(token ids, segment ids)` per input, truncated like [`TextTokenizer::encode`].
+    pub fn encode_each(
+        &self,
+        texts: &[&str],
+        pairs: Option<&[&str]>,
+    ) -> Result<Vec<TokenRow>, TokenizeError> {
+        let mut unpadded = self.inner.clone();
+        unpadded.with_padding(None);
+        let encodings = encode_batch(&unpadded, texts, pairs)?;
+        Ok(encodings
+            .iter()
+            .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+            .collect())
+    }
+
+    /// The padding token id that [`TextTokenizer::encode`] pads with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
     }
 
     /// The id of a token, if the vocabulary has it.
@@ -178,6 +193,29 @@ fn convert_command(dir: &Path) -> String {
         "python -c \"from transformers import AutoTokenizer; \
          AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}')\""
     )
+}
+
+/// Encodes texts, or text pairs, with special tokens and the tokenizer's own truncation and padding.
+fn encode_batch(
+    tk: &Tokenizer,
+    texts: &[&str],
+    pairs: Option<&[&str]>,
+) -> Result<Vec<tokenizers::Encoding>, TokenizeError> {
+    let encodings = match pairs {
+        None => tk.encode_batch(texts.to_vec(), true),
+        Some(p) => {
+            if p.len() != texts.len() {
+                return Err(TokenizeError::Encode(format!(
+                    "{} texts but {} pair texts",
+                    texts.len(),
+                    p.len()
+                )));
+            }
+            let inputs: Vec<_> = texts.iter().zip(p).map(|(a, b)| (*a, *b)).collect();
+            tk.encode_batch(inputs, true)
+        }
+    };
+    encodings.map_err(|e| TokenizeError::Encode(e.to_string()))
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> TokenizeError {

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use coldfuse_shared::Batch;
+use coldfuse_shared::{Batch, HeadInit, ModelDir, SequenceClassifier};
 
 /// `fixtures/golden/<name>` at the repository root.
 pub fn fixture(name: &str) -> PathBuf {
@@ -51,6 +51,12 @@ pub fn golden_batch(g: &HashMap<String, Tensor>) -> Batch {
         &Device::Cpu,
     )
     .unwrap()
+}
+
+/// The body of `dir` on the CPU with a fresh seeded head of `num_labels` outputs.
+pub fn fresh_classifier(dir: &ModelDir, num_labels: usize, seed: u64) -> SequenceClassifier {
+    SequenceClassifier::load(dir, HeadInit::Fresh { num_labels, seed }, &Device::Cpu)
+        .expect("classifier loads")
 }
 
 /// Largest absolute elementwise difference.
@@ -103,6 +109,17 @@ pub fn minilm_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The SMS Spam Collection TSV installed by scripts/assets.sh (`COLDFUSE_SMS_SPAM`).
+pub fn sms_spam_file() -> PathBuf {
+    let path = std::env::var("COLDFUSE_SMS_SPAM").expect(
+        "COLDFUSE_SMS_SPAM is not set: run the README test command (scripts/test.sh), \
+         or `eval \"$(scripts/assets.sh)\"` first",
+    );
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
 }
 
 /// Token-id lists stored under `tokenizer.<key>` in a fixture's golden.json.
