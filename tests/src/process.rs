@@ -20,12 +20,9 @@ pub fn bin(name: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let package = match name {
-            "coldfuse-coordinator" => "coldfuse-coordinator",
-            _ => "coldfuse",
-        };
+        // The same command as scripts/test.sh, so it is a no-op there (same features, same artifacts).
         let output = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
+            .args(["build", "--workspace", "--bins"])
             .current_dir(crate::repo_root())
             .output()
             .expect("cargo build");
