@@ -73,6 +73,18 @@ impl Deployment {
         self.coordinator = Coordinator::load(store, &self.work).await.unwrap();
     }
 
+    /// `POST /v1/admin/fuse?wait=true`: fuses the round now and answers the lineage record.
+    pub async fn fuse_now(&self) -> (StatusCode, serde_json::Value) {
+        call(
+            &self.router(),
+            "POST",
+            "/v1/admin/fuse?wait=true",
+            Some(&self.admin),
+            vec![],
+        )
+        .await
+    }
+
     /// A new contributor token for `contributor`.
     pub async fn token(&self, contributor: &str) -> String {
         let body = format!(r#"{{"role": "contributor", "contributor": "{contributor}"}}"#);

@@ -363,14 +363,7 @@ async fn coordinator_restart_keeps_accepted_contributions_and_rollback_backtrack
         StatusCode::OK
     );
     // Forced fusion below quorum, synchronously.
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/fuse?wait=true",
-        Some(&d.admin),
-        vec![],
-    )
-    .await;
+    let (status, v) = d.fuse_now().await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["iteration"], 1);
     d.reload().await;
@@ -418,14 +411,7 @@ async fn coordinator_server_momentum_carries_its_state_across_iterations_and_res
             contribute(&d, &token, dir.path(), &manifest).await.0,
             StatusCode::OK
         );
-        let (status, v) = call(
-            &d.router(),
-            "POST",
-            "/v1/admin/fuse?wait=true",
-            Some(&d.admin),
-            vec![],
-        )
-        .await;
+        let (status, v) = d.fuse_now().await;
         assert_eq!(status, StatusCode::OK, "{v}");
         let record: IterationRecord = serde_json::from_value(v).unwrap();
         assert!(record.optimizer_state_sha256.is_some());
@@ -463,20 +449,6 @@ async fn coordinator_asynchronous_mode_accepts_stale_diffs_scaled_by_staleness()
     let d = Deployment::new(config).await;
     let base0 = latest(&d).await;
     let dir0 = d.coordinator.base_dir(0);
-    let fuse = |d: &Deployment| {
-        let router = d.router();
-        let admin = d.admin.clone();
-        async move {
-            call(
-                &router,
-                "POST",
-                "/v1/admin/fuse?wait=true",
-                Some(&admin),
-                vec![],
-            )
-            .await
-        }
-    };
     let (ta, tb, tc) = (
         d.token("site-a").await,
         d.token("site-b").await,
@@ -484,12 +456,12 @@ async fn coordinator_asynchronous_mode_accepts_stale_diffs_scaled_by_staleness()
     );
     let (da, ma) = make_diff(&dir0, &base0.base_sha256, "site-a", 1, false);
     assert_eq!(contribute(&d, &ta, da.path(), &ma).await.0, StatusCode::OK);
-    assert_eq!(fuse(&d).await.0, StatusCode::OK);
+    assert_eq!(d.fuse_now().await.0, StatusCode::OK);
     // site-b trained on base 0 while base 1 was published: staleness 1, accepted.
     let (db, mb) = make_diff(&dir0, &base0.base_sha256, "site-b", 2, false);
     let (status, v) = contribute(&d, &tb, db.path(), &mb).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, v) = fuse(&d).await;
+    let (status, v) = d.fuse_now().await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let record: IterationRecord = serde_json::from_value(v).unwrap();
     assert_eq!(record.contributions[0].staleness, 1);

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::{
-    coordinator::{call, call_raw, contribute, latest, make_diff, Deployment},
+    coordinator::{call_raw, contribute, latest, make_diff, Deployment},
     s3::S3Server,
 };
 use coldfuse_shared::api::{DeploymentConfig, IterationRecord};
@@ -60,14 +60,7 @@ async fn coordinator_s3_store_commits_uploads_fuses_and_restarts() {
     // Restart before fusing: every accepted contribution is still there.
     d.reload().await;
     assert_eq!(d.coordinator.state.read().await.status().accepted, 32);
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/fuse?wait=true",
-        Some(&d.admin),
-        vec![],
-    )
-    .await;
+    let (status, v) = d.fuse_now().await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let record: IterationRecord = serde_json::from_value(v).unwrap();
     assert_eq!(record.contributions.len(), 32);

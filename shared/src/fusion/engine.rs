@@ -10,7 +10,7 @@ use super::{clip_factors, Chunk, CombineScratch, FusionConfig, FusionError, Stra
 use crate::{
     diff::{BaseInfo, DiffError, DiffReader, DiffTensor, Scratch},
     parallel::{default_threads, for_each_item},
-    tensorfile::{Dtype, TensorFileWriter, TensorInfo, TensorSpec},
+    tensorfile::{Dtype, TensorFileWriter, TensorInfo},
 };
 
 /// Tuning knobs of the engine (results do not depend on them).
@@ -118,17 +118,7 @@ pub fn fuse_weights(
     let (inputs, norms) = prepare(base, diffs, config, threads)?;
     let chunk = options.chunk_elements.max(1);
     let items = work_items(&inputs, chunk);
-    let specs: Vec<TensorSpec> = base
-        .file
-        .header
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-        })
-        .collect();
+    let specs = base.file.header.specs();
     let writer = TensorFileWriter::create(out, &specs, &base.file.header.metadata)?;
     let sums = for_each_item(
         threads,

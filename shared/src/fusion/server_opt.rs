@@ -118,16 +118,7 @@ pub fn apply_server_optimizer(
     }
     let input = TensorFile::open(fused)?;
     let prev = prev_state.map(TensorFile::open).transpose()?;
-    let specs: Vec<TensorSpec> = input
-        .header
-        .tensors
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-        })
-        .collect();
+    let specs = input.header.specs();
     let out = TensorFileWriter::create(fused, &specs, &input.header.metadata)?;
     let mut state_specs = Vec::new();
     for name in names {

@@ -5,7 +5,7 @@ use std::{
     path::Path,
 };
 
-use super::{Dtype, TensorFileError};
+use super::{Dtype, TensorFileError, TensorSpec};
 
 /// Headers larger than this are refused (the limit the `safetensors` crate uses too).
 pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
@@ -99,6 +99,18 @@ impl Header {
     /// The tensor called `name`, if any.
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The tensors' names, dtypes and shapes in file order (to write a file with the same layout).
+    pub fn specs(&self) -> Vec<TensorSpec> {
+        self.tensors
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            })
+            .collect()
     }
 
     /// Tensor names in file order.
