@@ -489,3 +489,45 @@ async fn coordinator_asynchronous_mode_accepts_stale_diffs_scaled_by_staleness()
         (StatusCode::CONFLICT, Some("stale_base"))
     );
 }
+
+#[tokio::test]
+async fn coordinator_fuses_at_the_deadline_below_quorum() {
+    let config = DeploymentConfig {
+        quorum: 5,
+        min_contributions: 1,
+        deadline_secs: Some(1),
+        ..DeploymentConfig::default()
+    };
+    let d = Deployment::new(config).await;
+    tokio::spawn(fusion_task::run(d.coordinator.clone()));
+    let base0 = latest(&d).await;
+    let token = d.token("site-a").await;
+    let (dir, manifest) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base0.base_sha256,
+        "site-a",
+        1,
+        false,
+    );
+    assert_eq!(
+        contribute(&d, &token, dir.path(), &manifest).await.0,
+        StatusCode::OK
+    );
+    let (_, v) = call(&d.router(), "GET", "/v1/round", None, vec![]).await;
+    assert!(v["deadline"].as_u64().is_some(), "{v}");
+    assert_eq!(
+        v["iteration"], 1,
+        "one contribution is below the quorum of 5"
+    );
+    let mut iteration = 1;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        iteration = call(&d.router(), "GET", "/v1/round", None, vec![]).await.1["iteration"]
+            .as_u64()
+            .unwrap();
+        if iteration == 2 {
+            break;
+        }
+    }
+    assert_eq!(iteration, 2, "the deadline fused the round");
+}
