@@ -163,3 +163,23 @@ fn bert_and_roberta_padding_does_not_leak() {
         );
     }
 }
+
+#[test]
+fn golden_deberta_tiny_forward() {
+    check_forward("deberta_tiny");
+}
+
+#[test]
+fn golden_deberta_tiny_gradients() {
+    check_grads("deberta_tiny");
+}
+
+#[test]
+fn golden_deberta_conv_forward() {
+    check_forward("deberta_conv");
+}
+
+#[test]
+fn golden_deberta_conv_gradients() {
+    check_grads("deberta_conv");
+}
