@@ -21,7 +21,24 @@ pub fn bin(name: &str) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         // The same command as scripts/test.sh, so it is a no-op there (same features, same artifacts).
+        // Only the environment a shell would have: the variables cargo and nextest set for tests
+        // (CARGO_PKG_*, CARGO_MANIFEST_DIR, NEXTEST_*, ...) make build scripts such as ring's rerun.
+        const KEEP: &[&str] = &[
+            "PATH",
+            "HOME",
+            "USER",
+            "TMPDIR",
+            "LANG",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+            "RUSTFLAGS",
+            "CARGO_TERM_COLOR",
+        ];
         let output = Command::new(cargo)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| KEEP.contains(&k.as_str())))
             .args(["build", "--workspace", "--bins"])
             .current_dir(crate::repo_root())
             .output()
