@@ -171,9 +171,7 @@ async fn fuse_and_commit(
             .iter()
             .map(|r| LineageContribution {
                 contributor: r.contributor.clone(),
-                diff_sha256: by_contributor
-                    .get(r.contributor.as_str())
-                    .map_or_else(|| r.diff_sha256.clone(), |(m, _)| m.diff_sha256.clone()),
+                diff_sha256: r.diff_sha256.clone(),
                 num_examples: r.num_examples,
                 weight: r.weight,
                 clip_factor: r.clip_factor,
