@@ -93,6 +93,22 @@ fn assert_close(
     assert!(worst <= tol, "{what}: {worst} > {tol}");
 }
 
+/// TIES's reference for one coordinate of (already trimmed) diffs: elect the sign of the total mass,
+/// then average the non-zero values that agree with it.
+fn ties_elect_and_mean(c: &[f32]) -> f64 {
+    let mass: f64 = c.iter().map(|&v| v as f64).sum();
+    let agree: Vec<f64> = c
+        .iter()
+        .map(|&v| v as f64)
+        .filter(|v| *v != 0.0 && (*v > 0.0) == (mass > 0.0))
+        .collect();
+    if mass == 0.0 || agree.is_empty() {
+        0.0
+    } else {
+        agree.iter().sum::<f64>() / agree.len() as f64
+    }
+}
+
 #[test]
 fn fusion_strategies_match_reference_computations() {
     let base = synth::base(Dtype::F32, 11);
@@ -157,19 +173,7 @@ fn fusion_strategies_match_reference_computations() {
         "dare p=0 is the mean",
     );
     // TIES with density 1: nothing trimmed; sign election + disjoint mean.
-    let ties = reference(&base, &diffs, |c| {
-        let mass: f64 = c.iter().map(|&v| v as f64).sum();
-        let agree: Vec<f64> = c
-            .iter()
-            .map(|&v| v as f64)
-            .filter(|v| *v != 0.0 && (*v > 0.0) == (mass > 0.0))
-            .collect();
-        if agree.is_empty() {
-            0.0
-        } else {
-            agree.iter().sum::<f64>() / agree.len() as f64
-        }
-    });
+    let ties = reference(&base, &diffs, ties_elect_and_mean);
     assert_close(
         &fuse(&base, &cs, "ties:density=1", None, opts()),
         &ties,
@@ -204,19 +208,7 @@ fn fusion_ties_trims_each_diff_to_its_largest_values() {
             });
         }
     }
-    let want = reference(&base, &trimmed, |c| {
-        let mass: f64 = c.iter().map(|&v| v as f64).sum();
-        let agree: Vec<f64> = c
-            .iter()
-            .map(|&v| v as f64)
-            .filter(|v| *v != 0.0 && (*v > 0.0) == (mass > 0.0))
-            .collect();
-        if mass == 0.0 || agree.is_empty() {
-            0.0
-        } else {
-            agree.iter().sum::<f64>() / agree.len() as f64
-        }
-    });
+    let want = reference(&base, &trimmed, ties_elect_and_mean);
     assert_close(&got, &want, 1e-6, "ties density 0.25");
 }
 
