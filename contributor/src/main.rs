@@ -1,28 +1,75 @@
-//! `coldfuse`: the contributor CLI. For now it embeds or classifies text with a local HF model dir;
-//! pull/train/submit/run arrive with the contributor issue.
+//! `coldfuse`: the contributor CLI. Pull the shared base, fine-tune it on local data, submit the body
+//! diff, or run that loop; plus model inspection and benchmarks.
 
 mod bench;
+mod client;
+mod inspect;
+mod progress;
+mod pull;
+mod retry;
+mod run_loop;
+mod settings;
+mod status;
+mod submit;
+mod train_cmd;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::{Parser, Subcommand};
-use coldfuse_shared::{
-    classifier::Encoder, model::bert::mean_pool, ForwardCtx, HeadInit, ModelDir,
-    SequenceClassifier, TextTokenizer,
+
+use crate::{
+    client::Client,
+    settings::{ConnectArgs, Settings, SettingsFile},
+    train_cmd::{BaseSource, DataArgs, DiffArgs, HyperArgs},
 };
 
 /// coldfuse: collaborative fine-tuning of one shared encoder (ColD Fusion), contributor side.
+///
+/// A site pulls the current fused base, fine-tunes it on its own labelled data, and uploads only the
+/// body's weight diff; the coordinator fuses the diffs of all sites into the next base.
 #[derive(Debug, Parser)]
-#[command(name = "coldfuse", version, about)]
+#[command(name = "coldfuse", version, about, long_about)]
 struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check a coordinator URL and token, and remember them for later commands.
+    Login {
+        /// Contributor id to write manifests as (default: the token's).
+        #[arg(long)]
+        contributor: Option<String>,
+    },
+    /// Show the current round, who you are, and your contribution to it.
+    Status,
+    /// List the published bases: parent, contributors, fusion strategy, update norm, hash.
+    Lineage,
+    /// Download a fused base (the latest by default) into the cache, verified.
+    Pull {
+        /// Base iteration (default: the latest).
+        #[arg(long)]
+        iteration: Option<u64>,
+        /// Also write it as a plain Hugging Face model dir here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Fine-tune a base on local data and write the contribution (diff + manifest) to --out.
+    Train(TrainCmd),
+    /// Upload a contribution written by `train`, resuming an interrupted upload; prints the verdict.
+    Submit {
+        /// The contribution directory (`train --out`).
+        dir: PathBuf,
+        /// Upload chunk size in MiB.
+        #[arg(long, default_value_t = 8)]
+        chunk_mib: u64,
+    },
+    /// The contributor loop: wait for a new base, pull, train, submit; for N rounds or forever.
+    Run(RunCmd),
     /// Embed sentences with a model dir (mean pooling) and print their cosine similarities.
     Embed {
         /// Hugging Face model directory (config.json, weights, tokenizer).
@@ -51,70 +98,214 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct TrainCmd {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    #[command(flatten)]
+    diff: DiffArgs,
+    /// Fine-tune this local HF model dir instead of pulling the coordinator's base (works offline).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Base iteration to pull (default: the latest).
+    #[arg(long, conflicts_with = "base")]
+    iteration: Option<u64>,
+    /// Contributor id in the manifest (default: from login or the token).
+    #[arg(long)]
+    contributor: Option<String>,
+    /// Where to write diff.safetensors, manifest.json and report.json (must not exist).
+    #[arg(long, default_value = "coldfuse-diff")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunCmd {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    #[command(flatten)]
+    diff: DiffArgs,
+    /// Rounds to contribute to (default: until stopped).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds between polls while waiting for a new base.
+    #[arg(long, default_value_t = 10.0)]
+    poll_secs: f64,
+    /// Where each round's contribution is kept.
+    #[arg(long, default_value = "coldfuse-work")]
+    work: PathBuf,
+    /// Contributor id (default: from login or the token).
+    #[arg(long)]
+    contributor: Option<String>,
+    /// Upload chunk size in MiB.
+    #[arg(long, default_value_t = 8)]
+    chunk_mib: u64,
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Embed { model, texts } => embed(&model, &texts),
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Embed { model, texts } => inspect::embed(&model, &texts),
         Command::Classify {
             model,
             labels,
             texts,
-        } => classify(&model, labels, &texts),
+        } => inspect::classify(&model, labels, &texts),
         Command::Bench { which } => bench::run(which),
+        other => {
+            let settings = Settings::resolve(&cli.connect)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(networked(other, settings))
+        }
     }
 }
 
-fn embed(model: &std::path::Path, texts: &[String]) -> anyhow::Result<()> {
-    let dir = ModelDir::open(model).context("loading model")?;
-    let encoder = Encoder::load(&dir, &Device::Cpu)?;
-    let tk = TextTokenizer::from_dir(model, 512)?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let batch = tk.encode(&refs, None, &Device::Cpu)?;
-    let out = encoder.forward(&batch, &ForwardCtx::eval())?;
-    let pooled = mean_pool(&out.hidden, &batch.mask_t)?;
-    let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
-    let unit = pooled.broadcast_div(&norm)?;
-    let sims = unit.matmul(&unit.t()?)?.to_vec2::<f32>()?;
-    let vecs = pooled.to_vec2::<f32>()?;
+/// The commands that talk to a coordinator (or may).
+async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Login { contributor } => login(&settings, contributor).await,
+        Command::Status => status::show(&connect(&settings)?, &settings).await,
+        Command::Lineage => status::lineage(&connect(&settings)?).await,
+        Command::Pull { iteration, out } => {
+            let pulled = pull::pull(&connect(&settings)?, &settings.cache_dir, iteration).await?;
+            println!(
+                "base {} ({}) verified in {}",
+                pulled.manifest.iteration,
+                pulled.manifest.base_sha256,
+                pulled.dir.display()
+            );
+            if let Some(out) = out {
+                pull::export(&pulled, &out)?;
+                println!("written as a Hugging Face model dir to {}", out.display());
+            }
+            Ok(())
+        }
+        Command::Train(cmd) => train(cmd, &settings).await,
+        Command::Submit { dir, chunk_mib } => {
+            let client = connect(&settings)?;
+            let outcome = submit::submit(&client, &dir, chunk_mib.max(1) << 20).await?;
+            submit::print_outcome(&outcome)
+        }
+        Command::Run(cmd) => run(cmd, &settings).await,
+        Command::Embed { .. } | Command::Classify { .. } | Command::Bench { .. } => {
+            unreachable!("handled without a runtime")
+        }
+    }
+}
+
+fn connect(settings: &Settings) -> anyhow::Result<Client> {
+    Client::new(settings.coordinator()?, settings.token.clone())
+}
+
+async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Result<()> {
+    let client = connect(settings)?;
+    let me = client
+        .whoami()
+        .await
+        .context("checking the token with the coordinator")?;
+    let Some(role) = me.role else {
+        anyhow::bail!(
+            "no token given: pass --token TOKEN (ask the coordinator's operator for one)"
+        );
+    };
+    let round = client.round().await?;
+    let file = SettingsFile {
+        coordinator: settings.coordinator.clone(),
+        token: settings.token.clone(),
+        contributor: contributor.or(me.contributor),
+        cache_dir: None,
+    };
+    file.save(&settings.path)?;
     println!(
-        "model: {} ({}), embedding size {}",
-        model.display(),
-        dir.arch.name,
-        vecs[0].len()
+        "logged in to {} as {role:?}{}; round {} is open (base {}). Settings saved to {}",
+        client.url(),
+        file.contributor
+            .as_deref()
+            .map_or(String::new(), |c| format!(" `{c}`")),
+        round.iteration,
+        round.base_iteration,
+        settings.path.display()
     );
-    for (i, (text, v)) in texts.iter().zip(&vecs).enumerate() {
-        let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
-        println!("[{i}] {text:?}  [{} ...]", head.join(", "));
-    }
-    println!("cosine similarities:");
-    for (i, row) in sims.iter().enumerate() {
-        let cells: Vec<String> = row.iter().map(|s| format!("{s:.3}")).collect();
-        println!("[{i}] {}", cells.join("  "));
-    }
     Ok(())
 }
 
-fn classify(model: &std::path::Path, labels: usize, texts: &[String]) -> anyhow::Result<()> {
-    let dir = ModelDir::open(model).context("loading model")?;
-    let clf = SequenceClassifier::load(
-        &dir,
-        HeadInit::Fresh {
-            num_labels: labels,
-            seed: 0,
-        },
-        &Device::Cpu,
-    )?;
-    let tk = TextTokenizer::from_dir(model, 512)?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let batch = tk.encode(&refs, None, &Device::Cpu)?;
-    let (_, logits) = clf.forward(&batch, &ForwardCtx::eval())?;
-    let probs = coldfuse_shared::model::layers::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-    for (text, p) in texts.iter().zip(probs) {
-        let cells: Vec<String> = p.iter().map(|x| format!("{x:.3}")).collect();
-        println!("{text:?} -> [{}] (fresh, untrained head)", cells.join(", "));
+/// The contributor id: the flag, the login's, or the token's.
+async fn contributor_id(
+    flag: Option<String>,
+    settings: &Settings,
+    client: Option<&Client>,
+) -> anyhow::Result<String> {
+    if let Some(c) = flag.or_else(|| settings.contributor.clone()) {
+        return Ok(c);
     }
+    if let Some(client) = client {
+        if let Some(c) = client.whoami().await?.contributor {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!(
+        "no contributor id: pass --contributor ID or `coldfuse login` with a contributor token"
+    )
+}
+
+async fn train(cmd: TrainCmd, settings: &Settings) -> anyhow::Result<()> {
+    let cfg = cmd.hyper.config()?;
+    let data = cmd.data.load(cfg.seed)?;
+    let (base, client) = match &cmd.base {
+        Some(dir) => (BaseSource::local(dir)?, None),
+        None => {
+            let client = connect(settings)
+                .context("no --base given, so the base comes from the coordinator")?;
+            let pulled = pull::pull(&client, &settings.cache_dir, cmd.iteration).await?;
+            let base = BaseSource {
+                dir: pulled.dir,
+                base_ref: coldfuse_shared::diff::BaseRef {
+                    id: format!("iteration-{}", pulled.manifest.iteration),
+                    sha256: pulled.manifest.base_sha256,
+                },
+            };
+            (base, Some(client))
+        }
+    };
+    let contributor = contributor_id(cmd.contributor, settings, client.as_ref()).await?;
+    let (device, diff, out) = (cmd.hyper.device, cmd.diff, cmd.out);
+    let out_c = out.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        train_cmd::train_contribution(&base, &data, &cfg, device, &diff, &contributor, &out_c)
+    })
+    .await??;
+    train_cmd::print_report(&report, &out);
+    println!("next: coldfuse submit {}", out.display());
+    Ok(())
+}
+
+async fn run(cmd: RunCmd, settings: &Settings) -> anyhow::Result<()> {
+    let client = connect(settings)?;
+    let cfg = cmd.hyper.config()?;
+    let data = cmd.data.load(cfg.seed)?;
+    let plan = run_loop::LoopPlan {
+        contributor: contributor_id(cmd.contributor, settings, Some(&client)).await?,
+        rounds: cmd.rounds,
+        poll: Duration::from_secs_f64(cmd.poll_secs.max(0.05)),
+        work: cmd.work,
+        cache: settings.cache_dir.clone(),
+        cfg,
+        device: cmd.hyper.device,
+        diff: cmd.diff,
+        chunk: cmd.chunk_mib.max(1) << 20,
+    };
+    run_loop::check(&plan)?;
+    let done = run_loop::run(&client, &data, &plan).await?;
+    println!("contributed to rounds {done:?}");
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod tar;
+pub mod upload;
 
 pub use error::ApiError;
 pub use state::Coordinator;

@@ -3,7 +3,7 @@
 use coldfuse_shared::api::{
     Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
     FileEntry, IterationRecord, LatestPointer, LineageContribution, Role, RoundStatus, SyncMode,
-    TokenRecord, TokenRequest, TokenResponse, Verdict,
+    TokenRecord, TokenRequest, TokenResponse, Verdict, WhoAmI,
 };
 
 use crate::routes;
@@ -19,6 +19,7 @@ use crate::routes;
         routes::ops::healthz,
         routes::ops::metrics,
         routes::ops::round,
+        routes::ops::whoami,
         routes::bases::latest,
         routes::bases::manifest,
         routes::bases::file,
@@ -52,6 +53,7 @@ use crate::routes;
         TokenRequest,
         TokenResponse,
         Verdict,
+        WhoAmI,
         routes::admin::Rollback,
     ))
 )]

@@ -127,6 +127,8 @@ pub struct Coordinator {
     pub fusion_lock: Mutex<()>,
     /// Counters.
     pub metrics: Metrics,
+    /// Uploads running now, one per contributor.
+    pub uploads: crate::upload::UploadSlots,
 }
 
 /// A failure to start.
@@ -223,6 +225,7 @@ impl Coordinator {
             wake: Notify::new(),
             fusion_lock: Mutex::new(()),
             metrics: Metrics::default(),
+            uploads: Default::default(),
         });
         let latest = coordinator.state.read().await.latest.clone();
         coordinator.cache_base(&latest).await?;

@@ -1,7 +1,10 @@
 //! End-to-end tests for coldfuse live in `tests/tests/`; this library holds their shared helpers.
 
 pub mod coordinator;
+pub mod datasets;
+pub mod models;
 pub mod process;
+pub mod proxy;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -9,15 +9,13 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Json,
 };
+use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
     api::{keys, now_unix, Announced, ContributionStatus, Verdict},
     diff::{validate, BaseInfo, DiffManifest, DIFF_FILE, FORMAT_VERSION, MANIFEST_FILE},
 };
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use crate::{auth, state::Contribution, ApiError, Coordinator};
+use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
 
 const VERDICT: &str = "verdict.json";
 
@@ -116,16 +114,17 @@ pub async fn announce(
     ))
 }
 
-/// `PUT /v1/contributions/{contributor}/diff`: upload the announced diff; answers the verdict.
+/// `PUT /v1/contributions/{contributor}/diff`: upload the announced diff, whole or in `Content-Range`
+/// chunks (202 with `received_bytes` until the last one); the last byte brings the verdict.
 #[utoipa::path(put, path = "/v1/contributions/{contributor}/diff", params(("contributor" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = ContributionStatus), (status = 401), (status = 403), (status = 404), (status = 409), (status = 413), (status = 422)))]
+    responses((status = 200, body = ContributionStatus), (status = 202, body = ContributionStatus), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 413), (status = 422)))]
 pub async fn upload(
     State(c): State<Arc<Coordinator>>,
     Path(contributor): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ContributionStatus>, ApiError> {
+) -> Result<(StatusCode, Json<ContributionStatus>), ApiError> {
     auth::require_contributor(&c, &headers, &contributor).await?;
     let (iteration, manifest, base_iteration) = {
         let s = c.state.read().await;
@@ -154,6 +153,45 @@ pub async fn upload(
         };
         (s.round_iteration(), entry.manifest.clone(), base_iteration)
     };
+    let total = manifest.diff_bytes;
+    let chunk = upload::content_range(&headers, total)?;
+    let _slot = c.uploads.take(&contributor)?;
+    let spool = upload::spool_path(&c.work, iteration, &contributor, &manifest.diff_sha256);
+    let status = |received_bytes| ContributionStatus {
+        iteration,
+        contributor: contributor.clone(),
+        diff_sha256: manifest.diff_sha256.clone(),
+        verdict: None,
+        received_bytes,
+    };
+    let bytes = match chunk {
+        // A whole-file upload: whatever arrives is the diff.
+        None => upload::receive_at(body, &spool, 0, total).await?,
+        Some(range) => {
+            let have = upload::received(&spool).await;
+            if range.start > have {
+                return Err(upload::offset_error(have));
+            }
+            let size = upload::receive_at(body, &spool, range.start, range.len).await?;
+            if size < total {
+                return Ok((StatusCode::ACCEPTED, Json(status(size))));
+            }
+            size
+        }
+    };
+    let hashed = spool.clone();
+    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if bytes != total || sha256 != manifest.diff_sha256 {
+        let _ = tokio::fs::remove_file(&spool).await;
+        let verdict = reject(&c, iteration, &contributor, "integrity", format!(
+            "received {bytes} bytes with sha256 {sha256}; the manifest says {total} bytes with sha256 {}",
+            manifest.diff_sha256
+        )).await?;
+        return Err(rejection(verdict));
+    }
     // The base the diff was computed against (the latest one, or an older one in asynchronous mode).
     let base_manifest: coldfuse_shared::api::BaseManifest = c
         .store
@@ -162,28 +200,12 @@ pub async fn upload(
         .ok_or_else(|| {
             ApiError::internal(format!("iteration {base_iteration} has no base manifest"))
         })?;
-    let uploads = c.work.join("uploads");
-    tokio::fs::create_dir_all(&uploads)
-        .await
-        .map_err(ApiError::internal)?;
-    let spool = tempfile::Builder::new()
-        .prefix(&format!("{iteration:06}-{contributor}-"))
-        .tempfile_in(&uploads)
-        .map_err(ApiError::internal)?;
-    let (bytes, sha256) = receive(body, spool.path(), manifest.diff_bytes).await?;
-    if bytes != manifest.diff_bytes || sha256 != manifest.diff_sha256 {
-        let verdict = reject(&c, iteration, &contributor, "integrity", format!(
-            "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
-            manifest.diff_bytes, manifest.diff_sha256
-        )).await?;
-        return Err(rejection(verdict));
-    }
     let base_dir = c
         .cache_base(&base_manifest)
         .await
         .map_err(ApiError::internal)?;
     let base_sha = base_manifest.base_sha256.clone();
-    let path = spool.path().to_path_buf();
+    let path = spool.clone();
     let m = manifest.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
@@ -194,13 +216,15 @@ pub async fn upload(
     let stats = match checked {
         Ok(stats) => stats,
         Err(e) => {
+            let _ = tokio::fs::remove_file(&spool).await;
             let verdict = reject(&c, iteration, &contributor, e.reason(), e.to_string()).await?;
             return Err(rejection(verdict));
         }
     };
     // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
     let key = keys::contribution_file(iteration, &contributor, DIFF_FILE);
-    c.store.put_file(&key, spool.path()).await?;
+    c.store.put_file(&key, &spool).await?;
+    let _ = tokio::fs::remove_file(&spool).await;
     let verdict = Verdict::Accepted {
         l2_norm: stats.l2_norm,
         at: now_unix(),
@@ -237,43 +261,16 @@ pub async fn upload(
     c.metrics.accepted(bytes);
     c.wake.notify_one();
     tracing::info!(%contributor, iteration, bytes, "contribution accepted");
-    Ok(Json(ContributionStatus {
-        iteration,
-        contributor,
-        diff_sha256: manifest.diff_sha256,
-        verdict: Some(verdict),
-    }))
-}
-
-/// Streams the request body into `path`, hashing it; refuses more than `limit` bytes.
-async fn receive(
-    body: Body,
-    path: &std::path::Path,
-    limit: u64,
-) -> Result<(u64, String), ApiError> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(ApiError::internal)?;
-    let mut stream = body.into_data_stream();
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("upload_interrupted", format!("upload failed: {e}"))
-        })?;
-        bytes += chunk.len() as u64;
-        if bytes > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("upload exceeds the {limit} bytes announced in the manifest"),
-            ));
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
-    }
-    file.flush().await.map_err(ApiError::internal)?;
-    Ok((bytes, hex::encode(hasher.finalize())))
+    Ok((
+        StatusCode::OK,
+        Json(ContributionStatus {
+            iteration,
+            contributor,
+            diff_sha256: manifest.diff_sha256,
+            verdict: Some(verdict),
+            received_bytes: bytes,
+        }),
+    ))
 }
 
 async fn reject(
@@ -326,10 +323,24 @@ pub async fn status(
             s.round_iteration()
         ))
     })?;
+    let iteration = s.round_iteration();
+    let received_bytes = match entry.verdict {
+        Some(_) => entry.manifest.diff_bytes,
+        None => {
+            let spool = upload::spool_path(
+                &c.work,
+                iteration,
+                &contributor,
+                &entry.manifest.diff_sha256,
+            );
+            upload::received(&spool).await
+        }
+    };
     Ok(Json(ContributionStatus {
-        iteration: s.round_iteration(),
+        iteration,
         contributor,
         diff_sha256: entry.manifest.diff_sha256.clone(),
         verdict: entry.verdict.clone(),
+        received_bytes,
     }))
 }

@@ -21,6 +21,7 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/round", get(ops::round))
+        .route("/v1/whoami", get(ops::whoami))
         .route("/v1/bases/latest", get(bases::latest))
         .route("/v1/bases/{iteration}", get(bases::manifest))
         .route("/v1/bases/{iteration}/files/{name}", get(bases::file))

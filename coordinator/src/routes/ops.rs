@@ -8,7 +8,7 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use coldfuse_shared::api::RoundStatus;
+use coldfuse_shared::api::{RoundStatus, WhoAmI};
 use utoipa::OpenApi;
 
 use crate::{auth, openapi::ApiDoc, ApiError, Coordinator};
@@ -45,4 +45,24 @@ pub async fn round(
 ) -> Result<Json<RoundStatus>, ApiError> {
     auth::require_read(&c, &headers).await?;
     Ok(Json(c.state.read().await.status()))
+}
+
+/// `GET /v1/whoami`: the caller's role and contributor id (401 for an unknown or revoked token).
+#[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401)))]
+pub async fn whoami(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<WhoAmI>, ApiError> {
+    Ok(Json(match auth::caller(&c, &headers).await? {
+        auth::Caller::Anonymous => WhoAmI {
+            role: None,
+            contributor: None,
+            token_id: None,
+        },
+        auth::Caller::Token(t) => WhoAmI {
+            role: Some(t.role),
+            contributor: t.contributor,
+            token_id: Some(t.id),
+        },
+    }))
 }

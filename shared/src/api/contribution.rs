@@ -56,4 +56,7 @@ pub struct ContributionStatus {
     pub diff_sha256: String,
     /// None while waiting for the upload.
     pub verdict: Option<Verdict>,
+    /// Bytes of the diff the coordinator holds (resume an interrupted upload from here).
+    #[serde(default)]
+    pub received_bytes: u64,
 }

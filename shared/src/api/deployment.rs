@@ -122,3 +122,14 @@ pub struct TokenResponse {
     /// Its record.
     pub record: TokenRecord,
 }
+
+/// Who a token belongs to (served at `/v1/whoami`; no token: anonymous).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's role (None for an anonymous caller).
+    pub role: Option<Role>,
+    /// The contributor id it writes as (contributor tokens).
+    pub contributor: Option<String>,
+    /// The token's public id.
+    pub token_id: Option<String>,
+}

@@ -10,7 +10,9 @@ mod round;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
 pub use contribution::{Announced, ContributionStatus, Verdict};
-pub use deployment::{DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse};
+pub use deployment::{
+    DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
+};
 pub use round::{ApiErrorBody, ApiErrorDetail, RoundStatus};
 
 /// Seconds since the Unix epoch, now.

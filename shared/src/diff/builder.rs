@@ -7,7 +7,11 @@ use std::{
 
 use candle_core::{DType, Var};
 
-use super::{encode, BaseRef, DiffError, DiffManifest, Encoding, TensorEntry, FORMAT_VERSION};
+use super::{
+    encode,
+    privacy::{privatize, DpConfig, DpReport},
+    BaseRef, DiffError, DiffManifest, Encoding, TensorEntry, FORMAT_VERSION,
+};
 use crate::{
     checkpoint::ModelDir,
     hash::sha256_file,
@@ -38,6 +42,54 @@ pub struct DiffBuilder {
     specs: Vec<TensorSpec>,
     data: Vec<Vec<u8>>,
     names: HashSet<String>,
+    dp: Option<DpConfig>,
+}
+
+/// One body tensor's `fine-tuned − base` values, under the base's original name.
+#[derive(Debug, Clone)]
+pub struct TensorDelta {
+    /// Name in the base checkpoint.
+    pub name: String,
+    /// The base tensor's dtype.
+    pub dtype: Dtype,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Flattened differences.
+    pub values: Vec<f32>,
+}
+
+/// `body - base` for every body variable the base has (fresh variables are skipped with a warning).
+pub fn body_deltas(
+    base: &ModelDir,
+    body: &BTreeMap<String, Var>,
+) -> Result<Vec<TensorDelta>, DiffError> {
+    let weights_err = |e: candle_core::Error| DiffError::Manifest(format!("diff: {e}"));
+    let mut out = Vec::with_capacity(body.len());
+    for (canon, var) in body {
+        let Some(base_tensor) = base.tensors.get(canon) else {
+            tracing::warn!(tensor = %canon, "not in the base; left out of the diff");
+            continue;
+        };
+        let dtype = dtype_of(base_tensor.dtype()).ok_or_else(|| DiffError::NotFloat {
+            name: canon.clone(),
+            dtype: Dtype::I64,
+        })?;
+        let values = var
+            .as_tensor()
+            .to_device(&candle_core::Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.sub(&base_tensor.to_dtype(DType::F32)?))
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(weights_err)?;
+        out.push(TensorDelta {
+            name: base.original_name(canon),
+            dtype,
+            shape: base_tensor.dims().to_vec(),
+            values,
+        });
+    }
+    Ok(out)
 }
 
 impl DiffBuilder {
@@ -50,6 +102,7 @@ impl DiffBuilder {
             specs: Vec::new(),
             data: Vec::new(),
             names: HashSet::new(),
+            dp: None,
         })
     }
 
@@ -107,27 +160,30 @@ impl DiffBuilder {
         base: &ModelDir,
         body: &BTreeMap<String, Var>,
     ) -> Result<(), DiffError> {
-        let weights_err = |e: candle_core::Error| DiffError::Manifest(format!("diff: {e}"));
-        for (canon, var) in body {
-            let Some(base_tensor) = base.tensors.get(canon) else {
-                tracing::warn!(tensor = %canon, "not in the base; left out of the diff");
-                continue;
-            };
-            let dtype = dtype_of(base_tensor.dtype()).ok_or_else(|| DiffError::NotFloat {
-                name: canon.clone(),
-                dtype: Dtype::I64,
-            })?;
-            let diff = var
-                .as_tensor()
-                .to_device(&candle_core::Device::Cpu)
-                .and_then(|t| t.to_dtype(DType::F32))
-                .and_then(|t| t.sub(&base_tensor.to_dtype(DType::F32)?))
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(weights_err)?;
-            self.add(&base.original_name(canon), dtype, base_tensor.dims(), &diff)?;
+        for d in body_deltas(base, body)? {
+            self.add(&d.name, d.dtype, &d.shape, &d.values)?;
         }
         Ok(())
+    }
+
+    /// As [`DiffBuilder::add_body`], with the whole diff clipped and noised first (see
+    /// [`super::privacy`]); `seed` only for reproducible tests.
+    pub fn add_body_private(
+        &mut self,
+        base: &ModelDir,
+        body: &BTreeMap<String, Var>,
+        dp: &DpConfig,
+        seed: Option<u64>,
+    ) -> Result<DpReport, DiffError> {
+        let mut deltas = body_deltas(base, body)?;
+        let mut views: Vec<&mut [f32]> =
+            deltas.iter_mut().map(|d| d.values.as_mut_slice()).collect();
+        let report = privatize(&mut views, dp, seed)?;
+        for d in deltas {
+            self.add(&d.name, d.dtype, &d.shape, &d.values)?;
+        }
+        self.dp = Some(*dp);
+        Ok(report)
     }
 
     /// Writes `dir/diff.safetensors` and `dir/manifest.json` and returns the manifest.
@@ -164,6 +220,7 @@ impl DiffBuilder {
             diff_sha256,
             diff_bytes,
             created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).to_string(),
+            dp: self.dp,
         };
         let manifest_path = dir.join(MANIFEST_FILE);
         std::fs::write(&manifest_path, manifest.to_json())

@@ -60,6 +60,9 @@ pub struct DiffManifest {
     pub diff_bytes: u64,
     /// The coldfuse version that wrote it.
     pub created_by: String,
+    /// Differential-privacy settings applied before upload, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<super::DpConfig>,
 }
 
 impl DiffManifest {

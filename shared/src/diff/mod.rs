@@ -11,12 +11,16 @@ mod codec;
 mod encoding;
 mod error;
 mod manifest;
+pub mod privacy;
 mod reader;
 
 pub use base::{BaseInfo, BASE_WEIGHTS};
-pub use builder::{ContributionInfo, DiffBuilder, DIFF_FILE, MANIFEST_FILE};
+pub use builder::{
+    body_deltas, ContributionInfo, DiffBuilder, TensorDelta, DIFF_FILE, MANIFEST_FILE,
+};
 pub use codec::{encode, Encoded, Part, INDICES_SUFFIX, VALUES_SUFFIX};
 pub use encoding::Encoding;
 pub use error::DiffError;
 pub use manifest::{BaseRef, DiffManifest, TensorEntry, FORMAT_VERSION};
+pub use privacy::{privatize, DpConfig, DpReport};
 pub use reader::{validate, DiffReader, DiffStats, DiffTensor, Scratch};

@@ -1,0 +1,261 @@
+//! The coordinator's HTTP API as typed async calls, with the coordinator's JSON errors kept as
+//! [`ClientError::Api`] (status, stable code, message) so callers can tell what to do next.
+
+use std::time::Duration;
+
+use coldfuse_shared::{
+    api::{
+        Announced, ApiErrorBody, BaseManifest, ContributionStatus, IterationRecord, RoundStatus,
+        WhoAmI,
+    },
+    diff::DiffManifest,
+};
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::retry::Backoff;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator answered with an error.
+    #[error("coordinator answered {status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code (e.g. `stale_base`, `unauthorized`).
+        code: String,
+        /// Its explanation.
+        message: String,
+    },
+    /// The coordinator could not be reached or the connection broke.
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// An answer that is not what the API promises.
+    #[error("unexpected answer from {url}: {message}")]
+    Protocol {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// An API error (for tests and callers that synthesise one).
+    pub fn api(status: u16, code: &str, message: &str) -> Self {
+        Self::Api {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Api { status, code, .. } => {
+                *status >= 500 || *status == 429 || code == "upload_in_progress"
+            }
+            Self::Protocol { .. } => false,
+        }
+    }
+
+    /// The API error code, if the coordinator answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one coordinator.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    /// Retry policy for idempotent calls.
+    pub backoff: Backoff,
+}
+
+impl Client {
+    /// A client of the coordinator at `url` (e.g. `http://host:8080`).
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            anyhow::bail!("coordinator URL {url:?} must start with http:// or https://");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("coldfuse/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base,
+            token,
+            backoff: Backoff::default(),
+        })
+    }
+
+    /// The coordinator URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> (String, RequestBuilder) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        (url, req)
+    }
+
+    /// Sends `req`; non-2xx answers become [`ClientError::Api`].
+    async fn send(url: &str, req: RequestBuilder) -> Result<Response, ClientError> {
+        let response = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "http".into(),
+                message: text.chars().take(300).collect(),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(url: &str, response: Response) -> Result<T, ClientError> {
+        response.json().await.map_err(|e| ClientError::Protocol {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// GET `path` as JSON, retried on transient failures.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.backoff
+            .run(&format!("GET {path}"), || async {
+                let (url, req) = self.request(Method::GET, path);
+                let response = Self::send(&url, req).await?;
+                Self::json(&url, response).await
+            })
+            .await
+    }
+
+    /// `GET /v1/round`.
+    pub async fn round(&self) -> Result<RoundStatus, ClientError> {
+        self.get_json("/v1/round").await
+    }
+
+    /// `GET /v1/whoami`.
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.get_json("/v1/whoami").await
+    }
+
+    /// The manifest of base `iteration`, or of the latest base.
+    pub async fn base(&self, iteration: Option<u64>) -> Result<BaseManifest, ClientError> {
+        match iteration {
+            Some(i) => self.get_json(&format!("/v1/bases/{i}")).await,
+            None => self.get_json("/v1/bases/latest").await,
+        }
+    }
+
+    /// `GET /v1/lineage`.
+    pub async fn lineage(&self) -> Result<Vec<IterationRecord>, ClientError> {
+        self.get_json("/v1/lineage").await
+    }
+
+    /// Starts downloading file `name` of base `iteration` from byte `from` (one attempt).
+    pub async fn base_file(
+        &self,
+        iteration: u64,
+        name: &str,
+        from: u64,
+    ) -> Result<Response, ClientError> {
+        let (url, mut req) =
+            self.request(Method::GET, &format!("/v1/bases/{iteration}/files/{name}"));
+        if from > 0 {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
+        let response = Self::send(&url, req).await?;
+        let expected = if from > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if response.status() != expected {
+            return Err(ClientError::Protocol {
+                url,
+                message: format!("status {} where {expected} was due", response.status()),
+            });
+        }
+        Ok(response)
+    }
+
+    /// `POST /v1/contributions`: announces a diff by its manifest (one attempt).
+    pub async fn announce(&self, manifest: &DiffManifest) -> Result<Announced, ClientError> {
+        let (url, req) = self.request(Method::POST, "/v1/contributions");
+        let req = req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(manifest.to_json());
+        let response = Self::send(&url, req).await?;
+        Self::json(&url, response).await
+    }
+
+    /// `PUT` one chunk (`start..start+len` of `total`) of the diff to `upload_url` (one attempt).
+    pub async fn upload_chunk(
+        &self,
+        upload_url: &str,
+        body: reqwest::Body,
+        start: u64,
+        len: u64,
+        total: u64,
+    ) -> Result<ContributionStatus, ClientError> {
+        let (url, req) = self.request(Method::PUT, upload_url);
+        let req = req
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", start + len - 1),
+            )
+            .body(body);
+        let response = Self::send(&url, req).await?;
+        Self::json(&url, response).await
+    }
+
+    /// `GET /v1/contributions/{contributor}`: `None` when it has none in the current round.
+    pub async fn contribution(
+        &self,
+        contributor: &str,
+    ) -> Result<Option<ContributionStatus>, ClientError> {
+        match self
+            .get_json(&format!("/v1/contributions/{contributor}"))
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

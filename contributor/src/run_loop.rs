@@ -1,0 +1,144 @@
+//! `coldfuse run`: the contributor loop. Wait for a base this site has not contributed to, pull it,
+//! fine-tune, submit, and repeat for N rounds (or forever); a diff that went stale while training is
+//! trained again on the new base.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::bail;
+use coldfuse_shared::{api::RoundStatus, data::TrainData, train::TrainConfig};
+
+use crate::{
+    client::Client,
+    pull::pull,
+    submit::{print_outcome, submit, Submitted},
+    train_cmd::{print_report, train_contribution, BaseSource, DiffArgs},
+};
+
+/// What the loop runs with.
+#[derive(Debug, Clone)]
+pub struct LoopPlan {
+    /// Contributor id.
+    pub contributor: String,
+    /// Rounds to contribute to (`None`: until stopped).
+    pub rounds: Option<usize>,
+    /// Seconds between round polls while waiting.
+    pub poll: Duration,
+    /// Where each round's contribution is written (`round-{iteration}`).
+    pub work: PathBuf,
+    /// Base cache.
+    pub cache: PathBuf,
+    /// Hyper-parameters.
+    pub cfg: TrainConfig,
+    /// Training device.
+    pub device: coldfuse_shared::train::DeviceChoice,
+    /// Diff storage and privacy.
+    pub diff: DiffArgs,
+    /// Upload chunk size.
+    pub chunk: u64,
+}
+
+/// Runs the loop; returns the iterations contributed to.
+pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::Result<Vec<u64>> {
+    let mut done = Vec::new();
+    while plan.rounds.is_none_or(|n| done.len() < n) {
+        let round = wait_for_open_round(client, plan).await?;
+        let pulled = pull(client, &plan.cache, Some(round.base_iteration)).await?;
+        if pulled.manifest.base_sha256 != round.base_sha256 {
+            continue; // the latest base moved (e.g. a rollback) between the two calls
+        }
+        let out = plan.work.join(format!("round-{:06}", round.iteration));
+        if out.exists() {
+            std::fs::remove_dir_all(&out)?;
+        }
+        let base = BaseSource {
+            dir: pulled.dir.clone(),
+            base_ref: coldfuse_shared::diff::BaseRef {
+                id: format!("iteration-{}", round.base_iteration),
+                sha256: round.base_sha256.clone(),
+            },
+        };
+        println!(
+            "round {}: training on base {} ({} examples)",
+            round.iteration,
+            round.base_iteration,
+            data.train.len()
+        );
+        let (cfg, device, diff, who) = (
+            plan.cfg.clone(),
+            plan.device,
+            plan.diff.clone(),
+            plan.contributor.clone(),
+        );
+        let (data_c, out_c) = (data.clone(), out.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            train_contribution(&base, &data_c, &cfg, device, &diff, &who, &out_c)
+        })
+        .await??;
+        print_report(&report, &out);
+        match submit(client, &out, plan.chunk).await {
+            Ok(s @ Submitted::Accepted(_)) => {
+                print_outcome(&s)?;
+                done.push(round.iteration);
+            }
+            Ok(Submitted::Rejected { reason, message })
+                if reason == "stale_base" || reason == "round_fusing" =>
+            {
+                println!(
+                    "round {}: {message}; training again on the new base",
+                    round.iteration
+                );
+            }
+            Ok(s) => print_outcome(&s)?,
+            Err(e) if is_stale(&e) => {
+                println!(
+                    "round {}: the base moved on ({e:#}); training again",
+                    round.iteration
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Whether a submission failed because the round moved on while training.
+fn is_stale(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::client::ClientError>()
+            .and_then(|ce| ce.code())
+            .is_some_and(|code| code == "stale_base" || code == "round_fusing")
+    })
+}
+
+/// Polls until a round is open that this contributor has not been accepted into.
+async fn wait_for_open_round(client: &Client, plan: &LoopPlan) -> anyhow::Result<RoundStatus> {
+    let mut announced = false;
+    loop {
+        let round = client.round().await?;
+        let mine = round.contributors.iter().any(|c| c == &plan.contributor);
+        if !round.fusing && !mine {
+            return Ok(round);
+        }
+        if !announced {
+            println!(
+                "round {}: {}; waiting for the next base",
+                round.iteration,
+                if mine {
+                    "already contributed"
+                } else {
+                    "being fused"
+                }
+            );
+            announced = true;
+        }
+        tokio::time::sleep(plan.poll).await;
+    }
+}
+
+/// Checks the loop's settings before any work.
+pub fn check(plan: &LoopPlan) -> anyhow::Result<()> {
+    if plan.rounds == Some(0) {
+        bail!("--rounds must be at least 1 (leave it out to run until stopped)");
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Where the CLI finds its coordinator, token and cache: flags, then `COLDFUSE_*` variables, then the
+//! settings file written by `coldfuse login` (`~/.config/coldfuse/config.toml`, or `COLDFUSE_CONFIG`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The settings file's contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    /// Coordinator base URL.
+    pub coordinator: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// The contributor id the token writes as.
+    pub contributor: Option<String>,
+    /// Cache of pulled bases.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl SettingsFile {
+    /// Reads `path`; a missing file is empty settings.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{}: not a coldfuse settings file", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes `path` readable by its owner only (it holds a token), replacing it atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("toml.tmp");
+        let text = toml::to_string_pretty(self).context("serialising settings")?;
+        write_private(&tmp, text.as_bytes())?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The settings file's default path.
+pub fn default_path() -> PathBuf {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"));
+    config.join("coldfuse").join("config.toml")
+}
+
+/// The default cache of pulled bases.
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache"))
+        .join("coldfuse")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Connection flags every command accepts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnectArgs {
+    /// Coordinator URL, e.g. http://coordinator:8080 (default: from `coldfuse login`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_COORDINATOR"
+    )]
+    pub coordinator: Option<String>,
+    /// Bearer token (default: from `coldfuse login`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Settings file.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+    /// Where pulled bases are cached.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_CACHE_DIR"
+    )]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Settings after merging flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Coordinator URL, if any is configured.
+    pub coordinator: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Contributor id remembered at login.
+    pub contributor: Option<String>,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+    /// The settings file in use.
+    pub path: PathBuf,
+}
+
+impl Settings {
+    /// Merges `args` over the settings file.
+    pub fn resolve(args: &ConnectArgs) -> anyhow::Result<Self> {
+        let path = args.config.clone().unwrap_or_else(default_path);
+        let file = SettingsFile::load(&path)?;
+        Ok(Self {
+            coordinator: args.coordinator.clone().or(file.coordinator),
+            token: args.token.clone().or(file.token),
+            contributor: file.contributor,
+            cache_dir: args
+                .cache_dir
+                .clone()
+                .or(file.cache_dir)
+                .unwrap_or_else(default_cache),
+            path,
+        })
+    }
+
+    /// The coordinator URL, or an error that says how to set one.
+    pub fn coordinator(&self) -> anyhow::Result<&str> {
+        match &self.coordinator {
+            Some(url) => Ok(url),
+            None => bail!(
+                "no coordinator configured: run `coldfuse login --coordinator URL --token TOKEN`, \
+                 or pass --coordinator / set COLDFUSE_COORDINATOR"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c/config.toml");
+        let file = SettingsFile {
+            coordinator: Some("http://a:1".into()),
+            token: Some("cf_x".into()),
+            contributor: Some("site-a".into()),
+            cache_dir: None,
+        };
+        file.save(&path).unwrap();
+        assert_eq!(SettingsFile::load(&path).unwrap(), file);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let args = ConnectArgs {
+            coordinator: Some("http://b:2".into()),
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.coordinator.as_deref(), Some("http://b:2"));
+        assert_eq!(s.token.as_deref(), Some("cf_x"));
+        assert_eq!(s.contributor.as_deref(), Some("site-a"));
+        std::fs::write(&path, "coordinatr = 1").unwrap();
+        assert!(Settings::resolve(&args).is_err());
+        let none = ConnectArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&none).unwrap().coordinator().unwrap_err();
+        assert!(err.to_string().contains("coldfuse login"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! `coldfuse submit`: announce a contribution by its manifest, upload the diff in chunks that resume
+//! where the coordinator's copy stops (after a broken connection, or in a later `submit`), and report
+//! the coordinator's verdict.
+
+use std::{io::SeekFrom, path::Path};
+
+use anyhow::{bail, Context};
+use coldfuse_shared::{
+    api::{ContributionStatus, Verdict},
+    diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
+    hash::sha256_file,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{
+    client::{Client, ClientError},
+    progress::bytes_bar,
+};
+
+/// How a submission ended.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// The coordinator accepted it.
+    Accepted(ContributionStatus),
+    /// The coordinator refused it, with a reason code and message.
+    Rejected {
+        /// Stable reason code (`stale_base`, `non_finite`, ...).
+        reason: String,
+        /// The coordinator's explanation.
+        message: String,
+    },
+}
+
+/// Reads a contribution directory's manifest and checks the diff file against it.
+pub fn read_contribution(dir: &Path) -> anyhow::Result<DiffManifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {}: is {} the --out of `coldfuse train`?",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let manifest = DiffManifest::from_json(&bytes)
+        .with_context(|| format!("{}: not a coldfuse manifest", path.display()))?;
+    let diff = dir.join(DIFF_FILE);
+    let size = std::fs::metadata(&diff)
+        .with_context(|| format!("reading {}", diff.display()))?
+        .len();
+    let sha = sha256_file(&diff).with_context(|| format!("hashing {}", diff.display()))?;
+    if size != manifest.diff_bytes || sha != manifest.diff_sha256 {
+        bail!(
+            "{} ({size} bytes, sha256 {sha}) does not match its manifest ({} bytes, sha256 {}): \
+             it changed after training; train again",
+            diff.display(),
+            manifest.diff_bytes,
+            manifest.diff_sha256
+        );
+    }
+    Ok(manifest)
+}
+
+/// Submits the contribution in `dir`, resuming an upload the coordinator already holds part of.
+pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<Submitted> {
+    let manifest = read_contribution(dir)?;
+    let me = &manifest.contributor;
+    let existing = client.contribution(me).await?;
+    let mut received = match existing {
+        Some(s) if s.diff_sha256 == manifest.diff_sha256 => match s.verdict.clone() {
+            Some(v) => return Ok(outcome(s, v)),
+            None => s.received_bytes,
+        },
+        _ => 0,
+    };
+    let upload_url = format!("/v1/contributions/{me}/diff");
+    if received == 0 {
+        match client
+            .backoff
+            .run("announce", || client.announce(&manifest))
+            .await
+        {
+            Ok(a) => tracing::info!(iteration = a.iteration, "announced"),
+            Err(e) if e.code() == Some("duplicate") => {
+                bail!("{me} already has an accepted contribution to this round: {e}")
+            }
+            Err(e) => return Err(explain(e)),
+        }
+    } else {
+        tracing::info!(received, "resuming the upload");
+    }
+    let total = manifest.diff_bytes;
+    let bar = bytes_bar("upload diff", total, received);
+    let path = dir.join(DIFF_FILE);
+    let mut retry = 0;
+    loop {
+        match upload_from(client, &upload_url, &path, received, total, chunk, &bar).await {
+            Ok(status) => {
+                bar.finish_and_clear();
+                let verdict = status
+                    .verdict
+                    .clone()
+                    .context("the coordinator answered the last chunk without a verdict")?;
+                return Ok(outcome(status, verdict));
+            }
+            Err(ClientError::Api {
+                status: 422,
+                code,
+                message,
+            }) => {
+                bar.abandon();
+                return Ok(Submitted::Rejected {
+                    reason: code,
+                    message,
+                });
+            }
+            Err(e)
+                if (e.retryable() || e.code() == Some("upload_offset"))
+                    && retry + 1 < client.backoff.attempts =>
+            {
+                let delay = client.backoff.delay(retry);
+                tracing::warn!(error = %e, "upload interrupted; resuming in {:.1} s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+                retry += 1;
+                received = match client.contribution(me).await? {
+                    Some(s) if s.diff_sha256 == manifest.diff_sha256 => match s.verdict.clone() {
+                        Some(v) => return Ok(outcome(s, v)),
+                        None => s.received_bytes,
+                    },
+                    _ => bail!(
+                        "the coordinator no longer has this contribution announced; submit again"
+                    ),
+                };
+                bar.set_position(received);
+            }
+            Err(e) => {
+                bar.abandon();
+                return Err(explain(e));
+            }
+        }
+    }
+}
+
+/// Uploads `path` from `start` in chunks; answers the status after the last chunk.
+async fn upload_from(
+    client: &Client,
+    url: &str,
+    path: &Path,
+    mut start: u64,
+    total: u64,
+    chunk: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<ContributionStatus, ClientError> {
+    let io = |e: std::io::Error| ClientError::Protocol {
+        url: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    loop {
+        let len = chunk.min(total - start);
+        let mut buf = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(start)).await.map_err(io)?;
+        file.read_exact(&mut buf).await.map_err(io)?;
+        let status = client
+            .upload_chunk(url, buf.into(), start, len, total)
+            .await?;
+        start += len;
+        bar.set_position(start);
+        if start >= total {
+            return Ok(status);
+        }
+        if status.received_bytes != start {
+            return Err(ClientError::api(
+                409,
+                "upload_offset",
+                &format!(
+                    "the coordinator holds {} bytes after a chunk ending at {start}",
+                    status.received_bytes
+                ),
+            ));
+        }
+    }
+}
+
+fn outcome(status: ContributionStatus, verdict: Verdict) -> Submitted {
+    match verdict {
+        Verdict::Accepted { .. } => Submitted::Accepted(status),
+        Verdict::Rejected {
+            reason, message, ..
+        } => Submitted::Rejected { reason, message },
+    }
+}
+
+/// Adds what to do next to the errors a contributor can act on.
+fn explain(e: ClientError) -> anyhow::Error {
+    let hint = match e.code() {
+        Some("unauthorized") => "check the token (`coldfuse login`)",
+        Some("forbidden") => "the token belongs to another contributor id than the manifest's",
+        Some("stale_base") => "a newer base exists: `coldfuse pull` and train again",
+        Some("round_fusing") => "the round is being fused: wait for the new base and train again",
+        Some("too_large") => "use a smaller --encoding (int8 or topk:0.1)",
+        _ => return e.into(),
+    };
+    anyhow::Error::from(e).context(hint)
+}
+
+/// Prints a submission's outcome; rejected submissions are an error (non-zero exit).
+pub fn print_outcome(s: &Submitted) -> anyhow::Result<()> {
+    match s {
+        Submitted::Accepted(status) => {
+            let norm = match &status.verdict {
+                Some(Verdict::Accepted { l2_norm, .. }) => format!(" (diff L2 norm {l2_norm:.4})"),
+                _ => String::new(),
+            };
+            println!(
+                "accepted: {} contributes {} to iteration {}{norm}",
+                status.contributor,
+                &status.diff_sha256[..12],
+                status.iteration
+            );
+            Ok(())
+        }
+        Submitted::Rejected { reason, message } => {
+            bail!("rejected ({reason}): {message}")
+        }
+    }
+}

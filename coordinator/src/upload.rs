@@ -1,0 +1,229 @@
+//! Resumable diff uploads: a spool file per announced diff in the work directory, appended to by
+//! `PUT`s with `Content-Range`, one upload per contributor at a time.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::Body,
+    http::{header, HeaderMap, StatusCode},
+};
+use futures::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::ApiError;
+
+/// The byte range a `PUT` carries: `Content-Range: bytes START-END/TOTAL` (END inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// First byte offset.
+    pub start: u64,
+    /// Bytes in this chunk.
+    pub len: u64,
+}
+
+/// Parses `Content-Range`; `None` when absent (a whole-file upload). `total` must be the announced size.
+pub fn content_range(headers: &HeaderMap, total: u64) -> Result<Option<ChunkRange>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "bad_range",
+            format!("Content-Range {value:?}: {why} (expected `bytes START-END/{total}`)"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad("not ASCII"))?;
+    let spec = text
+        .strip_prefix("bytes ")
+        .ok_or_else(|| bad("no `bytes` unit"))?;
+    let (range, size) = spec.split_once('/').ok_or_else(|| bad("no total"))?;
+    let (start, end) = range.split_once('-').ok_or_else(|| bad("no range"))?;
+    let parse = |s: &str| s.trim().parse::<u64>().map_err(|_| bad("not a number"));
+    let (start, end, size) = (parse(start)?, parse(end)?, parse(size)?);
+    if size != total {
+        return Err(bad("total differs from the manifest's diff_bytes"));
+    }
+    if start > end || end >= total {
+        return Err(bad("range outside the file"));
+    }
+    Ok(Some(ChunkRange {
+        start,
+        len: end - start + 1,
+    }))
+}
+
+/// Contributors with an upload running; a second concurrent upload of the same contributor is refused.
+#[derive(Debug, Default)]
+pub struct UploadSlots(Arc<Mutex<HashSet<String>>>);
+
+/// Holds a contributor's upload slot until dropped.
+#[derive(Debug)]
+pub struct UploadSlot {
+    slots: Arc<Mutex<HashSet<String>>>,
+    contributor: String,
+}
+
+impl UploadSlots {
+    /// Takes `contributor`'s slot, or answers 409 `upload_in_progress`.
+    pub fn take(&self, contributor: &str) -> Result<UploadSlot, ApiError> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(contributor.to_string()) {
+            return Err(ApiError::conflict(
+                "upload_in_progress",
+                format!("an upload of {contributor} is still running; retry in a moment"),
+            ));
+        }
+        Ok(UploadSlot {
+            slots: self.0.clone(),
+            contributor: contributor.to_string(),
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut set = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.contributor);
+    }
+}
+
+/// The spool file of one announced diff (the diff hash is in the name, so a new diff starts afresh).
+pub fn spool_path(work: &Path, iteration: u64, contributor: &str, diff_sha256: &str) -> PathBuf {
+    let short = diff_sha256.get(..16).unwrap_or(diff_sha256);
+    work.join("uploads")
+        .join(format!("{iteration:06}-{contributor}-{short}.part"))
+}
+
+/// Bytes of a spool received so far (0 when there is none).
+pub async fn received(path: &Path) -> u64 {
+    tokio::fs::metadata(path).await.map_or(0, |m| m.len())
+}
+
+/// Writes the request body into `path` from `start` (dropping anything after it), refusing more than
+/// `limit` bytes; answers the spool's size afterwards. Bytes that arrived before a broken connection stay.
+pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Result<u64, ApiError> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let have = received(path).await;
+    if start > have {
+        return Err(offset_error(have));
+    }
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    file.set_len(start).await.map_err(ApiError::internal)?;
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(ApiError::bad_request(
+                    "upload_interrupted",
+                    format!("upload broke off after {} bytes: {e}", start + written),
+                ));
+                break;
+            }
+        };
+        if written + chunk.len() as u64 > limit {
+            failure = Some(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("this upload may carry at most {limit} bytes"),
+            ));
+            break;
+        }
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        written += chunk.len() as u64;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(start + written),
+    }
+}
+
+/// 409 `upload_offset`: the chunk does not continue the spool.
+pub fn offset_error(have: u64) -> ApiError {
+    ApiError::conflict(
+        "upload_offset",
+        format!("the coordinator holds {have} bytes of this diff; resume from byte {have}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn content_range_parses_and_checks() {
+        assert_eq!(content_range(&HeaderMap::new(), 10).unwrap(), None);
+        assert_eq!(
+            content_range(&headers("bytes 0-3/10"), 10).unwrap(),
+            Some(ChunkRange { start: 0, len: 4 })
+        );
+        assert_eq!(
+            content_range(&headers("bytes 4-9/10"), 10).unwrap(),
+            Some(ChunkRange { start: 4, len: 6 })
+        );
+        for bad in [
+            "bytes 0-3/11",
+            "bytes 5-3/10",
+            "bytes 0-10/10",
+            "0-3/10",
+            "bytes x-3/10",
+            "bytes 0-3",
+        ] {
+            let e = content_range(&headers(bad), 10).unwrap_err();
+            assert_eq!(e.code, "bad_range", "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_upload_slot_per_contributor() {
+        let slots = UploadSlots::default();
+        let a = slots.take("a").unwrap();
+        assert_eq!(slots.take("a").unwrap_err().code, "upload_in_progress");
+        let _b = slots.take("b").unwrap();
+        drop(a);
+        slots.take("a").unwrap();
+    }
+
+    #[tokio::test]
+    async fn receive_appends_truncates_and_refuses_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u/x.part");
+        let n = receive_at(Body::from("hello"), &path, 0, 5).await.unwrap();
+        assert_eq!(n, 5);
+        let n = receive_at(Body::from("XYZ"), &path, 3, 3).await.unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(std::fs::read(&path).unwrap(), b"helXYZ");
+        let e = receive_at(Body::from("a"), &path, 9, 1).await.unwrap_err();
+        assert_eq!(e.code, "upload_offset");
+        let e = receive_at(Body::from("abc"), &path, 6, 2)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "too_large");
+    }
+}
