@@ -67,6 +67,21 @@ impl ClientError {
         }
     }
 
+    /// What to do next, for the errors a contributor can act on.
+    pub fn hint(&self) -> Option<&'static str> {
+        if let Self::Transport { .. } = self {
+            return Some("is the coordinator URL right and the service up? (`coldfuse status`)");
+        }
+        Some(match self.code()? {
+            "unauthorized" => "check the token: `coldfuse login --coordinator URL --token TOKEN`",
+            "forbidden" => "the token belongs to another contributor id than the manifest's",
+            "stale_base" => "a newer base exists: `coldfuse pull` and train again",
+            "round_fusing" => "the round is being fused: wait for the new base and train again",
+            "too_large" => "use a smaller --encoding (int8 or topk:0.1)",
+            _ => return None,
+        })
+    }
+
     /// The API error code, if the coordinator answered one.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         other => {
             let settings = Settings::resolve(&cli.connect)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(networked(other, settings))
+            rt.block_on(networked(other, settings)).map_err(with_hint)
         }
     }
 }
@@ -200,6 +200,18 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Embed { .. } | Command::Classify { .. } | Command::Bench { .. } => {
             unreachable!("handled without a runtime")
         }
+    }
+}
+
+/// Adds the next step to a coordinator error that does not carry one yet.
+fn with_hint(e: anyhow::Error) -> anyhow::Error {
+    let hint = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<client::ClientError>())
+        .and_then(client::ClientError::hint);
+    match hint {
+        Some(h) if !e.chain().any(|c| c.to_string() == h) => e.context(h),
+        _ => e,
     }
 }
 

@@ -210,3 +210,45 @@ pub fn export(pulled: &Pulled, out: &Path) -> anyhow::Result<()> {
     std::fs::rename(&staged, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use coldfuse_shared::api::FileEntry;
+
+    use super::*;
+
+    fn manifest(names: &[&str], weights_sha: &str) -> BaseManifest {
+        BaseManifest {
+            iteration: 3,
+            base_sha256: "a".repeat(64),
+            architecture: "bert".into(),
+            files: names
+                .iter()
+                .map(|n| FileEntry {
+                    name: n.to_string(),
+                    size: 1,
+                    sha256: if *n == BASE_WEIGHTS {
+                        weights_sha.to_string()
+                    } else {
+                        "b".repeat(64)
+                    },
+                })
+                .collect(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn manifests_that_escape_the_dir_or_disagree_are_refused() {
+        let ok = "a".repeat(64);
+        check_manifest(&manifest(&[BASE_WEIGHTS, "config.json"], &ok)).unwrap();
+        for bad in ["../evil", "a/b", ".hidden", "", CACHED_MANIFEST, "x\\y"] {
+            let err = check_manifest(&manifest(&[BASE_WEIGHTS, bad], &ok)).unwrap_err();
+            assert!(err.to_string().contains("refused"), "{bad}: {err}");
+        }
+        let err = check_manifest(&manifest(&["config.json"], &ok)).unwrap_err();
+        assert!(err.to_string().contains("no model.safetensors"), "{err}");
+        let err = check_manifest(&manifest(&[BASE_WEIGHTS], &"c".repeat(64))).unwrap_err();
+        assert!(err.to_string().contains("inconsistent"), "{err}");
+    }
+}

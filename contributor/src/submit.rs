@@ -192,15 +192,10 @@ fn outcome(status: ContributionStatus, verdict: Verdict) -> Submitted {
 
 /// Adds what to do next to the errors a contributor can act on.
 fn explain(e: ClientError) -> anyhow::Error {
-    let hint = match e.code() {
-        Some("unauthorized") => "check the token (`coldfuse login`)",
-        Some("forbidden") => "the token belongs to another contributor id than the manifest's",
-        Some("stale_base") => "a newer base exists: `coldfuse pull` and train again",
-        Some("round_fusing") => "the round is being fused: wait for the new base and train again",
-        Some("too_large") => "use a smaller --encoding (int8 or topk:0.1)",
-        _ => return e.into(),
-    };
-    anyhow::Error::from(e).context(hint)
+    match e.hint() {
+        Some(hint) => anyhow::Error::from(e).context(hint),
+        None => e.into(),
+    }
 }
 
 /// Prints a submission's outcome; rejected submissions are an error (non-zero exit).
@@ -222,5 +217,39 @@ pub fn print_outcome(s: &Submitted) -> anyhow::Result<()> {
         Submitted::Rejected { reason, message } => {
             bail!("rejected ({reason}): {message}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_changed_after_training_is_refused_before_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_contribution(dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--out of `coldfuse train`"),
+            "{err:#}"
+        );
+        let diff = b"not really a diff";
+        std::fs::write(dir.path().join(DIFF_FILE), diff).unwrap();
+        let manifest = serde_json::json!({
+            "format_version": 1,
+            "base": {"id": "b", "sha256": "a".repeat(64)},
+            "architecture": "bert",
+            "encoding": {"kind": "f32"},
+            "tensors": [],
+            "num_examples": 1,
+            "contributor": "site",
+            "diff_sha256": coldfuse_shared::hash::sha256_bytes(diff),
+            "diff_bytes": diff.len(),
+            "created_by": "test",
+        });
+        std::fs::write(dir.path().join(MANIFEST_FILE), manifest.to_string()).unwrap();
+        read_contribution(dir.path()).unwrap();
+        std::fs::write(dir.path().join(DIFF_FILE), b"not really a diff!").unwrap();
+        let err = read_contribution(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("changed after training"), "{err}");
     }
 }

@@ -10,6 +10,9 @@ against the small files this script commits under fixtures/golden/. Set up with 
   python make_fixtures.py roundtrip --saved DIR --fixture NAME
                                                     # load a dir written by coldfuse in transformers and
                                                     # check it reproduces the fixture's hidden states
+  python make_fixtures.py hidden --model DIR --texts FILE.json --out FILE.safetensors
+                                                    # tokenize texts and run any HF dir (e.g. a pulled
+                                                    # fused base): ids, mask and last hidden states
 """
 
 import argparse
@@ -388,6 +391,21 @@ def roundtrip(saved, fixture):
     return 0 if err <= 1e-5 else 1
 
 
+def hidden(model_dir, texts_file, out):
+    """Tokenizes a JSON list of texts with the dir's tokenizer and saves AutoModel's hidden states."""
+    texts = json.loads(Path(texts_file).read_text())
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out_h = model(**enc).last_hidden_state
+    tensors = {k: v.contiguous() for k, v in enc.items()}
+    tensors["last_hidden_state"] = out_h.contiguous()
+    save_file(tensors, out)
+    print(json.dumps({"model": str(model_dir), "texts": len(texts), "shape": list(out_h.shape)}))
+    return 0
+
+
 FIXTURES = {
     "bert_tiny": lambda args: make_bert(),
     "roberta_tiny": lambda args: make_roberta("roberta_tiny", 2, as_bin=False),
@@ -409,8 +427,14 @@ def main():
     rt = sub.add_parser("roundtrip")
     rt.add_argument("--saved", required=True)
     rt.add_argument("--fixture", required=True)
+    hd = sub.add_parser("hidden")
+    hd.add_argument("--model", required=True)
+    hd.add_argument("--texts", required=True)
+    hd.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.cmd == "hidden":
+        return hidden(args.model, args.texts, args.out)
     if args.cmd == "generate":
         names = args.only or list(FIXTURES)
         if "minilm" in names and not args.minilm:

@@ -371,3 +371,69 @@ fn diff_builder_refuses_nan_and_wrong_lengths() {
         .contains("unknown encoding"));
     let _ = BaseInfo::open(std::path::Path::new("/nonexistent")).unwrap_err();
 }
+
+/// `add_body_private` clips the whole diff to the DP norm (no noise: exactly), records the settings in
+/// the manifest, and the result validates; with noise the values move by about σ·C.
+#[test]
+fn diff_private_body_is_clipped_to_the_norm_and_recorded() {
+    use coldfuse_shared::{
+        diff::{BaseRef, ContributionInfo, DiffBuilder, DpConfig},
+        ModelDir,
+    };
+    let base_dir = common::fixture("bert_tiny/model");
+    let base = ModelDir::open(&base_dir).unwrap();
+    let model = common::fresh_classifier(&base, 2, 0);
+    let body = model.encoder.vars();
+    for var in body.values() {
+        var.set(&(var.as_tensor() + 0.01).unwrap()).unwrap();
+    }
+    let base_info = BaseInfo::open(&base_dir).unwrap();
+    let base_ref = BaseRef {
+        id: "t".into(),
+        sha256: base_info.sha256.clone(),
+    };
+    let write = |dp: DpConfig, seed| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = DiffBuilder::new(Encoding::F32).unwrap();
+        let report = b.add_body_private(&base, &body, &dp, Some(seed)).unwrap();
+        let info = ContributionInfo {
+            contributor: "site".into(),
+            num_examples: 1,
+            metrics: BTreeMap::new(),
+        };
+        let m = b
+            .finish(dir.path(), base_ref.clone(), "bert", info)
+            .unwrap();
+        assert_eq!(m.dp, Some(dp));
+        let path = dir.path().join(coldfuse_shared::diff::DIFF_FILE);
+        validate(&path, m.clone(), &base_info).unwrap();
+        let reader = DiffReader::open(&path, m, &base_info).unwrap();
+        (report, decode_all(&reader))
+    };
+    let clip = DpConfig {
+        clip: 0.05,
+        noise_multiplier: 0.0,
+    };
+    let (report, values) = write(clip, 1);
+    assert!(report.norm_before > 0.05 * 10.0, "{report:?}");
+    let norm = values
+        .values()
+        .flatten()
+        .map(|&v| f64::from(v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((norm - 0.05).abs() < 1e-6, "clipped norm {norm}");
+    let noisy = DpConfig {
+        clip: 0.05,
+        noise_multiplier: 1.0,
+    };
+    let (_, noised) = write(noisy, 2);
+    let (n, sq) = noised
+        .iter()
+        .flat_map(|(k, v)| v.iter().zip(&values[k]))
+        .fold((0usize, 0f64), |(n, s), (a, b)| {
+            (n + 1, s + f64::from(a - b).powi(2))
+        });
+    let std = (sq / n as f64).sqrt();
+    assert!((std - 0.05).abs() < 0.005, "noise std {std} for σ·C = 0.05");
+}

@@ -124,12 +124,25 @@ pub async fn call_raw(
     body: Vec<u8>,
     range: Option<&str>,
 ) -> (StatusCode, Vec<u8>) {
+    let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+    call_with(router, method, uri, token, body, &headers).await
+}
+
+/// One request with extra headers; the raw answer.
+pub async fn call_with(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    if let Some(r) = range {
-        req = req.header(header::RANGE, r);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let response = router
         .clone()

@@ -36,7 +36,6 @@ struct Run {
     dir: tempfile::TempDir,
     server: Server,
     proxy: Proxy,
-    admin: String,
     tokens: Vec<String>,
     texts: Vec<String>,
 }
@@ -110,7 +109,6 @@ async fn start(store: &str, cut_upload_after: Option<usize>) -> Run {
         dir,
         server,
         proxy,
-        admin,
         tokens,
         texts,
     }
@@ -336,7 +334,7 @@ fn check_nothing_private_left(run: &Run) {
     assert!(requests > 20, "{requests} requests seen");
 }
 
-async fn e2e(store: &str) {
+async fn e2e(store: &str) -> Run {
     // The first diff upload's connection breaks after 5 MB: the CLI must resume it.
     let run = start(store, Some(5 << 20)).await;
     let t = Instant::now();
@@ -352,13 +350,77 @@ async fn e2e(store: &str) {
     check_fusion_and_lineage(&run).await;
     check_stale_rejected(&run);
     check_nothing_private_left(&run);
-    let _ = &run.admin;
+    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_three_contributors_two_iterations_on_file_store() {
     let store = tempfile::tempdir().unwrap();
     e2e(&format!("file://{}", store.path().display())).await;
+}
+
+/// The latest fused base, pulled as a plain HF dir, loads in transformers (scripts/golden's Python,
+/// `COLDFUSE_PYREF_PYTHON`; run by scripts/golden/check.sh) with coldfuse's token ids and outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PyTorch + transformers: scripts/golden/check.sh"]
+async fn e2e_fused_base_loads_in_transformers() {
+    let python = std::env::var("COLDFUSE_PYREF_PYTHON").expect("COLDFUSE_PYREF_PYTHON");
+    let store = tempfile::tempdir().unwrap();
+    let run = e2e(&format!("file://{}", store.path().display())).await;
+    let fused = pull(&run, ROUNDS as u64);
+    let texts: Vec<String> = run.texts.iter().step_by(20).take(8).cloned().collect();
+    let texts_file = run.path("texts.json");
+    std::fs::write(&texts_file, serde_json::to_vec(&texts).unwrap()).unwrap();
+    let out = run.path("hidden.safetensors");
+    let script = coldfuse_e2e::repo_root().join("scripts/golden/make_fixtures.py");
+    let status = Command::new(python)
+        .arg(script)
+        .args(["hidden", "--model"])
+        .arg(&fused)
+        .arg("--texts")
+        .arg(&texts_file)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "transformers could not load the fused base"
+    );
+    let reference = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    let dir = coldfuse_shared::ModelDir::open(&fused).unwrap();
+    let encoder =
+        coldfuse_shared::classifier::Encoder::load(&dir, &candle_core::Device::Cpu).unwrap();
+    let tokenizer = coldfuse_shared::TextTokenizer::from_dir(&fused, 128).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batch = tokenizer
+        .encode(&refs, None, &candle_core::Device::Cpu)
+        .unwrap();
+    let ref_ids: Vec<u32> = reference["input_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(batch.ids, ref_ids, "token ids differ from transformers'");
+    let ours = encoder
+        .forward(&batch, &coldfuse_shared::ForwardCtx::eval())
+        .unwrap()
+        .hidden;
+    let mask = batch.mask_t.unsqueeze(2).unwrap();
+    let diff = ((ours - &reference["last_hidden_state"])
+        .unwrap()
+        .abs()
+        .unwrap())
+    .broadcast_mul(&mask)
+    .unwrap()
+    .max_all()
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+    println!("fused base {ROUNDS}: coldfuse vs transformers hidden states, max abs error {diff:e}");
+    assert!(diff < 1e-4, "hidden states differ by {diff}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,157 @@
+//! Resumable uploads in-process: a diff sent in `Content-Range` chunks, with a gap refused, a chunk
+//! re-sent after a break, the received size reported, and the verdict on the last byte; plus
+//! `/v1/whoami` for each kind of caller.
+
+use axum::http::StatusCode;
+use coldfuse_e2e::coordinator::{call, call_with, latest, make_diff, Deployment};
+use coldfuse_shared::{
+    api::{ContributionStatus, DeploymentConfig, WhoAmI},
+    diff::DIFF_FILE,
+};
+
+async fn put_chunk(
+    d: &Deployment,
+    token: &str,
+    url: &str,
+    bytes: &[u8],
+    start: usize,
+    total: usize,
+) -> (StatusCode, serde_json::Value) {
+    let range = format!("bytes {start}-{}/{total}", start + bytes.len() - 1);
+    let (status, body) = call_with(
+        &d.router(),
+        "PUT",
+        url,
+        Some(token),
+        bytes.to_vec(),
+        &[("content-range", &range)],
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
+    let d = Deployment::new(DeploymentConfig::default()).await;
+    let base = latest(&d).await;
+    let token = d.token("site-a").await;
+    let (dir, manifest) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        1,
+        false,
+    );
+    let bytes = std::fs::read(dir.path().join(DIFF_FILE)).unwrap();
+    let total = bytes.len();
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/contributions",
+        Some(&token),
+        manifest.to_json(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let url = v["upload_url"].as_str().unwrap().to_string();
+    let third = total / 3;
+
+    // First third: 202 with the received size.
+    let (status, v) = put_chunk(&d, &token, &url, &bytes[..third], 0, total).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let s: ContributionStatus = serde_json::from_value(v).unwrap();
+    assert_eq!((s.received_bytes, s.verdict), (third as u64, None));
+
+    // A chunk that leaves a gap is refused and changes nothing.
+    let (status, v) = put_chunk(&d, &token, &url, &bytes[2 * third..], 2 * third, total).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(v["error"]["code"], "upload_offset");
+    // A total that differs from the manifest is refused.
+    let (status, v) = put_chunk(&d, &token, &url, &bytes[third..2 * third], third, total + 1).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "bad_range");
+
+    // The status route says where to resume.
+    let (_, v) = call(
+        &d.router(),
+        "GET",
+        "/v1/contributions/site-a",
+        Some(&token),
+        vec![],
+    )
+    .await;
+    assert_eq!(v["received_bytes"], third as u64);
+
+    // Re-sending an overlapping chunk (as after a break mid-chunk) overwrites from its start.
+    let (status, _) = put_chunk(
+        &d,
+        &token,
+        &url,
+        &bytes[third - 10..2 * third],
+        third - 10,
+        total,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, v) = put_chunk(&d, &token, &url, &bytes[2 * third..], 2 * third, total).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let s: ContributionStatus = serde_json::from_value(v).unwrap();
+    assert!(s.verdict.unwrap().accepted());
+    assert_eq!(s.received_bytes, total as u64);
+    assert_eq!(d.coordinator.state.read().await.accepted(), vec!["site-a"]);
+
+    // A chunked upload whose bytes do not hash to the manifest is rejected for integrity.
+    let token_b = d.token("site-b").await;
+    let (dir_b, manifest_b) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-b",
+        2,
+        false,
+    );
+    let mut bytes_b = std::fs::read(dir_b.path().join(DIFF_FILE)).unwrap();
+    call(
+        &d.router(),
+        "POST",
+        "/v1/contributions",
+        Some(&token_b),
+        manifest_b.to_json(),
+    )
+    .await;
+    let n = bytes_b.len();
+    bytes_b[n - 1] ^= 0xff;
+    let (status, v) = put_chunk(
+        &d,
+        &token_b,
+        "/v1/contributions/site-b/diff",
+        &bytes_b,
+        0,
+        n,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "integrity");
+}
+
+#[tokio::test]
+async fn coordinator_whoami_names_the_token() {
+    let d = Deployment::new(DeploymentConfig::default()).await;
+    let token = d.token("site-a").await;
+    let who = |t: Option<String>| {
+        let router = d.router();
+        async move {
+            let (status, v) = call(&router, "GET", "/v1/whoami", t.as_deref(), vec![]).await;
+            (status, v)
+        }
+    };
+    let (_, v) = who(Some(token)).await;
+    let me: WhoAmI = serde_json::from_value(v).unwrap();
+    assert_eq!(me.contributor.as_deref(), Some("site-a"));
+    assert_eq!(me.role, Some(coldfuse_shared::api::Role::Contributor));
+    let (_, v) = who(Some(d.admin.clone())).await;
+    assert_eq!(v["role"], "admin");
+    let (_, v) = who(None).await;
+    assert!(v["role"].is_null());
+    let (status, _) = who(Some("cf_nope".into())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
