@@ -429,3 +429,59 @@ async fn e2e_three_contributors_two_iterations_on_s3() {
     s3.export_env();
     e2e(&s3.url("e2e")).await;
 }
+
+/// `coldfuse pull` continues a half-downloaded file with a Range request, and replaces a corrupt
+/// partial file after the hash check fails, ending with a verified base either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pull_resumes_partial_downloads_and_replaces_corrupt_ones() {
+    let store = tempfile::tempdir().unwrap();
+    let run = start(&format!("file://{}", store.path().display()), None).await;
+    let manifest: coldfuse_shared::api::BaseManifest =
+        get(format!("{}/v1/bases/0", run.server.url)).await;
+    let weights = manifest.file("model.safetensors").unwrap();
+    let original = std::fs::read(run.path("base0/model.safetensors")).unwrap();
+    let staging = run.path(&format!("c0/cache/bases/{}.partial", manifest.base_sha256));
+    std::fs::create_dir_all(&staging).unwrap();
+    let part = staging.join("model.safetensors.part");
+    let half = original.len() / 2;
+
+    // Half the file is there: only the rest is asked for.
+    std::fs::write(&part, &original[..half]).unwrap();
+    let o = run.coldfuse(0).arg("pull").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sent = String::from_utf8_lossy(&run.proxy.sent()).to_lowercase();
+    assert!(
+        sent.contains(&format!("range: bytes={half}-")),
+        "no resuming Range request"
+    );
+    let dir = run.path(&format!("c0/cache/bases/{}", manifest.base_sha256));
+    assert_eq!(
+        sha256_file(&dir.join("model.safetensors")).unwrap(),
+        weights.sha256
+    );
+    assert!(!staging.exists());
+
+    // A corrupt partial file fails the hash check and is downloaded again from the start.
+    let staging1 = run.path(&format!("c1/cache/bases/{}.partial", manifest.base_sha256));
+    std::fs::create_dir_all(&staging1).unwrap();
+    let mut bad = original[..half].to_vec();
+    bad[100] ^= 0xff;
+    std::fs::write(staging1.join("model.safetensors.part"), &bad).unwrap();
+    let out = run.path("exported");
+    let o = run
+        .coldfuse(1)
+        .args(["pull", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("does not match the manifest"), "{stderr}");
+    assert_eq!(
+        sha256_file(&out.join("model.safetensors")).unwrap(),
+        weights.sha256
+    );
+    for f in &manifest.files {
+        assert!(out.join(&f.name).is_file(), "{} missing from --out", f.name);
+    }
+}
