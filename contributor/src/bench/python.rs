@@ -1,4 +1,4 @@
-//! Finding (or installing) a Python with NumPy for reference implementations.
+//! Finding (or installing) a Python with NumPy or PyTorch for reference implementations.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,6 +27,40 @@ pub fn numpy_python() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// A Python that imports `torch` and `transformers`: `$COLDFUSE_TORCH_PYTHON`, the golden-fixture venv
+/// (`$COLDFUSE_PYREF` or `~/.cache/coldfuse/pyref`, see scripts/golden/setup.sh), or that venv created
+/// now (PyPI's torch is a ~5.6 GB CUDA build that also runs on the CPU; a few minutes).
+pub fn torch_python() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("COLDFUSE_TORCH_PYTHON") {
+        let p = PathBuf::from(p);
+        check_imports(&p, "import torch, transformers")?;
+        return Ok(p);
+    }
+    let venv = std::env::var_os("COLDFUSE_PYREF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("pyref"));
+    let python = venv.join("bin/python");
+    if check_imports(&python, "import torch, transformers").is_ok() {
+        return Ok(python);
+    }
+    eprintln!(
+        "installing torch + transformers into {} (≈5.6 GB, a few minutes) ...",
+        venv.display()
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "torch",
+        "transformers==5.23.0",
+        "safetensors",
+    ]))?;
+    check_imports(&python, "import torch, transformers")?;
+    Ok(python)
+}
+
 /// `$COLDFUSE_CACHE`, or `~/.cache/coldfuse`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("COLDFUSE_CACHE")
@@ -38,13 +72,18 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn check(python: &Path) -> anyhow::Result<()> {
+    check_imports(python, "import numpy")
+}
+
+fn check_imports(python: &Path, imports: &str) -> anyhow::Result<()> {
     let ok = Command::new(python)
-        .args(["-c", "import numpy"])
+        .args(["-c", imports])
+        .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        bail!("{} cannot import numpy", python.display());
+        bail!("{} cannot `{imports}`", python.display());
     }
     Ok(())
 }
