@@ -24,6 +24,11 @@ use crate::{
     train_cmd::{BaseSource, DataArgs, DiffArgs, HyperArgs},
 };
 
+/// Training allocates and frees many large tensors per step: mimalloc keeps freed pages for reuse where
+/// the system allocator returns them to the kernel and page-faults them back in (≈15% of a CPU step).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// coldfuse: collaborative fine-tuning of one shared encoder (ColD Fusion), contributor side.
 ///
 /// A site pulls the current fused base, fine-tunes it on its own labelled data, and uploads only the

@@ -2,7 +2,7 @@
 classification head on an HF encoder, forward + cross-entropy + backward + global-norm clipping + AdamW
 with decoupled weight decay), on random token ids of a fixed shape, dropout on, in train mode.
 
-Prints one JSON line: seconds per step over the timed steps (after warmup steps), and tokens/s.
+Prints one JSON line: the median seconds per step over the timed steps (after warmup steps), and tokens/s.
 
   python train_torch.py MODEL_DIR --batch 16 --seq 128 --steps 5 --warmup 1 --threads 2
 """
@@ -10,6 +10,7 @@ Prints one JSON line: seconds per step over the timed steps (after warmup steps)
 import argparse
 import json
 import os
+import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,12 +60,14 @@ def main():
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(args.steps):
+        start = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    secs = (time.perf_counter() - start) / args.steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    secs = statistics.median(times)
     print(json.dumps({
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

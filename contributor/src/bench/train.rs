@@ -2,7 +2,7 @@
 //! whole model, dropout on) of an HF encoder with a fresh 2-class head, in coldfuse and in PyTorch, on
 //! the same shapes and thread count, in one run. Ends with a JSON line.
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -29,7 +29,7 @@ pub struct TrainArgs {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 128)]
     seq: usize,
-    /// Timed steps.
+    /// Timed steps (the median is reported, after one warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Threads for both (default: all cores).
@@ -99,8 +99,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds per step of coldfuse's trainer: a run of `1 + steps` steps minus a run of 1 step (which
-/// carries the same setup and warm-up), over `steps`.
+/// Median seconds per step of coldfuse's trainer over `steps` steps after one warm-up step (the
+/// trainer times each step: forward, backward, clipping and AdamW).
 fn coldfuse_step(model_dir: &std::path::Path, args: &TrainArgs) -> anyhow::Result<f64> {
     let dir = ModelDir::open(model_dir)?;
     let device = args.device.open()?;
@@ -117,36 +117,44 @@ fn coldfuse_step(model_dir: &std::path::Path, args: &TrainArgs) -> anyhow::Resul
         .collect();
     let set = EncodedSet::from_rows(rows, 0);
     let labels = LabelSpace::Classes(vec!["a".into(), "b".into()]);
-    let timed = |steps: usize| -> anyhow::Result<f64> {
-        let model = SequenceClassifier::load(
-            &dir,
-            HeadInit::Fresh {
-                num_labels: 2,
-                seed: 0,
-            },
-            &device,
-        )?;
-        let cfg = TrainConfig {
-            batch_size: args.batch,
-            grad_accumulation: 1,
-            max_steps: Some(steps),
-            max_len: args.seq,
-            shuffle: false,
-            ..TrainConfig::default()
-        };
-        let opts = RunOptions {
-            device: device.clone(),
-            progress: ProgressMode::Off,
-            ..RunOptions::default()
-        };
-        let trainer = Trainer::new(model, labels.clone(), cfg, opts)?;
-        let t = Instant::now();
-        trainer.run(&set, None)?;
-        Ok(t.elapsed().as_secs_f64())
+    let model = SequenceClassifier::load(
+        &dir,
+        HeadInit::Fresh {
+            num_labels: 2,
+            seed: 0,
+        },
+        &device,
+    )?;
+    let cfg = TrainConfig {
+        batch_size: args.batch,
+        grad_accumulation: 1,
+        max_steps: Some(args.steps + 1),
+        max_len: args.seq,
+        shuffle: false,
+        ..TrainConfig::default()
     };
-    let one = timed(1)?;
-    let many = timed(1 + args.steps)?;
-    Ok(((many - one) / args.steps as f64).max(1e-9))
+    let opts = RunOptions {
+        device,
+        progress: ProgressMode::Off,
+        ..RunOptions::default()
+    };
+    let outcome = Trainer::new(model, labels, cfg, opts)?.run(&set, None)?;
+    let times: Vec<f64> = outcome.history.iter().skip(1).map(|s| s.seconds).collect();
+    Ok(median(times))
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 /// The PyTorch reference's seconds per step.

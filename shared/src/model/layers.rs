@@ -89,22 +89,18 @@ impl LayerNorm {
 
     /// Normalises `xs` over its last dimension.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centered = xs.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+        Ok(super::fused::layer_norm(
+            xs,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
     }
 }
 
-/// Softmax over the last dimension; the subtracted row max is detached (softmax does not depend on it).
+/// Softmax over the last dimension (fused on the CPU; see [`super::fused`]).
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor, ModelError> {
-    let max = xs.max_keepdim(D::Minus1)?.detach();
-    let e = xs.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&sum)?)
+    Ok(super::fused::softmax_last_dim(xs)?)
 }
 
 /// Log-softmax over the last dimension.
@@ -145,7 +141,7 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(self, xs: &Tensor) -> Result<Tensor, ModelError> {
         Ok(match self {
-            Self::Gelu => xs.gelu_erf()?,
+            Self::Gelu => super::fused::gelu_erf(xs)?,
             Self::GeluTanh => xs.gelu()?,
             Self::Relu => xs.relu()?,
             Self::Tanh => xs.tanh()?,

@@ -11,6 +11,7 @@ pub mod bert_config;
 mod ctx;
 pub mod deberta;
 mod error;
+pub mod fused;
 pub mod layers;
 pub mod loss;
 mod params;

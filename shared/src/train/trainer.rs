@@ -72,6 +72,9 @@ pub struct StepLog {
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Wall time of the step (forward, backward, optimizer) in seconds.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// One dev evaluation.
@@ -345,6 +348,7 @@ impl Trainer {
             }
             let start = run.state.batch_in_epoch;
             let end = (start + cfg.grad_accumulation).min(plan.1.len());
+            let started = std::time::Instant::now();
             let loss = self.accumulate(train, &plan.1[start..end], run)?;
             let grad_norm = run.optimizer.grad_norm();
             if !grad_norm.is_finite() {
@@ -375,6 +379,7 @@ impl Trainer {
                 loss,
                 lr,
                 grad_norm,
+                seconds: started.elapsed().as_secs_f64(),
             });
             progress.step(step, epoch, loss, lr, grad_norm);
 
