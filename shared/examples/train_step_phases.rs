@@ -15,6 +15,10 @@ use coldfuse_shared::{
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+/// The allocator the `coldfuse` CLI uses, so the split matches what a contributor sees.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model_dir = args

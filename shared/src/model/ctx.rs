@@ -47,6 +47,14 @@ impl ForwardCtx {
                 "dropout probability {p} must be below 1"
             )));
         }
+        if super::fused::applies(xs) {
+            let seed = self
+                .rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .random::<u64>();
+            return Ok(super::fused::dropout(xs, p, seed)?);
+        }
         let keep = (1.0 - p) as f32;
         let scale = 1.0 / keep;
         let n = xs.elem_count();

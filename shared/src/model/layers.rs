@@ -29,6 +29,14 @@ impl Linear {
 
     /// Applies the layer to `[..., in]`, returning `[..., out]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
+        if let Some(b) = &self.bias {
+            if super::fused::applies(xs)
+                && super::fused::applies(&self.weight)
+                && super::fused::applies(b)
+            {
+                return Ok(super::fused::linear(xs, &self.weight, b)?);
+            }
+        }
         let dims = xs.dims().to_vec();
         let in_dim = *dims
             .last()

@@ -48,7 +48,7 @@ fn check(
     inputs: &[Tensor],
     tol: f32,
 ) {
-    let r = randn(inputs[0].dims(), 1.0, 99);
+    let r = randn(fused(inputs).dims(), 1.0, 99);
     let (y1, g1) = run(fused, inputs, &r);
     let (y2, g2) = run(reference, inputs, &r);
     let e = max_abs(&y1, &y2);
@@ -142,4 +142,52 @@ fn non_contiguous_inputs_are_handled() {
     let a = softmax_last_dim(&x).unwrap();
     let b = softmax_last_dim(&x.contiguous().unwrap()).unwrap();
     assert_eq!(max_abs(&a, &b), 0.0);
+}
+
+#[test]
+fn fused_linear_matches_matmul_plus_bias() {
+    let x = randn(&[3, 40, 24], 1.0, 7);
+    let w = randn(&[56, 24], 0.3, 8);
+    let b = randn(&[56], 0.3, 9);
+    let reference = |t: &[Tensor]| {
+        let x2 = t[0].reshape((120, 24)).unwrap();
+        let y = x2
+            .matmul(&t[1].t().unwrap())
+            .unwrap()
+            .broadcast_add(&t[2])
+            .unwrap();
+        y.reshape((3, 40, 56)).unwrap()
+    };
+    check(
+        "linear",
+        |t| linear(&t[0], &t[1], &t[2]).unwrap(),
+        reference,
+        &[x, w, b],
+        1e-5,
+    );
+    // A view with an offset (a narrowed tensor) is read from the right place.
+    let big = randn(&[2, 40, 24], 1.0, 10);
+    let view = big.narrow(0, 1, 1).unwrap();
+    let w = randn(&[8, 24], 0.3, 11);
+    let b = randn(&[8], 0.3, 12);
+    let a = linear(&view, &w, &b).unwrap();
+    let e = reference_2d(&view.contiguous().unwrap(), &w, &b);
+    assert!(max_abs(&a, &e) < 1e-5);
+}
+
+fn reference_2d(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    let (m, k) = (
+        x.elem_count() / x.dims()[x.rank() - 1],
+        x.dims()[x.rank() - 1],
+    );
+    let y = x
+        .reshape((m, k))
+        .unwrap()
+        .matmul(&w.t().unwrap())
+        .unwrap()
+        .broadcast_add(b)
+        .unwrap();
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().unwrap() = w.dims()[0];
+    y.reshape(dims).unwrap()
 }
