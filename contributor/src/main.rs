@@ -103,23 +103,30 @@ enum Command {
     },
 }
 
+/// What `train` and `run` share: the data, the hyper-parameters, the diff, and who contributes.
 #[derive(Debug, clap::Args)]
-struct TrainCmd {
+struct JobArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     hyper: HyperArgs,
     #[command(flatten)]
     diff: DiffArgs,
+    /// Contributor id in the manifest (default: from login or the token).
+    #[arg(long)]
+    contributor: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainCmd {
+    #[command(flatten)]
+    job: JobArgs,
     /// Fine-tune this local HF model dir instead of pulling the coordinator's base (works offline).
     #[arg(long)]
     base: Option<PathBuf>,
     /// Base iteration to pull (default: the latest).
     #[arg(long, conflicts_with = "base")]
     iteration: Option<u64>,
-    /// Contributor id in the manifest (default: from login or the token).
-    #[arg(long)]
-    contributor: Option<String>,
     /// Where to write diff.safetensors, manifest.json and report.json (must not exist).
     #[arg(long, default_value = "coldfuse-diff")]
     out: PathBuf,
@@ -128,11 +135,7 @@ struct TrainCmd {
 #[derive(Debug, clap::Args)]
 struct RunCmd {
     #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    hyper: HyperArgs,
-    #[command(flatten)]
-    diff: DiffArgs,
+    job: JobArgs,
     /// Rounds to contribute to (default: until stopped).
     #[arg(long)]
     rounds: Option<usize>,
@@ -142,9 +145,6 @@ struct RunCmd {
     /// Where each round's contribution is kept.
     #[arg(long, default_value = "coldfuse-work")]
     work: PathBuf,
-    /// Contributor id (default: from login or the token).
-    #[arg(long)]
-    contributor: Option<String>,
     /// Upload chunk size in MiB.
     #[arg(long, default_value_t = 8)]
     chunk_mib: u64,
@@ -276,8 +276,9 @@ async fn contributor_id(
 }
 
 async fn train(cmd: TrainCmd, settings: &Settings) -> anyhow::Result<()> {
-    let cfg = cmd.hyper.config()?;
-    let data = cmd.data.load(cfg.seed)?;
+    let job = cmd.job;
+    let cfg = job.hyper.config()?;
+    let data = job.data.load(cfg.seed)?;
     let (base, client) = match &cmd.base {
         Some(dir) => (BaseSource::local(dir)?, None),
         None => {
@@ -294,8 +295,8 @@ async fn train(cmd: TrainCmd, settings: &Settings) -> anyhow::Result<()> {
             (base, Some(client))
         }
     };
-    let contributor = contributor_id(cmd.contributor, settings, client.as_ref()).await?;
-    let (device, diff, out) = (cmd.hyper.device, cmd.diff, cmd.out);
+    let contributor = contributor_id(job.contributor, settings, client.as_ref()).await?;
+    let (device, diff, out) = (job.hyper.device, job.diff, cmd.out);
     let out_c = out.clone();
     let report = tokio::task::spawn_blocking(move || {
         train_cmd::train_contribution(&base, &data, &cfg, device, &diff, &contributor, &out_c)
@@ -308,17 +309,18 @@ async fn train(cmd: TrainCmd, settings: &Settings) -> anyhow::Result<()> {
 
 async fn run(cmd: RunCmd, settings: &Settings) -> anyhow::Result<()> {
     let client = connect(settings)?;
-    let cfg = cmd.hyper.config()?;
-    let data = cmd.data.load(cfg.seed)?;
+    let job = cmd.job;
+    let cfg = job.hyper.config()?;
+    let data = job.data.load(cfg.seed)?;
     let plan = run_loop::LoopPlan {
-        contributor: contributor_id(cmd.contributor, settings, Some(&client)).await?,
+        contributor: contributor_id(job.contributor, settings, Some(&client)).await?,
         rounds: cmd.rounds,
         poll: Duration::from_secs_f64(cmd.poll_secs.max(0.05)),
         work: cmd.work,
         cache: settings.cache_dir.clone(),
         cfg,
-        device: cmd.hyper.device,
-        diff: cmd.diff,
+        device: job.hyper.device,
+        diff: job.diff,
         chunk: cmd.chunk_mib.max(1) << 20,
     };
     run_loop::check(&plan)?;

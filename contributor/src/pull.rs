@@ -189,12 +189,7 @@ pub fn export(pulled: &Pulled, out: &Path) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = parent.unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".coldfuse-pull-")
-        .tempdir_in(parent)?;
+    let staging = staging_beside(out)?;
     for file in &pulled.manifest.files {
         let from = pulled.dir.join(&file.name);
         let to = staging.path().join(&file.name);
@@ -209,6 +204,16 @@ pub fn export(pulled: &Pulled, out: &Path) -> anyhow::Result<()> {
     let staged = staging.keep();
     std::fs::rename(&staged, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
+}
+
+/// A temporary directory in `out`'s parent (same file system), to be renamed to `out` when complete.
+pub fn staging_beside(out: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    Ok(tempfile::Builder::new()
+        .prefix(".coldfuse-staging-")
+        .tempdir_in(parent)?)
 }
 
 #[cfg(test)]

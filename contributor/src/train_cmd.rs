@@ -334,12 +334,7 @@ pub fn train_contribution(
         num_examples: outcome.num_examples as u64,
         metrics: metrics.clone(),
     };
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = parent.unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".coldfuse-train-")
-        .tempdir_in(parent)?;
+    let staging = crate::pull::staging_beside(out)?;
     let manifest = builder.finish(staging.path(), base.base_ref.clone(), model.arch.name, info)?;
     let report = TrainReport {
         base: base.base_ref.clone(),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use coldfuse_shared::{
-    data::{load, Column, Columns, DataSpec, DevSource, EncodedSet, Format, TrainData},
+    data::{load, DataSpec, DevSource, EncodedSet, Format, TrainData},
     diff::{
         BaseInfo, BaseRef, ContributionInfo, DiffBuilder, DiffReader, Encoding, Scratch, DIFF_FILE,
     },
@@ -28,16 +28,7 @@ fn env_path(name: &str) -> PathBuf {
 }
 
 fn main() -> anyhow::Result<()> {
-    let spec = DataSpec {
-        format: Some(Format::Tsv),
-        header: false,
-        columns: Columns {
-            text: Column::Index(1),
-            text_pair: None,
-            label: Column::Index(0),
-        },
-        ..DataSpec::default()
-    };
+    let spec = DataSpec::label_then_text(Format::Tsv);
     let all = load(&env_path("COLDFUSE_SMS_SPAM"), &DevSource::None, &spec)?;
     let mut rows = all.train.clone();
     rows.shuffle(&mut StdRng::seed_from_u64(11));

@@ -58,16 +58,7 @@ fn tsv_without_header_by_position_like_sms_spam() {
     let dir = TempDir::new().unwrap();
     let tsv = "\u{feff}ham\tsee you at 5\nspam\t\"WIN a \"\"free\"\" prize\"\nham\tok\n";
     let path = write(&dir, "sms.csv", tsv.as_bytes());
-    let spec = DataSpec {
-        format: Some(coldfuse_shared::data::Format::Tsv),
-        header: false,
-        columns: Columns {
-            text: Column::Index(1),
-            text_pair: None,
-            label: Column::Index(0),
-        },
-        ..DataSpec::default()
-    };
+    let spec = DataSpec::label_then_text(coldfuse_shared::data::Format::Tsv);
     let data = load(&path, &DevSource::None, &spec).unwrap();
     assert_eq!(
         data.labels,

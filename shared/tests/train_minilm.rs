@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use coldfuse_shared::{
-    data::{load, Column, Columns, DataSpec, DevSource, Example, Format, Target, TrainData},
+    data::{load, DataSpec, DevSource, Example, Format, Target, TrainData},
     model::loss::cross_entropy,
     train::{fine_tune, AdamW, AdamWParams, ProgressMode, RunOptions, TrainConfig},
     ForwardCtx, ModelDir, TextTokenizer,
@@ -21,16 +21,7 @@ const DEV: usize = 200;
 
 /// The SMS TSV (`label<TAB>text`, no header) read by our reader, then a seeded sample.
 fn sms_sample() -> TrainData {
-    let spec = DataSpec {
-        format: Some(Format::Tsv),
-        header: false,
-        columns: Columns {
-            text: Column::Index(1),
-            text_pair: None,
-            label: Column::Index(0),
-        },
-        ..DataSpec::default()
-    };
+    let spec = DataSpec::label_then_text(Format::Tsv);
     let all = load(&sms_spam_file(), &DevSource::None, &spec).unwrap();
     assert!(
         all.reports[0].bad.is_empty(),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use coldfuse_shared::data::{load, Column, Columns, DataSpec, DevSource, Example, Format, Target};
+use coldfuse_shared::data::{load, DataSpec, DevSource, Example, Format, Target};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 fn env_path(var: &str) -> PathBuf {
@@ -54,16 +54,7 @@ pub fn write_split(
     dev: usize,
     seed: u64,
 ) -> (PathBuf, PathBuf, Vec<String>) {
-    let spec = DataSpec {
-        format: Some(task.format),
-        header: false,
-        columns: Columns {
-            text: Column::Index(1),
-            text_pair: None,
-            label: Column::Index(0),
-        },
-        ..DataSpec::default()
-    };
+    let spec = DataSpec::label_then_text(task.format);
     let data = load(&task.file, &DevSource::None, &spec).unwrap();
     let mut rows: Vec<Example> = data.train;
     rows.shuffle(&mut StdRng::seed_from_u64(seed));

@@ -110,3 +110,18 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A new contributor token for `contributor` from the coordinator at `url` (admin token `admin`).
+pub async fn contributor_token(url: &str, admin: &str, contributor: &str) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v1/admin/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"role": "contributor", "contributor": contributor}))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token answer");
+    v["token"].as_str().expect("a token").to_string()
+}

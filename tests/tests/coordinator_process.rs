@@ -6,7 +6,7 @@ use std::{path::Path, process::Command, time::Duration};
 
 use coldfuse_e2e::{
     coordinator::{fixture, make_diff},
-    process::{bin, Server},
+    process::{bin, contributor_token, Server},
 };
 use coldfuse_shared::{
     api::{BaseManifest, RoundStatus},
@@ -17,20 +17,6 @@ use reqwest::{Client, StatusCode};
 
 async fn json<T: serde::de::DeserializeOwned>(client: &Client, url: String) -> T {
     client.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-async fn token(client: &Client, server: &Server, admin: &str, contributor: &str) -> String {
-    let v: serde_json::Value = client
-        .post(format!("{}/v1/admin/tokens", server.url))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"role": "contributor", "contributor": contributor}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["token"].as_str().unwrap().to_string()
 }
 
 async fn upload(
@@ -115,8 +101,8 @@ async fn coordinator_process_survives_crashes_mid_upload_and_mid_fusion() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let base0: BaseManifest = json(&client, format!("{}/v1/bases/latest", server.url)).await;
     let tokens = [
-        token(&client, &server, &admin, "site-a").await,
-        token(&client, &server, &admin, "site-b").await,
+        contributor_token(&server.url, &admin, "site-a").await,
+        contributor_token(&server.url, &admin, "site-b").await,
     ];
 
     // Crash in the middle of an upload: half the bytes sent, then the process dies.

