@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod demo;
 mod inspect;
 mod progress;
 mod pull;
@@ -75,6 +76,9 @@ enum Command {
     },
     /// The contributor loop: wait for a new base, pull, train, submit; for N rounds or forever.
     Run(RunCmd),
+    /// ColD Fusion end to end on this machine: embedded coordinator, 3 contributors on real tasks,
+    /// several fused iterations, then every base scored on a held-out task.
+    Demo(demo::DemoArgs),
     /// Embed sentences with a model dir (mean pooling) and print their cosine similarities.
     Embed {
         /// Hugging Face model directory (config.json, weights, tokenizer).
@@ -167,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             texts,
         } => inspect::classify(&model, labels, &texts),
         Command::Bench { which } => bench::run(which),
+        Command::Demo(args) => demo::run(args),
         other => {
             let settings = Settings::resolve(&cli.connect)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -202,7 +207,10 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
             submit::print_outcome(&outcome)
         }
         Command::Run(cmd) => run(cmd, &settings).await,
-        Command::Embed { .. } | Command::Classify { .. } | Command::Bench { .. } => {
+        Command::Embed { .. }
+        | Command::Classify { .. }
+        | Command::Bench { .. }
+        | Command::Demo(_) => {
             unreachable!("handled without a runtime")
         }
     }

@@ -68,6 +68,33 @@ pub struct TrainData {
     pub reports: Vec<LoadReport>,
 }
 
+impl TrainData {
+    /// A seeded sample of the training rows: `train` rows to train on and the next `dev` rows as the
+    /// dev set (an error when there are fewer than `train + dev` rows).
+    pub fn sample(self, train: usize, dev: usize, seed: u64) -> Result<Self, DataError> {
+        use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+        let mut rows = self.train;
+        if rows.len() < train + dev {
+            return Err(DataError::TooFewToSplit {
+                path: self
+                    .reports
+                    .first()
+                    .map(|r| r.file.clone())
+                    .unwrap_or_default(),
+                rows: rows.len(),
+            });
+        }
+        rows.shuffle(&mut StdRng::seed_from_u64(seed));
+        let held = rows[train..train + dev].to_vec();
+        rows.truncate(train);
+        Ok(Self {
+            train: rows,
+            dev: Some(held),
+            ..self
+        })
+    }
+}
+
 /// Reads `train` (and the dev source) as `spec` says.
 pub fn load(train: &Path, dev: &DevSource, spec: &DataSpec) -> Result<TrainData, DataError> {
     let read = read_rows(train, spec)?;

@@ -1,0 +1,131 @@
+//! How good a base is as a starting point for a task that never contributed: a linear probe (frozen
+//! body, the paper's "ColD-Frozen") and a few-shot full fine-tune, over several seeds.
+
+use std::path::Path;
+
+use coldfuse_shared::{
+    data::TrainData,
+    train::{fine_tune, ProgressMode, RunOptions, TrainConfig},
+    ModelDir,
+};
+
+use super::tasks::Task;
+
+/// Scores of one base on the held-out task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaseScores {
+    /// Base iteration.
+    pub iteration: u64,
+    /// Dev accuracy of the linear probe, one per seed.
+    pub probe: Vec<f64>,
+    /// Dev accuracy of the few-shot fine-tune, one per seed.
+    pub few_shot: Vec<f64>,
+}
+
+/// Settings of the held-out evaluation.
+#[derive(Debug, Clone)]
+pub struct HeldoutPlan {
+    /// Training examples (few-shot size).
+    pub train: usize,
+    /// Dev examples scored.
+    pub dev: usize,
+    /// Seeds (data sample, head init, order).
+    pub seeds: Vec<u64>,
+    /// Epochs of each run.
+    pub epochs: usize,
+    /// Tokens per example.
+    pub max_len: usize,
+}
+
+/// Scores base `dir` (iteration `iteration`) on `task`.
+pub fn score(
+    dir: &Path,
+    iteration: u64,
+    task: &Task,
+    plan: &HeldoutPlan,
+) -> anyhow::Result<BaseScores> {
+    let model = ModelDir::open(dir)?;
+    let mut out = BaseScores {
+        iteration,
+        probe: Vec::new(),
+        few_shot: Vec::new(),
+    };
+    for &seed in &plan.seeds {
+        let data: TrainData = task.sample(plan.train, plan.dev, 1000 + seed)?;
+        // One dev evaluation, after the last step.
+        let steps = plan.train.div_ceil(16) * plan.epochs;
+        for probe in [true, false] {
+            let cfg = TrainConfig {
+                linear_probe: probe,
+                learning_rate: if probe { 1e-3 } else { 5e-5 },
+                batch_size: 16,
+                grad_accumulation: 1,
+                epochs: plan.epochs,
+                max_len: plan.max_len,
+                seed,
+                warmup_ratio: 0.1,
+                eval_every: Some(steps),
+                ..TrainConfig::default()
+            };
+            let opts = RunOptions {
+                progress: ProgressMode::Off,
+                ..RunOptions::default()
+            };
+            let outcome = fine_tune(&model, &data, &cfg, &opts)?;
+            let acc = outcome.metrics.get("accuracy").copied().unwrap_or(f64::NAN);
+            if probe {
+                out.probe.push(acc);
+            } else {
+                out.few_shot.push(acc);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Mean and the half-width of a 95% confidence interval (t distribution) of the paired differences
+/// `a[i] − b[i]`.
+pub fn paired_gain(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = d.len() as f64;
+    if d.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = d.iter().sum::<f64>() / n;
+    if d.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, t95(d.len() - 1) * (var / n).sqrt())
+}
+
+/// Two-sided 95% critical value of Student's t with `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    T.get(df.saturating_sub(1))
+        .copied()
+        .unwrap_or(1.96 + 2.5 / df as f64)
+}
+
+/// The mean of `v`.
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_gain_and_interval() {
+        let (m, h) = paired_gain(&[0.8, 0.9, 0.85], &[0.7, 0.8, 0.75]);
+        assert!((m - 0.1).abs() < 1e-12);
+        assert!(h.abs() < 1e-9, "identical differences have no spread: {h}");
+        let (m, h) = paired_gain(&[1.0, 0.0], &[0.0, 0.0]);
+        assert!((m - 0.5).abs() < 1e-12);
+        assert!((h - 12.706 * 0.5).abs() < 1e-9);
+        assert!(paired_gain(&[], &[]).0.is_nan());
+    }
+}

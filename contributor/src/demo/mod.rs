@@ -1,0 +1,293 @@
+//! `coldfuse demo`: ColD Fusion end to end on one machine. An embedded coordinator on a local-directory
+//! store, three contributors fine-tuning the shared base on their own real tasks over real HTTP, several
+//! fused iterations, then every base scored on a held-out task (linear probe and few-shot fine-tune,
+//! several seeds) against iteration 0.
+
+mod heldout;
+mod tasks;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Args;
+use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
+use coldfuse_shared::{
+    api::{DeploymentConfig, RoundStatus},
+    diff::{BaseRef, Encoding},
+    fusion::{FusionConfig, StrategyConfig},
+    train::{DeviceChoice, TrainConfig},
+};
+
+use crate::{
+    client::Client,
+    pull::pull,
+    submit::{submit, Submitted},
+    train_cmd::{train_contribution, BaseSource, DiffArgs},
+};
+use heldout::{mean, paired_gain, BaseScores, HeldoutPlan};
+
+/// Arguments of `coldfuse demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Base model dir (default: all-MiniLM-L6-v2 from scripts/assets.sh).
+    #[arg(long, env = "COLDFUSE_MINILM_DIR")]
+    model: Option<PathBuf>,
+    /// Fused iterations to run.
+    #[arg(long, default_value_t = 3)]
+    iterations: u64,
+    /// Training examples per contributor and iteration.
+    #[arg(long, default_value_t = 256)]
+    examples: usize,
+    /// Epochs per contributor and iteration.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Tokens per example.
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// Contributor learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Held-out training examples (few-shot size).
+    #[arg(long, default_value_t = 100)]
+    heldout_examples: usize,
+    /// Held-out dev examples scored.
+    #[arg(long, default_value_t = 300)]
+    heldout_dev: usize,
+    /// Seeds of the held-out evaluation.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Fusion strategy (mean is the paper's).
+    #[arg(long, default_value = "mean")]
+    strategy: StrategyConfig,
+    /// Training device: auto, cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Where the run is written (a new subdirectory per run).
+    #[arg(long, default_value = "coldfuse-demo")]
+    out: PathBuf,
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(demo(args))
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let model = args.model.clone().context(
+        "no model: pass --model DIR, or run scripts/demo.sh (it installs all-MiniLM-L6-v2)",
+    )?;
+    let contributors = tasks::contributor_tasks()?;
+    let heldout = tasks::heldout_task()?;
+    let root = args
+        .out
+        .join(format!("run-{}", coldfuse_shared::api::now_unix()));
+    std::fs::create_dir_all(&root)?;
+    println!(
+        "ColD Fusion demo: {} contributors ({}) × {} iterations on {}; held-out task: {}",
+        contributors.len(),
+        contributors
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.iterations,
+        model.display(),
+        heldout.name
+    );
+    println!("run directory: {}", root.display());
+
+    // The coordinator, embedded, on a local-directory store.
+    let store_dir = root.join("store");
+    std::fs::create_dir_all(&store_dir)?;
+    let store = Store::open(&format!("file://{}", store_dir.canonicalize()?.display()))?;
+    let config = DeploymentConfig {
+        quorum: contributors.len(),
+        fusion: FusionConfig {
+            strategy: args.strategy.clone(),
+            clip_norm: None,
+        },
+        ..DeploymentConfig::default()
+    };
+    let admin = init::init(&store, &model, config).await?.admin_token;
+    let coordinator = Coordinator::load(store, &root.join("coordinator-work")).await?;
+    tokio::spawn(fusion_task::run(coordinator.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, routes::router(coordinator)).await;
+    });
+    println!("coordinator listening on {url}");
+
+    let mut sites = Vec::new();
+    for (i, task) in contributors.iter().enumerate() {
+        let token = create_token(&url, &admin, task.name).await?;
+        let data = task.sample(args.examples, 200, i as u64)?;
+        sites.push((task, Client::new(&url, Some(token))?, data));
+    }
+    let cache = root.join("cache");
+    let diff = DiffArgs {
+        encoding: Encoding::Bf16,
+        dp_clip: None,
+        dp_noise: None,
+    };
+    for iteration in 1..=args.iterations {
+        for (i, (task, client, data)) in sites.iter().enumerate() {
+            let pulled = pull(client, &cache, None).await?;
+            let base = BaseSource {
+                dir: pulled.dir.clone(),
+                base_ref: BaseRef {
+                    id: format!("iteration-{}", pulled.manifest.iteration),
+                    sha256: pulled.manifest.base_sha256.clone(),
+                },
+            };
+            let cfg = TrainConfig {
+                learning_rate: args.lr,
+                batch_size: 16,
+                grad_accumulation: 1,
+                epochs: args.epochs,
+                max_len: args.max_len,
+                seed: iteration * 100 + i as u64,
+                ..TrainConfig::default()
+            };
+            let out = root.join(format!("sites/{}/iteration-{iteration}", task.name));
+            let (data, diff, device, name) = (data.clone(), diff.clone(), args.device, task.name);
+            let t = Instant::now();
+            let report = tokio::task::spawn_blocking(move || {
+                train_contribution(&base, &data, &cfg, device, &diff, name, &out)
+            })
+            .await??;
+            let verdict = submit(
+                client,
+                &root.join(format!("sites/{}/iteration-{iteration}", task.name)),
+                8 << 20,
+            )
+            .await?;
+            let accepted = matches!(verdict, Submitted::Accepted(_));
+            println!(
+                "  iteration {iteration} {:<11} {} steps in {:>5.1} s, local dev accuracy {:.3}, diff {}",
+                task.name,
+                report.steps,
+                t.elapsed().as_secs_f64(),
+                report.metrics.get("accuracy").copied().unwrap_or(f64::NAN),
+                if accepted { "accepted" } else { "REJECTED" }
+            );
+        }
+        let round = wait_for_base(&sites[0].1, iteration).await?;
+        println!(
+            "iteration {iteration} fused and published (base {}), {:.0} s so far",
+            &round.base_sha256[..12],
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    // Every base, original and fused, as the starting point for the held-out task.
+    let plan = HeldoutPlan {
+        train: args.heldout_examples,
+        dev: args.heldout_dev,
+        seeds: (0..args.seeds).collect(),
+        epochs: 5,
+        max_len: args.max_len,
+    };
+    println!(
+        "held-out {}: {} training examples, {} dev, seeds {:?}",
+        heldout.name, plan.train, plan.dev, plan.seeds
+    );
+    let client = &sites[0].1;
+    let mut scores: Vec<BaseScores> = Vec::new();
+    for iteration in 0..=args.iterations {
+        let pulled = pull(client, &cache, Some(iteration)).await?;
+        let (task, plan_c) = (heldout.clone(), plan.clone());
+        let s = tokio::task::spawn_blocking(move || {
+            heldout::score(&pulled.dir, iteration, &task, &plan_c)
+        })
+        .await??;
+        println!(
+            "  base {iteration}: linear probe {:.3}, few-shot {:.3}",
+            mean(&s.probe),
+            mean(&s.few_shot)
+        );
+        scores.push(s);
+    }
+    print_table(&scores);
+    write_results(&root, &scores)?;
+    println!(
+        "done in {:.0} s; results in {}",
+        started.elapsed().as_secs_f64(),
+        root.display()
+    );
+    Ok(())
+}
+
+async fn create_token(url: &str, admin: &str, contributor: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v1/admin/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"role": "contributor", "contributor": contributor}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    v["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("no token in the coordinator's answer")
+}
+
+/// Waits until base `iteration` is the latest.
+async fn wait_for_base(client: &Client, iteration: u64) -> anyhow::Result<RoundStatus> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let round = client.round().await?;
+        if round.base_iteration >= iteration {
+            return Ok(round);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "iteration {iteration} was not fused in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per iteration: mean scores and the gain over iteration 0 with a 95% CI (paired by seed).
+fn print_table(scores: &[BaseScores]) {
+    let Some(first) = scores.first() else { return };
+    println!();
+    println!("base  linear probe  gain vs base 0        few-shot  gain vs base 0");
+    for s in scores {
+        let (gp, hp) = paired_gain(&s.probe, &first.probe);
+        let (gf, hf) = paired_gain(&s.few_shot, &first.few_shot);
+        println!(
+            "{:>4}  {:>12.3}  {:>+6.3} ± {:<10.3}  {:>8.3}  {:>+6.3} ± {:.3}",
+            s.iteration,
+            mean(&s.probe),
+            gp,
+            hp,
+            mean(&s.few_shot),
+            gf,
+            hf
+        );
+    }
+}
+
+fn write_results(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
+    std::fs::write(
+        root.join("results.json"),
+        serde_json::to_vec_pretty(scores)?,
+    )?;
+    let mut csv = String::from("iteration,mode,seed,accuracy\n");
+    for s in scores {
+        for (mode, values) in [("linear_probe", &s.probe), ("few_shot", &s.few_shot)] {
+            for (seed, v) in values.iter().enumerate() {
+                csv.push_str(&format!("{},{mode},{seed},{v}\n", s.iteration));
+            }
+        }
+    }
+    std::fs::write(root.join("results.csv"), csv)?;
+    Ok(())
+}

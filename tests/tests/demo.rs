@@ -1,0 +1,76 @@
+//! `coldfuse demo` (the README's main command) end to end on a 2-layer MiniLM and tiny samples of the
+//! real tasks: an embedded coordinator, three contributors, one fused iteration, and the held-out table.
+
+use std::process::Command;
+
+use coldfuse_e2e::{models::minilm_layers, process::bin};
+
+#[test]
+fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    minilm_layers(2, &model);
+    let out = Command::new(bin("coldfuse"))
+        .args([
+            "demo",
+            "--iterations",
+            "1",
+            "--examples",
+            "32",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--heldout-examples",
+            "16",
+            "--heldout-dev",
+            "16",
+            "--seeds",
+            "2",
+        ])
+        .args(["--max-len", "32", "--device", "cpu", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("RUST_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for site in ["sms-spam", "hedge", "email-spam"] {
+        assert!(
+            stdout.contains(&format!("iteration 1 {site}")) && stdout.contains("accepted"),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("iteration 1 fused and published"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("gain vs base 0"), "{stdout}");
+    let run = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let bases = results.as_array().unwrap();
+    assert_eq!(bases.len(), 2, "base 0 and base 1 are scored");
+    for b in bases {
+        assert_eq!(b["probe"].as_array().unwrap().len(), 2);
+        assert_eq!(b["few_shot"].as_array().unwrap().len(), 2);
+        for v in b["probe"].as_array().unwrap() {
+            let acc = v.as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{acc}");
+        }
+    }
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 2);
+}
