@@ -64,13 +64,10 @@ pub fn read_contribution(dir: &Path) -> anyhow::Result<DiffManifest> {
 pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<Submitted> {
     let manifest = read_contribution(dir)?;
     let me = &manifest.contributor;
-    let existing = client.contribution(me).await?;
-    let mut received = match existing {
-        Some(s) if s.diff_sha256 == manifest.diff_sha256 => match s.verdict.clone() {
-            Some(v) => return Ok(outcome(s, v)),
-            None => s.received_bytes,
-        },
-        _ => 0,
+    let mut received = match held(client, &manifest).await? {
+        Held::Decided(s) => return Ok(s),
+        Held::Partly(bytes) => bytes,
+        Held::Nothing => 0,
     };
     let upload_url = format!("/v1/contributions/{me}/diff");
     if received == 0 {
@@ -121,12 +118,10 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
                 tracing::warn!(error = %e, "upload interrupted; resuming in {:.1} s", delay.as_secs_f64());
                 tokio::time::sleep(delay).await;
                 retry += 1;
-                received = match client.contribution(me).await? {
-                    Some(s) if s.diff_sha256 == manifest.diff_sha256 => match s.verdict.clone() {
-                        Some(v) => return Ok(outcome(s, v)),
-                        None => s.received_bytes,
-                    },
-                    _ => bail!(
+                received = match held(client, &manifest).await? {
+                    Held::Decided(s) => return Ok(s),
+                    Held::Partly(bytes) => bytes,
+                    Held::Nothing => bail!(
                         "the coordinator no longer has this contribution announced; submit again"
                     ),
                 };
@@ -138,6 +133,26 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
             }
         }
     }
+}
+
+/// What the coordinator holds of this very diff (same contributor and hash) in the current round.
+enum Held {
+    /// It has a verdict.
+    Decided(Submitted),
+    /// It is announced and this many bytes arrived.
+    Partly(u64),
+    /// Nothing (or another diff of this contributor).
+    Nothing,
+}
+
+async fn held(client: &Client, manifest: &DiffManifest) -> Result<Held, ClientError> {
+    Ok(match client.contribution(&manifest.contributor).await? {
+        Some(s) if s.diff_sha256 == manifest.diff_sha256 => match s.verdict.clone() {
+            Some(v) => Held::Decided(outcome(s, v)),
+            None => Held::Partly(s.received_bytes),
+        },
+        _ => Held::Nothing,
+    })
 }
 
 /// Uploads `path` from `start` in chunks; answers the status after the last chunk.
