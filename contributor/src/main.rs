@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod demo;
+mod eval;
 mod inspect;
 mod progress;
 mod pull;
@@ -79,6 +80,8 @@ enum Command {
     /// ColD Fusion end to end on this machine: embedded coordinator, 3 contributors on real tasks,
     /// several fused iterations, then every base scored on a held-out task.
     Demo(demo::DemoArgs),
+    /// Score bases as starting points for a held-out task (linear probe + few-shot, several seeds).
+    Eval(eval::EvalArgs),
     /// Embed sentences with a model dir (mean pooling) and print their cosine similarities.
     Embed {
         /// Hugging Face model directory (config.json, weights, tokenizer).
@@ -172,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         } => inspect::classify(&model, labels, &texts),
         Command::Bench { which } => bench::run(which),
         Command::Demo(args) => demo::run(args),
+        Command::Eval(args) => eval::run(args),
         other => {
             let settings = Settings::resolve(&cli.connect)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -210,7 +214,8 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Embed { .. }
         | Command::Classify { .. }
         | Command::Bench { .. }
-        | Command::Demo(_) => {
+        | Command::Demo(_)
+        | Command::Eval(_) => {
             unreachable!("handled without a runtime")
         }
     }

@@ -3,11 +3,8 @@
 //! fused iterations, then every base scored on a held-out task (linear probe and few-shot fine-tune,
 //! several seeds) against iteration 0.
 
-mod heldout;
-mod tasks;
-
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -21,13 +18,16 @@ use coldfuse_shared::{
     train::{DeviceChoice, TrainConfig},
 };
 
+use crate::eval::{
+    heldout::{self, mean, BaseScores, HeldoutPlan},
+    print_table, tasks, write_results,
+};
 use crate::{
     client::Client,
     pull::pull,
     submit::{submit, Submitted},
     train_cmd::{train_contribution, BaseSource, DiffArgs},
 };
-use heldout::{mean, paired_gain, BaseScores, HeldoutPlan};
 
 /// Arguments of `coldfuse demo`.
 #[derive(Debug, Args)]
@@ -189,8 +189,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         train: args.heldout_examples,
         dev: args.heldout_dev,
         seeds: (0..args.seeds).collect(),
-        epochs: 5,
+        epochs: 8,
         max_len: args.max_len,
+        probe_lr: 1e-2,
+        few_shot_lr: 1e-4,
     };
     println!(
         "held-out {}: {} training examples, {} dev, seeds {:?}",
@@ -252,42 +254,4 @@ async fn wait_for_base(client: &Client, iteration: u64) -> anyhow::Result<RoundS
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Per iteration: mean scores and the gain over iteration 0 with a 95% CI (paired by seed).
-fn print_table(scores: &[BaseScores]) {
-    let Some(first) = scores.first() else { return };
-    println!();
-    println!("base  linear probe  gain vs base 0        few-shot  gain vs base 0");
-    for s in scores {
-        let (gp, hp) = paired_gain(&s.probe, &first.probe);
-        let (gf, hf) = paired_gain(&s.few_shot, &first.few_shot);
-        println!(
-            "{:>4}  {:>12.3}  {:>+6.3} ± {:<10.3}  {:>8.3}  {:>+6.3} ± {:.3}",
-            s.iteration,
-            mean(&s.probe),
-            gp,
-            hp,
-            mean(&s.few_shot),
-            gf,
-            hf
-        );
-    }
-}
-
-fn write_results(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
-    std::fs::write(
-        root.join("results.json"),
-        serde_json::to_vec_pretty(scores)?,
-    )?;
-    let mut csv = String::from("iteration,mode,seed,accuracy\n");
-    for s in scores {
-        for (mode, values) in [("linear_probe", &s.probe), ("few_shot", &s.few_shot)] {
-            for (seed, v) in values.iter().enumerate() {
-                csv.push_str(&format!("{},{mode},{seed},{v}\n", s.iteration));
-            }
-        }
-    }
-    std::fs::write(root.join("results.csv"), csv)?;
-    Ok(())
 }

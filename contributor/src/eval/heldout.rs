@@ -35,6 +35,10 @@ pub struct HeldoutPlan {
     pub epochs: usize,
     /// Tokens per example.
     pub max_len: usize,
+    /// Learning rate of the linear probe (head only).
+    pub probe_lr: f64,
+    /// Learning rate of the few-shot fine-tune (whole model).
+    pub few_shot_lr: f64,
 }
 
 /// Scores base `dir` (iteration `iteration`) on `task`.
@@ -57,7 +61,11 @@ pub fn score(
         for probe in [true, false] {
             let cfg = TrainConfig {
                 linear_probe: probe,
-                learning_rate: if probe { 1e-3 } else { 5e-5 },
+                learning_rate: if probe {
+                    plan.probe_lr
+                } else {
+                    plan.few_shot_lr
+                },
                 batch_size: 16,
                 grad_accumulation: 1,
                 epochs: plan.epochs,
