@@ -158,13 +158,7 @@ struct RunCmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    coldfuse_shared::logging::init_stderr();
     let cli = Cli::parse();
     match cli.command {
         Command::Embed { model, texts } => inspect::embed(&model, &texts),

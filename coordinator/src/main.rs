@@ -76,13 +76,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    coldfuse_shared::logging::init_stderr();
     let runtime = tokio::runtime::Runtime::new()?;
     match Cli::parse().command {
         Command::Init {

@@ -14,6 +14,7 @@ pub mod data;
 pub mod diff;
 pub mod fusion;
 pub mod hash;
+pub mod logging;
 pub mod model;
 pub mod parallel;
 pub mod synthetic;
