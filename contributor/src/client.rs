@@ -200,6 +200,49 @@ impl Client {
         self.get_json("/v1/lineage").await
     }
 
+    /// `GET /v1/lineage/{iteration}`.
+    pub async fn lineage_one(&self, iteration: u64) -> Result<IterationRecord, ClientError> {
+        self.get_json(&format!("/v1/lineage/{iteration}")).await
+    }
+
+    /// The manifest of `contributor`'s diff fused into `iteration` (needs a token).
+    pub async fn fused_diff_manifest(
+        &self,
+        iteration: u64,
+        contributor: &str,
+    ) -> Result<DiffManifest, ClientError> {
+        self.get_json(&format!(
+            "/v1/lineage/{iteration}/contributions/{contributor}/manifest"
+        ))
+        .await
+    }
+
+    /// Downloads `path` (a file route) to `dest`, retried on transient failures.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<(), ClientError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        self.backoff
+            .run(&format!("GET {path}"), || async {
+                let (url, req) = self.request(Method::GET, path);
+                let response = Self::send(&url, req).await?;
+                let io = |e: std::io::Error| ClientError::Protocol {
+                    url: url.clone(),
+                    message: format!("writing {}: {e}", dest.display()),
+                };
+                let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+                let mut body = response.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|source| ClientError::Transport {
+                        url: url.clone(),
+                        source,
+                    })?;
+                    file.write_all(&chunk).await.map_err(io)?;
+                }
+                file.flush().await.map_err(io)
+            })
+            .await
+    }
+
     /// Starts downloading file `name` of base `iteration` from byte `from` (one attempt).
     pub async fn base_file(
         &self,

@@ -14,6 +14,7 @@ mod settings;
 mod status;
 mod submit;
 mod train_cmd;
+mod verify;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -82,6 +83,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Score bases as starting points for a held-out task (linear probe + few-shot, several seeds).
     Eval(eval::EvalArgs),
+    /// Re-fuse a committed iteration from the inputs its lineage records and check that the published
+    /// base is the same bit for bit (or name the first tensor that differs).
+    Verify(verify::VerifyArgs),
     /// Embed sentences with a model dir (mean pooling) and print their cosine similarities.
     Embed {
         /// Hugging Face model directory (config.json, weights, tokenizer).
@@ -205,6 +209,13 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
             submit::print_outcome(&outcome)
         }
         Command::Run(cmd) => run(cmd, &settings).await,
+        Command::Verify(args) => {
+            let client = match args.store {
+                Some(_) => None,
+                None => Some(connect(&settings)?),
+            };
+            verify::run(args, client).await
+        }
         Command::Embed { .. }
         | Command::Classify { .. }
         | Command::Bench { .. }

@@ -84,6 +84,14 @@ pub async fn require_contributor(
     }
 }
 
+/// Requires a valid token of any role.
+pub async fn require_token(c: &Coordinator, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
+    match caller(c, headers).await? {
+        Caller::Token(t) => Ok(t),
+        Caller::Anonymous => Err(ApiError::unauthorized()),
+    }
+}
+
 /// Requires read access: any token, or none when the deployment's reads are public.
 pub async fn require_read(c: &Coordinator, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let caller = caller(c, headers).await?;

@@ -5,9 +5,12 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, now_unix, IterationRecord, LatestPointer, LineageContribution, SyncMode},
-    diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
-    fusion::{apply_server_optimizer, fuse_dir, FuseOptions},
+    api::{
+        keys, model_card, now_unix, CardOrigin, IterationRecord, LatestPointer,
+        LineageContribution, MODEL_CARD,
+    },
+    diff::{DiffManifest, DIFF_FILE},
+    fusion::{replay, RecordedDiff, ReplayInputs},
     hash::sha256_file,
 };
 
@@ -107,47 +110,41 @@ async fn fuse_and_commit(
             .get_file(&keys::optimizer_state(latest.iteration), &prev_state)
             .await
             .is_ok();
-    let state_path = state_out.clone();
-    let out = scratch.path().join("out");
-    let (base_sha, fusion) = (latest.base_sha256.clone(), config.fusion.clone());
-    // A stale diff (asynchronous mode) is checked against the current base's layout and scaled down.
-    let manifests: Vec<(DiffManifest, u64)> = accepted
-        .iter()
-        .map(|(_, m, tau)| {
-            let mut m = m.clone();
-            m.base.sha256 = latest.base_sha256.clone();
-            (m, *tau)
+    let diffs: Vec<RecordedDiff> = paths
+        .into_iter()
+        .zip(accepted)
+        .map(|(path, (_, manifest, staleness))| RecordedDiff {
+            path,
+            manifest: manifest.clone(),
+            staleness: *staleness,
         })
         .collect();
+    let out = scratch.path().join("out");
+    let (parent_sha, fusion, state_path) = (
+        latest.base_sha256.clone(),
+        config.fusion.clone(),
+        state_out.clone(),
+    );
     let out_dir = out.clone();
-    let (report, architecture) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
-        let readers = paths
-            .iter()
-            .zip(manifests)
-            .map(|(p, (m, tau))| {
-                DiffReader::open(p, m, &base).map(|mut r| {
-                    r.scale = SyncMode::staleness_scale(tau);
-                    r
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let report = fuse_dir(&base, &readers, &fusion, &out_dir, &FuseOptions::default())?;
-        if !optimizer.is_none() {
-            let names: Vec<String> = readers[0]
-                .tensors()
-                .iter()
-                .map(|t| t.name.clone())
-                .collect();
-            let prev = has_prev.then_some(prev_state.as_path());
-            let weights = out_dir.join(coldfuse_shared::diff::BASE_WEIGHTS);
-            apply_server_optimizer(optimizer, &base.file, &weights, &names, prev, &state_path)?;
-        }
-        Ok((report, base.architecture.name.to_string()))
+    let replayed = tokio::task::spawn_blocking(move || {
+        replay(
+            &ReplayInputs {
+                parent_dir: &base_dir,
+                parent_sha256: &parent_sha,
+                diffs: &diffs,
+                fusion: &fusion,
+                optimizer,
+                prev_state: has_prev.then_some(prev_state.as_path()),
+            },
+            &out_dir,
+            &state_path,
+        )
     })
     .await
     .context("fusion task")??;
-    let manifest = publish_base(&c.store, iteration, &out, &architecture).await?;
+    let (report, architecture) = (replayed.report, replayed.architecture);
+    let weights = out.join(coldfuse_shared::diff::BASE_WEIGHTS);
+    let base_sha256 = tokio::task::spawn_blocking(move || sha256_file(&weights)).await??;
     let optimizer_state_sha256 = if optimizer.is_none() {
         None
     } else {
@@ -164,7 +161,7 @@ async fn fuse_and_commit(
         iteration,
         parent: Some(latest.iteration),
         parent_sha256: Some(latest.base_sha256.clone()),
-        base_sha256: manifest.base_sha256.clone(),
+        base_sha256: base_sha256.clone(),
         fusion: Some(config.fusion.clone()),
         contributions: report
             .contributions
@@ -185,11 +182,22 @@ async fn fuse_and_commit(
             })
             .collect(),
         update_l2_norm: Some(report.update_l2_norm),
+        server_optimizer: (!optimizer.is_none()).then_some(optimizer),
         optimizer_state_sha256,
         origin: None,
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),
     };
+    // The card: the parent's (copied by the fusion) gives the origin and licence to inherit.
+    let card_path = out.join(MODEL_CARD);
+    let parent_card = std::fs::read_to_string(&card_path).ok();
+    let origin = CardOrigin::from_card(parent_card.as_deref(), "the original model");
+    std::fs::write(&card_path, model_card(&record, &architecture, &origin))?;
+    let manifest = publish_base(&c.store, iteration, &out, &architecture).await?;
+    anyhow::ensure!(
+        manifest.base_sha256 == base_sha256,
+        "the fused weights changed while publishing"
+    );
     fault_pause().await;
     if !c
         .store

@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use coldfuse_shared::{
-    api::{keys, now_unix, DeploymentConfig, IterationRecord, LatestPointer, Role, TokenRecord},
+    api::{
+        keys, model_card, now_unix, CardOrigin, DeploymentConfig, IterationRecord, LatestPointer,
+        Role, TokenRecord, MODEL_CARD,
+    },
     ModelDir,
 };
 
@@ -47,20 +50,39 @@ pub async fn init(
         Ok(dir.arch.name.to_string())
     })
     .await??;
-    let manifest = publish_base(store, 0, &out, &architecture).await?;
+    let weights = out.join(coldfuse_shared::diff::BASE_WEIGHTS);
+    let base_sha256 =
+        tokio::task::spawn_blocking(move || coldfuse_shared::hash::sha256_file(&weights)).await??;
+    let name = base.file_name().map(|n| n.to_string_lossy().into_owned());
     let record = IterationRecord {
         iteration: 0,
         parent: None,
         parent_sha256: None,
-        base_sha256: manifest.base_sha256.clone(),
+        base_sha256: base_sha256.clone(),
         fusion: None,
         contributions: Vec::new(),
         update_l2_norm: None,
+        server_optimizer: None,
         optimizer_state_sha256: None,
-        origin: base.file_name().map(|n| n.to_string_lossy().into_owned()),
+        origin: name.clone(),
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),
     };
+    // The card: base model and licence from the original model's own card, when it has one.
+    let original_card = std::fs::read_to_string(base.join(MODEL_CARD)).ok();
+    let origin = CardOrigin::from_card(
+        original_card.as_deref(),
+        name.as_deref().unwrap_or("the original model"),
+    );
+    std::fs::write(
+        out.join(MODEL_CARD),
+        model_card(&record, &architecture, &origin),
+    )?;
+    let manifest = publish_base(store, 0, &out, &architecture).await?;
+    anyhow::ensure!(
+        manifest.base_sha256 == base_sha256,
+        "the weights changed while publishing"
+    );
     if !store
         .create_json(&keys::iteration_record(0), &record)
         .await?

@@ -325,6 +325,39 @@ fn linear_probe_trains_only_the_head() {
     assert_eq!(moved, out.head.len(), "every head tensor trained");
 }
 
+/// The linear probe caches only the first position and the pooled output of the frozen body: every
+/// architecture's head must give the same logits from those alone as from the whole sequence.
+#[test]
+fn heads_read_only_the_first_position() {
+    use coldfuse_shared::model::{BodyOutput, ForwardCtx};
+    for name in ["roberta_tiny", "deberta_tiny", "deberta_conv", "bert_tiny"] {
+        let rows: Vec<EncodedRow> = (0..6u32)
+            .map(|i| {
+                let ids: Vec<u32> = (0..(3 + i)).map(|k| 5 + (i * 11 + k * 7) % 90).collect();
+                EncodedRow {
+                    type_ids: vec![0; ids.len()],
+                    ids,
+                    target: Target::Class(i % 2),
+                }
+            })
+            .collect();
+        let set = EncodedSet::from_rows(rows, 0);
+        let lb = set
+            .batch(&[0, 1, 2, 3, 4, 5], &candle_core::Device::Cpu)
+            .unwrap();
+        let model = common::fresh_classifier(&base(name), 2, 3);
+        let ctx = ForwardCtx::eval();
+        let (out, logits) = model.forward(&lb.batch, &ctx).unwrap();
+        assert!(out.hidden.dim(1).unwrap() > 1);
+        let first = BodyOutput {
+            hidden: out.hidden.narrow(1, 0, 1).unwrap(),
+            pooled: out.pooled.clone(),
+        };
+        let from_first = model.forward_head(&first, &ctx).unwrap();
+        assert_eq!(values(&logits), values(&from_first), "{name}");
+    }
+}
+
 #[test]
 fn early_stopping_stops_and_restores_the_best() {
     let dir = TempDir::new().unwrap();

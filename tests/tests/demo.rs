@@ -1,5 +1,6 @@
 //! `coldfuse demo` (the README's main command) end to end on a 2-layer MiniLM and tiny samples of the
-//! real tasks: an embedded coordinator, three contributors, one fused iteration, and the held-out table.
+//! real tasks: an embedded coordinator, three contributors, one fused iteration, and the held-out table,
+//! results and plot for both held-out tasks.
 
 use std::process::Command;
 
@@ -26,6 +27,8 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
             "--heldout-dev",
             "16",
             "--seeds",
+            "2",
+            "--heldout-epochs",
             "2",
         ])
         .args(["--max-len", "32", "--device", "cpu", "--model"])
@@ -62,8 +65,21 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     let bases = results.as_array().unwrap();
-    assert_eq!(bases.len(), 2, "base 0 and base 1 are scored");
-    for b in bases {
+    assert_eq!(
+        bases.len(),
+        4,
+        "base 0 and base 1 are scored on both held-out tasks"
+    );
+    for (b, (task, iteration)) in bases.iter().zip([
+        ("polarity", 0),
+        ("polarity", 1),
+        ("bbc-news", 0),
+        ("bbc-news", 1),
+    ]) {
+        assert_eq!(
+            (b["task"].as_str(), b["iteration"].as_u64()),
+            (Some(task), Some(iteration))
+        );
         assert_eq!(b["probe"].as_array().unwrap().len(), 2);
         assert_eq!(b["few_shot"].as_array().unwrap().len(), 2);
         for v in b["probe"].as_array().unwrap() {
@@ -72,5 +88,13 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
         }
     }
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 2);
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 * 2 * 2 * 2,
+        "tasks × bases × modes × seeds"
+    );
+    let png = std::fs::read(run.join("gains.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let svg = std::fs::read_to_string(run.join("gains.svg")).unwrap();
+    assert!(svg.contains("bbc-news") && svg.contains("polarity"));
 }

@@ -4,8 +4,9 @@
 //!
 //! Checked: each fused base equals the previous base plus the mean of the diffs the contributors wrote
 //! (and lineage names exactly those diffs); lineage chains both iterations; a stale diff is rejected;
-//! an upload whose connection breaks resumes where it stopped; and nothing the contributors sent
-//! contains their training text.
+//! an upload whose connection breaks resumes where it stopped; nothing the contributors sent
+//! contains their training text; and `coldfuse verify` reproduces every fused base bit for bit from its
+//! lineage (through the API and from the store) and names what a tampered store changed.
 
 use std::{
     path::{Path, PathBuf},
@@ -223,6 +224,14 @@ async fn check_fusion_and_lineage(run: &Run) {
             record.base_sha256
         );
         let fused = tensors(&fused_dir.join("model.safetensors"));
+        let card = std::fs::read_to_string(fused_dir.join("README.md")).unwrap();
+        assert!(
+            card.starts_with("---\n") && card.contains(&format!("coldfuse base, iteration {i}")),
+            "{card}"
+        );
+        for c in &record.contributions {
+            assert!(card.contains(&c.diff_sha256) && !card.contains(&c.contributor));
+        }
         let mut diffs = Vec::new();
         for (c, contributor) in CONTRIBUTORS.iter().enumerate() {
             let dir = run.path(&format!("c{c}/work/round-{i:06}"));
@@ -324,6 +333,123 @@ fn check_nothing_private_left(run: &Run) {
     assert!(requests > 20, "{requests} requests seen");
 }
 
+/// `coldfuse verify` re-fuses every iteration from its recorded inputs, through the API (a token is
+/// needed for the diffs) and straight from the store.
+async fn check_verify(run: &Run, store: &str) {
+    for i in 1..=ROUNDS as u64 {
+        for via_store in [false, true] {
+            let mut cmd = run.coldfuse(0);
+            cmd.args(["verify", &i.to_string()]);
+            if via_store {
+                cmd.args(["--store", store]);
+            }
+            let o = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "verify {i} (store: {via_store}) failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                stdout.contains(&format!("iteration {i} verified"))
+                    && stdout.contains("bit for bit"),
+                "{stdout}"
+            );
+        }
+    }
+    let url = format!(
+        "{}/v1/lineage/1/contributions/{}/diff",
+        run.server.url, CONTRIBUTORS[0]
+    );
+    let anonymous = Client::new().get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "diffs are not public");
+}
+
+/// `coldfuse verify` on a tampered file store: a replaced diff, a forged lineage record, and a
+/// published base replaced consistently (weights, manifest and record) are each named.
+fn check_verify_detects_tampering(run: &Run, store: &Path) {
+    let url = format!("file://{}", store.display());
+    let verify = |i: u64| {
+        let o = run
+            .coldfuse(0)
+            .args(["verify", &i.to_string(), "--store", &url])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "verify {i} passed a tampered store");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let restore = |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).unwrap();
+
+    // A diff replaced after it was fused.
+    let diff = store.join(format!(
+        "rounds/000001/{}/diff.safetensors",
+        CONTRIBUTORS[1]
+    ));
+    let original = std::fs::read(&diff).unwrap();
+    let mut forged = original.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 0x40;
+    std::fs::write(&diff, &forged).unwrap();
+    let err = verify(1);
+    assert!(
+        err.contains(&format!("the diff of {}", CONTRIBUTORS[1])) && err.contains("lineage record"),
+        "{err}"
+    );
+    restore(&diff, &original);
+
+    // A lineage record that claims another parent.
+    let record_path = store.join("iterations/000002.json");
+    let record_bytes = std::fs::read(&record_path).unwrap();
+    let mut record: IterationRecord = serde_json::from_slice(&record_bytes).unwrap();
+    record.parent_sha256 = Some("0".repeat(64));
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let err = verify(2);
+    assert!(
+        err.contains("tampered lineage") && err.contains("parent"),
+        "{err}"
+    );
+    restore(&record_path, &record_bytes);
+
+    // The published base replaced, with its manifest and record made to agree: re-fusing its inputs
+    // shows it, and names the tensor that was changed.
+    let weights_path = store.join("bases/000002/model.safetensors");
+    let manifest_path = store.join("bases/000002/manifest.json");
+    let file = TensorFile::open(&weights_path).unwrap();
+    let target = file
+        .header
+        .tensors
+        .iter()
+        .find(|t| t.name.contains("attention.self.query.weight"))
+        .unwrap()
+        .clone();
+    drop(file);
+    let mut weights = std::fs::read(&weights_path).unwrap();
+    let at = target.offset as usize;
+    weights[at + 1] ^= 0x01;
+    std::fs::write(&weights_path, &weights).unwrap();
+    let sha = sha256_file(&weights_path).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["base_sha256"] = sha.clone().into();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["name"] == "model.safetensors" {
+            f["sha256"] = sha.clone().into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    record.parent_sha256 = serde_json::from_slice::<IterationRecord>(&record_bytes)
+        .unwrap()
+        .parent_sha256;
+    record.base_sha256 = sha;
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let err = verify(2);
+    assert!(
+        err.contains("does not reproduce") && err.contains(&format!("tensor `{}`", target.name)),
+        "{err}"
+    );
+    println!("tampered store: each change named by verify");
+}
+
 async fn e2e(store: &str) -> Run {
     // The first diff upload's connection breaks after 5 MB: the CLI must resume it.
     let run = start(store, Some(5 << 20)).await;
@@ -340,13 +466,15 @@ async fn e2e(store: &str) -> Run {
     check_fusion_and_lineage(&run).await;
     check_stale_rejected(&run);
     check_nothing_private_left(&run);
+    check_verify(&run, store).await;
     run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_three_contributors_two_iterations_on_file_store() {
+async fn e2e_three_contributors_two_iterations_on_file_store_and_verify() {
     let store = tempfile::tempdir().unwrap();
-    e2e(&format!("file://{}", store.path().display())).await;
+    let run = e2e(&format!("file://{}", store.path().display())).await;
+    check_verify_detects_tampering(&run, store.path());
 }
 
 /// The latest fused base, pulled as a plain HF dir, loads in transformers (scripts/golden's Python,

@@ -18,10 +18,7 @@ use coldfuse_shared::{
     train::{DeviceChoice, TrainConfig},
 };
 
-use crate::eval::{
-    heldout::{self, mean, BaseScores, HeldoutPlan},
-    print_table, tasks, write_results,
-};
+use crate::eval::{heldout, print_table, tasks, write_results, ProtocolArgs};
 use crate::{
     client::Client,
     pull::pull,
@@ -50,15 +47,9 @@ pub struct DemoArgs {
     /// Contributor learning rate.
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
-    /// Held-out training examples (few-shot size).
-    #[arg(long, default_value_t = 100)]
-    heldout_examples: usize,
-    /// Held-out dev examples scored.
-    #[arg(long, default_value_t = 300)]
-    heldout_dev: usize,
-    /// Seeds of the held-out evaluation.
-    #[arg(long, default_value_t = 3)]
-    seeds: u64,
+    /// The held-out protocol.
+    #[command(flatten)]
+    protocol: ProtocolArgs,
     /// Fusion strategy (mean is the paper's).
     #[arg(long, default_value = "mean")]
     strategy: StrategyConfig,
@@ -81,13 +72,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "no model: pass --model DIR, or run scripts/demo.sh (it installs all-MiniLM-L6-v2)",
     )?;
     let contributors = tasks::contributor_tasks()?;
-    let heldout = tasks::heldout_task()?;
+    let (heldout_tasks, plan) = args.protocol.plan()?;
     let root = args
         .out
         .join(format!("run-{}", coldfuse_shared::api::now_unix()));
     std::fs::create_dir_all(&root)?;
     println!(
-        "ColD Fusion demo: {} contributors ({}) × {} iterations on {}; held-out task: {}",
+        "ColD Fusion demo: {} contributors ({}) × {} iterations on {}; held-out tasks: {}",
         contributors.len(),
         contributors
             .iter()
@@ -96,7 +87,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .join(", "),
         args.iterations,
         model.display(),
-        heldout.name
+        heldout_tasks
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("run directory: {}", root.display());
 
@@ -184,36 +179,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Every base, original and fused, as the starting point for the held-out task.
-    let plan = HeldoutPlan {
-        train: args.heldout_examples,
-        dev: args.heldout_dev,
-        seeds: (0..args.seeds).collect(),
-        epochs: 8,
-        max_len: args.max_len,
-        probe_lr: 1e-2,
-        few_shot_lr: 1e-4,
-    };
-    println!(
-        "held-out {}: {} training examples, {} dev, seeds {:?}",
-        heldout.name, plan.train, plan.dev, plan.seeds
-    );
+    // Every base, original and fused, as the starting point for tasks that never contributed.
     let client = &sites[0].1;
-    let mut scores: Vec<BaseScores> = Vec::new();
+    let mut bases = Vec::new();
     for iteration in 0..=args.iterations {
-        let pulled = pull(client, &cache, Some(iteration)).await?;
-        let (task, plan_c) = (heldout.clone(), plan.clone());
-        let s = tokio::task::spawn_blocking(move || {
-            heldout::score(&pulled.dir, iteration, &task, &plan_c)
-        })
-        .await??;
-        println!(
-            "  base {iteration}: linear probe {:.3}, few-shot {:.3}",
-            mean(&s.probe),
-            mean(&s.few_shot)
-        );
-        scores.push(s);
+        bases.push((iteration, pull(client, &cache, Some(iteration)).await?.dir));
     }
+    let scores =
+        tokio::task::spawn_blocking(move || heldout::score_bases(&bases, &heldout_tasks, &plan))
+            .await??;
     print_table(&scores);
     write_results(&root, &scores)?;
     println!(

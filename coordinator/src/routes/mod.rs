@@ -1,6 +1,7 @@
 //! The HTTP API: one file per group of routes, all over a shared `Arc<Coordinator>`.
 
 pub mod admin;
+pub mod audit;
 pub mod bases;
 pub mod contributions;
 pub mod ops;
@@ -28,6 +29,18 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/v1/bases/{iteration}/archive", get(bases::archive))
         .route("/v1/lineage", get(bases::lineage))
         .route("/v1/lineage/{iteration}", get(bases::lineage_one))
+        .route(
+            "/v1/lineage/{iteration}/contributions/{contributor}/manifest",
+            get(audit::diff_manifest),
+        )
+        .route(
+            "/v1/lineage/{iteration}/contributions/{contributor}/diff",
+            get(audit::diff),
+        )
+        .route(
+            "/v1/lineage/{iteration}/optimizer-state",
+            get(audit::optimizer_state),
+        )
         .route("/v1/contributions", post(contributions::announce))
         .route(
             "/v1/contributions/{contributor}",

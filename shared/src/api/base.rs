@@ -75,6 +75,10 @@ pub struct IterationRecord {
     pub contributions: Vec<LineageContribution>,
     /// Global L2 norm of the update.
     pub update_l2_norm: Option<f64>,
+    /// The server optimiser applied after fusing (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub server_optimizer: Option<crate::fusion::ServerOptimizer>,
     /// SHA-256 of the server-optimiser state after this iteration (when one is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_state_sha256: Option<String>,

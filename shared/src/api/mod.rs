@@ -3,12 +3,14 @@
 //! Everything here is plain data (serde + OpenAPI schemas); no HTTP and no storage code.
 
 mod base;
+mod card;
 mod contribution;
 mod deployment;
 pub mod keys;
 mod round;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
+pub use card::{front_matter, model_card, CardOrigin, MODEL_CARD};
 pub use contribution::{Announced, ContributionStatus, Verdict};
 pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,

@@ -42,7 +42,8 @@ pub trait Body: Send + Sync {
     fn forward(&self, batch: &Batch, ctx: &ForwardCtx) -> Result<BodyOutput, ModelError>;
 }
 
-/// A task head on top of a body: created fresh per task, never shared or fused.
+/// A task head on top of a body: created fresh per task, never shared or fused. It reads only the first
+/// position of `hidden` and the pooled output (the linear probe caches just those).
 pub trait Head: Send + Sync {
     /// Maps the body output to logits `[batch, num_labels]`.
     fn forward(&self, out: &BodyOutput, ctx: &ForwardCtx) -> Result<Tensor, ModelError>;

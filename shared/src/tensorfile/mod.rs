@@ -5,12 +5,14 @@
 //! against the file size (every tensor inside the data section, sizes matching dtype × shape, no gaps
 //! or overlaps), and then any byte range of a tensor can be read without touching the rest.
 
+mod compare;
 mod dtype;
 mod error;
 mod header;
 mod reader;
 mod writer;
 
+pub use compare::{first_difference, TensorDifference};
 pub use dtype::Dtype;
 pub use error::TensorFileError;
 pub use header::{Header, TensorInfo, MAX_HEADER_BYTES};

@@ -10,6 +10,7 @@ mod config;
 mod device;
 mod error;
 mod eval;
+mod frozen;
 pub mod metrics;
 mod optim;
 mod progress;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     eval::{evaluate, task_loss},
+    frozen::FrozenFeatures,
     progress::{Progress, ProgressMode},
     resume::{self, Best, Checkpoint, Fingerprint, RunState},
     AdamW, AdamWParams, LinearSchedule, Metric, TrainConfig, TrainError,
@@ -19,7 +20,7 @@ use crate::{
     checkpoint::ModelDir,
     classifier::{HeadInit, SequenceClassifier},
     data::{bucketed_batches, sequential_batches, EncodedSet, LabelSpace, TrainData},
-    model::{BodyOutput, ForwardCtx},
+    model::ForwardCtx,
     tokenize::TextTokenizer,
 };
 
@@ -185,6 +186,8 @@ struct Run {
     state: RunState,
     optimizer: AdamW,
     best_weights: Option<HashMap<String, Tensor>>,
+    /// The linear probe's body features of the training set, computed once.
+    frozen: Option<FrozenFeatures>,
 }
 
 impl Trainer {
@@ -278,10 +281,20 @@ impl Trainer {
                 weight_decay: cfg.weight_decay,
             },
         )?;
+        let frozen = match cfg.linear_probe {
+            true => Some(FrozenFeatures::compute(
+                &self.model,
+                train,
+                cfg.eval_batch_size,
+                &self.opts.device,
+            )?),
+            false => None,
+        };
         let mut run = Run {
             state: RunState::default(),
             optimizer,
             best_weights: None,
+            frozen,
         };
         self.maybe_resume(&fingerprint, &mut run)?;
         tracing::info!(
@@ -426,13 +439,9 @@ impl Trainer {
             } else {
                 ForwardCtx::eval()
             };
-            let logits = if cfg.linear_probe {
-                let out = self.model.encoder.forward(&lb.batch, &ForwardCtx::eval())?;
-                let frozen = BodyOutput {
-                    hidden: out.hidden.detach(),
-                    pooled: out.pooled.map(|p| p.detach()),
-                };
-                self.model.forward_head(&frozen, &ctx)?
+            let logits = if let Some(frozen) = &run.frozen {
+                self.model
+                    .forward_head(&frozen.body_output(indices)?, &ctx)?
             } else {
                 self.model.forward(&lb.batch, &ctx)?.1
             };

@@ -1,0 +1,195 @@
+//! The gains plot: per held-out task, the gain of each base over base 0 with its 95% confidence interval,
+//! one panel per mode (linear probe, few-shot), written as `gains.png` and `gains.svg`.
+
+use std::{path::Path, sync::OnceLock};
+
+use plotters::{coord::Shift, prelude::*};
+
+use super::{gains, heldout::BaseScores};
+
+/// Pixel size of the whole figure.
+const SIZE: (u32, u32) = (1100, 440);
+
+/// Writes `gains.png` and `gains.svg` under `root`.
+pub fn write(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
+    register_font()?;
+    let png = root.join("gains.png");
+    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), scores)?;
+    let svg = root.join("gains.svg");
+    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), scores)?;
+    Ok(())
+}
+
+/// Registers the embedded DejaVu Sans as "sans-serif" (no system fonts needed), once per process.
+fn register_font() -> anyhow::Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| "the embedded DejaVu Sans font does not parse".to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn fail(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing the plot: {e}")
+}
+
+/// One plotted point: iteration, mean gain, CI half-width.
+type Point = (f64, f64, f64);
+
+/// Per task (in first-seen order), the points of one mode (`probe` or few-shot).
+fn series(scores: &[BaseScores], probe: bool) -> Vec<(String, Vec<Point>)> {
+    let mut out: Vec<(String, Vec<Point>)> = Vec::new();
+    for s in scores {
+        let (p, f) = gains(scores, s);
+        let (m, h) = if probe { p } else { f };
+        let point = (s.iteration as f64, m, if h.is_finite() { h } else { 0.0 });
+        match out.iter_mut().find(|(t, _)| *t == s.task) {
+            Some((_, pts)) => pts.push(point),
+            None => out.push((s.task.clone(), vec![point])),
+        }
+    }
+    out
+}
+
+/// The y range covering every interval and zero, padded by a tenth.
+fn y_range(all: &[(String, Vec<Point>)]) -> (f64, f64) {
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
+    for (_, pts) in all {
+        for &(_, m, h) in pts.iter().filter(|p| p.1.is_finite()) {
+            lo = lo.min(m - h);
+            hi = hi.max(m + h);
+        }
+    }
+    let pad = ((hi - lo) * 0.1).max(0.01);
+    (lo - pad, hi + pad)
+}
+
+fn draw<DB: DrawingBackend>(
+    area: DrawingArea<DB, Shift>,
+    scores: &[BaseScores],
+) -> anyhow::Result<()> {
+    area.fill(&WHITE).map_err(fail)?;
+    let last = scores.iter().map(|s| s.iteration).max().unwrap_or(0) as f64;
+    let panels = area.split_evenly((1, 2));
+    for (panel, (title, probe)) in panels.iter().zip([
+        ("linear probe (frozen body)", true),
+        ("few-shot fine-tune", false),
+    ]) {
+        let all = series(scores, probe);
+        let (lo, hi) = y_range(&all);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{title}: gain over base 0, 95% CI"),
+                ("sans-serif", 18),
+            )
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.4..last + 0.4, lo..hi)
+            .map_err(fail)?;
+        chart
+            .configure_mesh()
+            .x_desc("fused iteration (0 = original model)")
+            .y_desc("accuracy gain")
+            .x_labels(last as usize + 2)
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| format!("{y:+.2}"))
+            .draw()
+            .map_err(fail)?;
+        chart
+            .draw_series(LineSeries::new(
+                [(-0.4, 0.0), (last + 0.4, 0.0)],
+                BLACK.mix(0.5),
+            ))
+            .map_err(fail)?;
+        let n = all.len() as f64;
+        for (k, (task, pts)) in all.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            // Side by side so that intervals of different tasks do not hide each other.
+            let dx = (k as f64 - (n - 1.0) / 2.0) * 0.08;
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|&(i, m, _)| (i + dx, m)),
+                    color.stroke_width(2),
+                ))
+                .map_err(fail)?
+                .label(task.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&(i, m, h)| {
+                    ErrorBar::new_vertical(i + dx, m - h, m, m + h, color.filled(), 8)
+                }))
+                .map_err(fail)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(fail)?;
+    }
+    area.present().map_err(fail)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(task: &str, iteration: u64, probe: [f64; 3], few_shot: [f64; 3]) -> BaseScores {
+        BaseScores {
+            task: task.into(),
+            iteration,
+            probe: probe.to_vec(),
+            few_shot: few_shot.to_vec(),
+        }
+    }
+
+    #[test]
+    fn plot_is_written_as_png_and_svg_with_one_series_per_task() {
+        let all = vec![
+            scores("polarity", 0, [0.5, 0.6, 0.55], [0.7, 0.7, 0.72]),
+            scores("polarity", 1, [0.6, 0.65, 0.6], [0.71, 0.69, 0.75]),
+            scores("bbc-news", 0, [0.9, 0.88, 0.91], [0.95, 0.94, 0.96]),
+            scores("bbc-news", 1, [0.92, 0.9, 0.9], [0.96, 0.95, 0.95]),
+        ];
+        let probe = series(&all, true);
+        assert_eq!(probe.len(), 2);
+        assert_eq!(probe[0].0, "polarity");
+        assert_eq!(
+            probe[0].1[0],
+            (0.0, 0.0, 0.0),
+            "base 0 gains nothing on itself"
+        );
+        assert!((probe[0].1[1].1 - 0.0666).abs() < 1e-3);
+        let (lo, hi) = y_range(&probe);
+        assert!(lo < 0.0 && hi > probe[0].1[1].1 + probe[0].1[1].2);
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &all).unwrap();
+        let png = std::fs::read(dir.path().join("gains.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let svg = std::fs::read_to_string(dir.path().join("gains.svg")).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for text in [
+            "polarity",
+            "bbc-news",
+            "few-shot fine-tune",
+            "accuracy gain",
+        ] {
+            assert!(svg.contains(text), "the SVG lacks {text:?}");
+        }
+    }
+}
