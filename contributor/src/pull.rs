@@ -65,7 +65,7 @@ pub async fn pull(client: &Client, cache: &Path, iteration: Option<u64>) -> anyh
 }
 
 /// Refuses manifests that could write outside the base directory or lack the weights.
-fn check_manifest(m: &BaseManifest) -> anyhow::Result<()> {
+pub(crate) fn check_manifest(m: &BaseManifest) -> anyhow::Result<()> {
     for f in &m.files {
         let plain = !f.name.is_empty()
             && !f.name.starts_with('.')

@@ -209,14 +209,9 @@ async fn check_hash(path: &Path, what: &str, expected: &str, truth: &str) -> any
 
 /// Downloads every file of base `iteration` into `dir`, each checked against the manifest.
 async fn fetch_base(source: &Source, m: &BaseManifest, dir: &Path) -> anyhow::Result<()> {
+    crate::pull::check_manifest(m)?;
     std::fs::create_dir_all(dir)?;
     for f in &m.files {
-        anyhow::ensure!(
-            !f.name.contains(['/', '\\']) && !f.name.starts_with('.'),
-            "base {} lists a file name that could leave its directory: {:?}",
-            m.iteration,
-            f.name
-        );
         let path = dir.join(&f.name);
         source.base_file(m.iteration, &f.name, &path).await?;
         let what = format!("base {} file {}", m.iteration, f.name);
