@@ -6,7 +6,7 @@ use std::time::Duration;
 use coldfuse_shared::{
     api::{
         Announced, ApiErrorBody, BaseManifest, ContributionStatus, IterationRecord, RoundStatus,
-        WhoAmI,
+        SignedReceipt, SigningPublicKey, WhoAmI,
     },
     diff::DiffManifest,
 };
@@ -215,6 +215,29 @@ impl Client {
             "/v1/lineage/{iteration}/contributions/{contributor}/manifest"
         ))
         .await
+    }
+
+    /// `GET /v1/signing-key`: the coordinator's receipt key.
+    pub async fn signing_key(&self) -> Result<SigningPublicKey, ClientError> {
+        self.get_json("/v1/signing-key").await
+    }
+
+    /// The signed receipt that `contributor`'s diff was fused into `iteration` (`None`: not fused).
+    pub async fn fused_receipt(
+        &self,
+        iteration: u64,
+        contributor: &str,
+    ) -> Result<Option<SignedReceipt>, ClientError> {
+        match self
+            .get_json(&format!(
+                "/v1/lineage/{iteration}/contributions/{contributor}/receipt"
+            ))
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Downloads `path` (a file route) to `dest`, retried on transient failures.

@@ -8,6 +8,7 @@ mod eval;
 mod inspect;
 mod progress;
 mod pull;
+mod receipt;
 mod retry;
 mod run_loop;
 mod settings;
@@ -86,6 +87,11 @@ enum Command {
     /// Re-fuse a committed iteration from the inputs its lineage records and check that the published
     /// base is the same bit for bit (or name the first tensor that differs).
     Verify(verify::VerifyArgs),
+    /// Signed receipts: check one offline against the coordinator's key, or fetch a fused one.
+    Receipt {
+        #[command(subcommand)]
+        which: receipt::ReceiptCommand,
+    },
     /// Embed sentences with a model dir (mean pooling) and print their cosine similarities.
     Embed {
         /// Hugging Face model directory (config.json, weights, tokenizer).
@@ -206,9 +212,14 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Submit { dir, chunk_mib } => {
             let client = connect(&settings)?;
             let outcome = submit::submit(&client, &dir, chunk_mib.max(1) << 20).await?;
+            if let submit::Submitted::Accepted(status) = &outcome {
+                let key = receipt::trusted_key(&client, &settings).await?;
+                receipt::keep_accepted(&dir, status, &key)?;
+            }
             submit::print_outcome(&outcome)
         }
         Command::Run(cmd) => run(cmd, &settings).await,
+        Command::Receipt { which } => receipt::run(which, &settings).await,
         Command::Verify(args) => {
             let client = match args.store {
                 Some(_) => None,
@@ -254,21 +265,35 @@ async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Resu
         );
     };
     let round = client.round().await?;
+    let key = client.signing_key().await?;
+    if let Some(old) = receipt::pinned(settings)? {
+        if old != key && settings.coordinator == SettingsFile::load(&settings.path)?.coordinator {
+            anyhow::bail!(
+                "the coordinator's receipt key changed from {} to {}: receipts it signs now would                  not verify against the pinned key. If the operator confirms the new key, remove                  `receipt_key` from {} and log in again",
+                old.key_id,
+                key.key_id,
+                settings.path.display()
+            );
+        }
+    }
     let file = SettingsFile {
         coordinator: settings.coordinator.clone(),
         token: settings.token.clone(),
         contributor: contributor.or(me.contributor),
         cache_dir: None,
+        receipt_key: Some(key.public_key.clone()),
     };
     file.save(&settings.path)?;
     println!(
-        "logged in to {} as {role:?}{}; round {} is open (base {}). Settings saved to {}",
+        "logged in to {} as {role:?}{}; round {} is open (base {}); receipt key {} pinned. \
+         Settings saved to {}",
         client.url(),
         file.contributor
             .as_deref()
             .map_or(String::new(), |c| format!(" `{c}`")),
         round.iteration,
         round.base_iteration,
+        key.key_id,
         settings.path.display()
     );
     Ok(())
@@ -340,6 +365,7 @@ async fn run(cmd: RunCmd, settings: &Settings) -> anyhow::Result<()> {
         device: job.hyper.device,
         diff: job.diff,
         chunk: cmd.chunk_mib.max(1) << 20,
+        receipt_key: receipt::trusted_key(&client, settings).await?,
     };
     run_loop::check(&plan)?;
     let done = run_loop::run(&client, &data, &plan).await?;

@@ -5,11 +5,16 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
-use coldfuse_shared::{api::RoundStatus, data::TrainData, train::TrainConfig};
+use coldfuse_shared::{
+    api::{RoundStatus, SigningPublicKey},
+    data::TrainData,
+    train::TrainConfig,
+};
 
 use crate::{
     client::Client,
     pull::pull,
+    receipt,
     submit::{print_outcome, submit, Submitted},
     train_cmd::{print_report, train_contribution, BaseSource, DiffArgs},
 };
@@ -35,6 +40,8 @@ pub struct LoopPlan {
     pub diff: DiffArgs,
     /// Upload chunk size.
     pub chunk: u64,
+    /// The coordinator's receipt key (receipts are checked against it and kept in each round's dir).
+    pub receipt_key: SigningPublicKey,
 }
 
 /// Runs the loop; returns the iterations contributed to.
@@ -42,6 +49,7 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
     let mut done = Vec::new();
     while plan.rounds.is_none_or(|n| done.len() < n) {
         let round = wait_for_open_round(client, plan).await?;
+        keep_fused_receipts(client, plan, &done).await?;
         let pulled = pull(client, &plan.cache, Some(round.base_iteration)).await?;
         if pulled.manifest.base_sha256 != round.base_sha256 {
             continue; // the latest base moved (e.g. a rollback) between the two calls
@@ -77,6 +85,9 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
         print_report(&report, &out);
         match submit(client, &out, plan.chunk).await {
             Ok(s @ Submitted::Accepted(_)) => {
+                if let Submitted::Accepted(status) = &s {
+                    receipt::keep_accepted(&out, status, &plan.receipt_key)?;
+                }
                 print_outcome(&s)?;
                 done.push(round.iteration);
             }
@@ -99,6 +110,29 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
         }
     }
     Ok(done)
+}
+
+/// Fetches the fusion receipts of earlier rounds this site contributed to (a round that is open
+/// again means the previous one was fused) into their round directories.
+async fn keep_fused_receipts(client: &Client, plan: &LoopPlan, done: &[u64]) -> anyhow::Result<()> {
+    for &iteration in done {
+        let path = plan
+            .work
+            .join(format!("round-{iteration:06}"))
+            .join(receipt::FUSED_FILE);
+        if path.exists() {
+            continue;
+        }
+        if let Some(r) = client.fused_receipt(iteration, &plan.contributor).await? {
+            receipt::write_checked(&path, &r, &plan.receipt_key)?;
+            println!(
+                "round {iteration}: fused with weight {:.4}; receipt kept in {}",
+                r.receipt.weight.unwrap_or(f64::NAN),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether a submission failed because the round moved on while training.

@@ -18,6 +18,9 @@ pub struct SettingsFile {
     pub contributor: Option<String>,
     /// Cache of pulled bases.
     pub cache_dir: Option<PathBuf>,
+    /// The coordinator's receipt key (hex), pinned at login; receipts are checked against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<String>,
 }
 
 impl SettingsFile {
@@ -131,6 +134,8 @@ pub struct Settings {
     pub contributor: Option<String>,
     /// Cache directory.
     pub cache_dir: PathBuf,
+    /// The receipt key pinned at login (hex).
+    pub receipt_key: Option<String>,
     /// The settings file in use.
     pub path: PathBuf,
 }
@@ -144,6 +149,7 @@ impl Settings {
             coordinator: args.coordinator.clone().or(file.coordinator),
             token: args.token.clone().or(file.token),
             contributor: file.contributor,
+            receipt_key: file.receipt_key,
             cache_dir: args
                 .cache_dir
                 .clone()
@@ -178,6 +184,7 @@ mod tests {
             token: Some("cf_x".into()),
             contributor: Some("site-a".into()),
             cache_dir: None,
+            receipt_key: Some("ab".repeat(32)),
         };
         file.save(&path).unwrap();
         assert_eq!(SettingsFile::load(&path).unwrap(), file);
@@ -196,6 +203,7 @@ mod tests {
         assert_eq!(s.coordinator.as_deref(), Some("http://b:2"));
         assert_eq!(s.token.as_deref(), Some("cf_x"));
         assert_eq!(s.contributor.as_deref(), Some("site-a"));
+        assert_eq!(s.receipt_key, file.receipt_key);
         std::fs::write(&path, "coordinatr = 1").unwrap();
         assert!(Settings::resolve(&args).is_err());
         let none = ConnectArgs {

@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub enum Submitted {
     /// The coordinator accepted it.
-    Accepted(ContributionStatus),
+    Accepted(Box<ContributionStatus>),
     /// The coordinator refused it, with a reason code and message.
     Rejected {
         /// Stable reason code (`stale_base`, `non_finite`, ...).
@@ -198,7 +198,7 @@ async fn upload_from(
 
 fn outcome(status: ContributionStatus, verdict: Verdict) -> Submitted {
     match verdict {
-        Verdict::Accepted { .. } => Submitted::Accepted(status),
+        Verdict::Accepted { .. } => Submitted::Accepted(Box::new(status)),
         Verdict::Rejected {
             reason, message, ..
         } => Submitted::Rejected { reason, message },

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path};
 use coldfuse_shared::{
     api::{
         keys, model_card, now_unix, CardOrigin, DeploymentConfig, IterationRecord, LatestPointer,
-        Role, TokenRecord, MODEL_CARD,
+        ReceiptSigner, Role, SigningPublicKey, TokenRecord, MODEL_CARD,
     },
     ModelDir,
 };
@@ -22,14 +22,19 @@ pub struct Initialised {
     pub base_sha256: String,
     /// The base's architecture.
     pub architecture: String,
+    /// The public key receipts are signed with.
+    pub signing_key: SigningPublicKey,
 }
 
 /// Creates a deployment in `store` from the model dir `base` (its body only: heads are dropped; the
-/// weights are rewritten as one `model.safetensors` with the original names and dtypes).
+/// weights are rewritten as one `model.safetensors` with the original names and dtypes). Receipts
+/// will be signed with `signing_key` (an operator's key kept outside the store), or with a new key
+/// kept in the store.
 pub async fn init(
     store: &Store,
     base: &Path,
     config: DeploymentConfig,
+    signing_key: Option<&ReceiptSigner>,
 ) -> anyhow::Result<Initialised> {
     config.fusion.validate()?;
     config.server_optimizer.validate()?;
@@ -104,6 +109,7 @@ pub async fn init(
         revoked: false,
     };
     store.put_json(&keys::token(&hash), &token).await?;
+    let signing_key = crate::signing::init_key(store, signing_key).await?;
     if !store.create_json(keys::DEPLOYMENT, &config).await? {
         anyhow::bail!("{} was initialised concurrently", store.url());
     }
@@ -111,5 +117,6 @@ pub async fn init(
         admin_token,
         base_sha256: manifest.base_sha256,
         architecture,
+        signing_key,
     })
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod routes;
+pub mod signing;
 pub mod state;
 pub mod store;
 pub mod tar;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
+use coldfuse_coordinator::{fusion_task, init, routes, signing, Coordinator, Store};
 use coldfuse_shared::{
     api::DeploymentConfig,
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
@@ -58,6 +58,16 @@ enum Command {
         /// Write the admin token to this file (mode 600) instead of printing it.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// Sign receipts with this key file (`keygen`) and keep it out of the store (default: a new
+        /// key kept in the store).
+        #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Write a new Ed25519 receipt key to a file (mode 600) for `init/serve --signing-key`.
+    Keygen {
+        /// The key file to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Benchmark: API latency and throughput on loopback while a real fusion runs, against idle.
     Bench(coldfuse_coordinator::bench::LoadArgs),
@@ -72,6 +82,9 @@ enum Command {
         /// Local work directory (base cache, uploads in progress).
         #[arg(long, env = "COLDFUSE_WORK")]
         work: Option<PathBuf>,
+        /// The receipt key file, when the deployment keeps it outside the store.
+        #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -91,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             max_diff_bytes,
             private,
             admin_token_file,
+            signing_key,
         } => runtime.block_on(async {
             let config = DeploymentConfig {
                 fusion: FusionConfig {
@@ -106,13 +120,18 @@ fn main() -> anyhow::Result<()> {
                 ..DeploymentConfig::default()
             };
             let store = Store::open(&store)?;
-            let done = init::init(&store, &base, config).await?;
+            let key = signing_key
+                .as_deref()
+                .map(signing::read_key_file)
+                .transpose()?;
+            let done = init::init(&store, &base, config, key.as_ref()).await?;
             eprintln!(
-                "initialised {} with {} ({}), base sha256 {}",
+                "initialised {} with {} ({}), base sha256 {}, receipt key {}",
                 store.url(),
                 base.display(),
                 done.architecture,
-                done.base_sha256
+                done.base_sha256,
+                done.signing_key.key_id
             );
             match admin_token_file {
                 Some(path) => {
@@ -123,23 +142,39 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Command::Keygen { out } => {
+            let public = signing::write_key_file(&out)?;
+            eprintln!(
+                "receipt key {} written to {}; public key {}",
+                public.key_id,
+                out.display(),
+                public.public_key
+            );
+            Ok(())
+        }
         Command::Serve {
             store,
             listen,
             work,
-        } => runtime.block_on(serve(&store, &listen, work)),
+            signing_key,
+        } => runtime.block_on(serve(&store, &listen, work, signing_key)),
         Command::Bench(args) => runtime.block_on(coldfuse_coordinator::bench::run(args)),
     }
 }
 
-async fn serve(store: &str, listen: &str, work: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    store: &str,
+    listen: &str,
+    work: Option<PathBuf>,
+    signing_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let store = Store::open(store)?;
     let work = work.unwrap_or_else(|| {
         let key = &coldfuse_shared::hash::sha256_bytes(store.url().as_bytes())[..12];
         std::env::temp_dir().join(format!("coldfuse-coordinator-{key}"))
     });
     let _ = std::fs::remove_dir_all(work.join("uploads"));
-    let coordinator = Coordinator::load(store, &work).await?;
+    let coordinator = Coordinator::load(store, &work, signing_key.as_deref()).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();
     let listener = tokio::net::TcpListener::bind(listen)

@@ -2,8 +2,9 @@
 
 use coldfuse_shared::api::{
     Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
-    FileEntry, IterationRecord, LatestPointer, LineageContribution, Role, RoundStatus, SyncMode,
-    TokenRecord, TokenRequest, TokenResponse, Verdict, WhoAmI,
+    FileEntry, IterationRecord, LatestPointer, LineageContribution, Receipt, ReceiptKind, Role,
+    RoundStatus, SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest,
+    TokenResponse, Verdict, WhoAmI,
 };
 
 use crate::routes;
@@ -29,6 +30,8 @@ use crate::routes;
         routes::audit::diff_manifest,
         routes::audit::diff,
         routes::audit::optimizer_state,
+        routes::receipts::signing_key,
+        routes::receipts::fused_receipt,
         routes::contributions::announce,
         routes::contributions::upload,
         routes::contributions::status,
@@ -49,8 +52,12 @@ use crate::routes;
         IterationRecord,
         LatestPointer,
         LineageContribution,
+        Receipt,
+        ReceiptKind,
         Role,
         RoundStatus,
+        SignedReceipt,
+        SigningPublicKey,
         SyncMode,
         TokenRecord,
         TokenRequest,

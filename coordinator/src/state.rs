@@ -9,8 +9,8 @@ use std::{
 
 use coldfuse_shared::{
     api::{
-        keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus,
-        TokenRecord, Verdict,
+        keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, ReceiptSigner,
+        RoundStatus, TokenRecord, Verdict,
     },
     diff::{DiffManifest, MANIFEST_FILE},
     hash::sha256_file,
@@ -129,6 +129,8 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// Uploads running now, one per contributor.
     pub uploads: crate::upload::UploadSlots,
+    /// Signs contribution receipts.
+    pub signer: ReceiptSigner,
 }
 
 /// A failure to start.
@@ -142,6 +144,9 @@ pub enum LoadError {
         "{0}: no deployment here; run `coldfuse-coordinator init --base DIR --store URL` first"
     )]
     NotInitialised(String),
+    /// The receipt key could not be loaded.
+    #[error("receipt key: {0:#}")]
+    Signing(anyhow::Error),
     /// The store is inconsistent.
     #[error("store is inconsistent: {0}")]
     Inconsistent(String),
@@ -156,8 +161,13 @@ pub enum LoadError {
 }
 
 impl Coordinator {
-    /// Loads the deployment from `store`, caching the latest base under `work`.
-    pub async fn load(store: Store, work: &Path) -> Result<Arc<Self>, LoadError> {
+    /// Loads the deployment from `store`, caching the latest base under `work`; receipts are signed
+    /// with the key in `signing_key` (an operator's file) or else the one kept in the store.
+    pub async fn load(
+        store: Store,
+        work: &Path,
+        signing_key: Option<&Path>,
+    ) -> Result<Arc<Self>, LoadError> {
         std::fs::create_dir_all(work).map_err(|source| LoadError::Work {
             path: work.to_path_buf(),
             source,
@@ -201,6 +211,9 @@ impl Coordinator {
                 tokens.insert(hash.to_string(), record);
             }
         }
+        let signer = crate::signing::load_key(&store, signing_key)
+            .await
+            .map_err(LoadError::Signing)?;
         let round = load_round(&store, committed + 1).await?;
         let first_accepted_at = round
             .values()
@@ -226,6 +239,7 @@ impl Coordinator {
             fusion_lock: Mutex::new(()),
             metrics: Metrics::default(),
             uploads: Default::default(),
+            signer,
         });
         let latest = coordinator.state.read().await.latest.clone();
         coordinator.cache_base(&latest).await?;

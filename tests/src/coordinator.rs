@@ -50,8 +50,8 @@ impl Deployment {
     ) -> Self {
         let work = tempfile::tempdir().unwrap();
         let store = Store::open(&store_url).unwrap();
-        let done = init::init(&store, &fixture(), config).await.unwrap();
-        let coordinator = Coordinator::load(store, work.path()).await.unwrap();
+        let done = init::init(&store, &fixture(), config, None).await.unwrap();
+        let coordinator = Coordinator::load(store, work.path(), None).await.unwrap();
         let work_path = work.path().to_path_buf();
         Self {
             _dirs: (store_dir, work),
@@ -70,7 +70,7 @@ impl Deployment {
     /// Drops the coordinator and loads a new one from the store (a restart).
     pub async fn reload(&mut self) {
         let store = Store::open(&self.store_url).unwrap();
-        self.coordinator = Coordinator::load(store, &self.work).await.unwrap();
+        self.coordinator = Coordinator::load(store, &self.work, None).await.unwrap();
     }
 
     /// `POST /v1/admin/fuse?wait=true`: fuses the round now and answers the lineage record.

@@ -6,7 +6,9 @@
 //! (and lineage names exactly those diffs); lineage chains both iterations; a stale diff is rejected;
 //! an upload whose connection breaks resumes where it stopped; nothing the contributors sent
 //! contains their training text; and `coldfuse verify` reproduces every fused base bit for bit from its
-//! lineage (through the API and from the store) and names what a tampered store changed.
+//! lineage (through the API and from the store) and names what a tampered store changed; every
+//! contributor holds signed receipts of acceptance and fusion that `coldfuse receipt verify` accepts,
+//! and forged ones are refused.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,7 +24,7 @@ use coldfuse_e2e::{
     s3::S3Server,
 };
 use coldfuse_shared::{
-    api::{IterationRecord, RoundStatus},
+    api::{IterationRecord, ReceiptKind, RoundStatus, SignedReceipt, SigningPublicKey},
     diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
     hash::sha256_file,
     tensorfile::TensorFile,
@@ -365,6 +367,124 @@ async fn check_verify(run: &Run, store: &str) {
     assert_eq!(anonymous.status(), 401, "diffs are not public");
 }
 
+/// Every contributor kept a verified receipt of acceptance for both rounds and of fusion for round 1
+/// (the loop fetches it when the next round opens); `coldfuse receipt fetch` gets round 2's;
+/// `coldfuse receipt verify` checks them offline against the key pinned by `login`, and refuses a
+/// receipt that was altered, one that claims another key, and one checked against another diff.
+async fn check_receipts(run: &Run) {
+    let key: SigningPublicKey = get(format!("{}/v1/signing-key", run.server.url)).await;
+    let lineage: Vec<IterationRecord> = get(format!("{}/v1/lineage", run.server.url)).await;
+    let verify = |i: usize, file: &Path, extra: &[&str]| {
+        let o = run
+            .coldfuse(i)
+            .args(["receipt", "verify"])
+            .arg(file)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    for (i, contributor) in CONTRIBUTORS.iter().enumerate() {
+        let fetched = run.path(&format!("c{i}/receipt-fused-2.json"));
+        let o = run
+            .coldfuse(i)
+            .args(["receipt", "fetch", "--iteration", "2", "--out"])
+            .arg(&fetched)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for round in 1..=ROUNDS as u64 {
+            let dir = run.path(&format!("c{i}/work/round-{round:06}"));
+            let fused = if round == 1 {
+                dir.join("receipt-fused.json")
+            } else {
+                fetched.clone()
+            };
+            for file in [dir.join("receipt-accepted.json"), fused.clone()] {
+                let (ok, out) = verify(
+                    i,
+                    &file,
+                    &[
+                        "--public-key",
+                        &key.public_key,
+                        "--diff",
+                        dir.to_str().unwrap(),
+                    ],
+                );
+                assert!(
+                    ok && out.contains("valid receipt"),
+                    "{}: {out}",
+                    file.display()
+                );
+            }
+            let signed: SignedReceipt =
+                serde_json::from_slice(&std::fs::read(&fused).unwrap()).unwrap();
+            let record = &lineage[round as usize];
+            let entry = record
+                .contributions
+                .iter()
+                .find(|c| c.contributor == *contributor)
+                .unwrap();
+            let r = &signed.receipt;
+            assert_eq!(
+                (r.kind, r.iteration, r.contributor.as_str()),
+                (ReceiptKind::Fused, round, *contributor)
+            );
+            assert_eq!(r.weight, Some(entry.weight));
+            assert_eq!(r.diff_sha256, entry.diff_sha256);
+            assert_eq!(
+                r.fused_base_sha256.as_deref(),
+                Some(record.base_sha256.as_str())
+            );
+            assert_eq!(Some(&r.base_sha256), record.parent_sha256.as_ref());
+        }
+    }
+    // `login` pins the key; then no --public-key is needed.
+    let o = run.coldfuse(0).arg("login").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&key.key_id));
+    let dir = run.path("c0/work/round-000001");
+    let good = dir.join("receipt-fused.json");
+    let (ok, out) = verify(0, &good, &[]);
+    assert!(ok, "{out}");
+    // Forged: a higher weight written in.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
+    forged["receipt"]["weight"] = serde_json::json!(0.9);
+    let file = run.path("forged-weight.json");
+    std::fs::write(&file, forged.to_string()).unwrap();
+    let (ok, out) = verify(0, &file, &[]);
+    assert!(
+        !ok && out.contains("forged or altered") && out.contains("signature"),
+        "{out}"
+    );
+    // Claims another key.
+    forged["receipt"]["weight"] = serde_json::json!(null);
+    forged["receipt"]["key_id"] = serde_json::json!("0123456789abcdef");
+    std::fs::write(&file, forged.to_string()).unwrap();
+    let (ok, out) = verify(0, &file, &[]);
+    assert!(
+        !ok && out.contains("not with the coordinator's key"),
+        "{out}"
+    );
+    // Not a receipt at all.
+    std::fs::write(&file, b"{\"receipt\": 1}").unwrap();
+    let (ok, out) = verify(0, &file, &[]);
+    assert!(!ok && out.contains("not a coldfuse receipt"), "{out}");
+    // A genuine receipt, checked against another site's diff.
+    let other = run.path("c1/work/round-000001");
+    let (ok, out) = verify(0, &good, &["--diff", other.to_str().unwrap()]);
+    assert!(!ok && out.contains("is about diff"), "{out}");
+    println!("receipts: accepted + fused kept and verified; forged ones refused");
+}
+
 /// `coldfuse verify` on a tampered file store: a replaced diff, a forged lineage record, and a
 /// published base replaced consistently (weights, manifest and record) are each named.
 fn check_verify_detects_tampering(run: &Run, store: &Path) {
@@ -467,11 +587,12 @@ async fn e2e(store: &str) -> Run {
     check_stale_rejected(&run);
     check_nothing_private_left(&run);
     check_verify(&run, store).await;
+    check_receipts(&run).await;
     run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_three_contributors_two_iterations_on_file_store_and_verify() {
+async fn e2e_three_contributors_two_iterations_on_file_store_verify_and_receipt() {
     let store = tempfile::tempdir().unwrap();
     let run = e2e(&format!("file://{}", store.path().display())).await;
     check_verify_detects_tampering(&run, store.path());

@@ -107,8 +107,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         ..DeploymentConfig::default()
     };
-    let admin = init::init(&store, &model, config).await?.admin_token;
-    let coordinator = Coordinator::load(store, &root.join("coordinator-work")).await?;
+    let admin = init::init(&store, &model, config, None).await?.admin_token;
+    let coordinator = Coordinator::load(store, &root.join("coordinator-work"), None).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -11,7 +11,7 @@ use axum::{
 };
 use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
-    api::{keys, now_unix, Announced, ContributionStatus, Verdict},
+    api::{keys, now_unix, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
     diff::{validate, BaseInfo, DiffManifest, DIFF_FILE, FORMAT_VERSION, MANIFEST_FILE},
 };
 
@@ -163,6 +163,7 @@ pub async fn upload(
         diff_sha256: manifest.diff_sha256.clone(),
         verdict: None,
         received_bytes,
+        receipt: None,
     };
     let bytes = match chunk {
         // A whole-file upload: whatever arrives is the diff.
@@ -266,7 +267,8 @@ pub async fn upload(
         Json(ContributionStatus {
             iteration,
             contributor,
-            diff_sha256: manifest.diff_sha256,
+            diff_sha256: manifest.diff_sha256.clone(),
+            receipt: accepted_receipt(&c, iteration, &manifest, &verdict),
             verdict: Some(verdict),
             received_bytes: bytes,
         }),
@@ -336,11 +338,32 @@ pub async fn status(
             upload::received(&spool).await
         }
     };
+    let receipt = entry
+        .verdict
+        .as_ref()
+        .and_then(|v| accepted_receipt(&c, iteration, &entry.manifest, v));
     Ok(Json(ContributionStatus {
         iteration,
         contributor,
         diff_sha256: entry.manifest.diff_sha256.clone(),
         verdict: entry.verdict.clone(),
         received_bytes,
+        receipt,
     }))
+}
+
+/// The signed receipt of an accepted verdict (the same bytes every time: it is signed from the
+/// stored verdict, and Ed25519 is deterministic).
+fn accepted_receipt(
+    c: &Coordinator,
+    iteration: u64,
+    manifest: &DiffManifest,
+    verdict: &Verdict,
+) -> Option<SignedReceipt> {
+    match verdict {
+        Verdict::Accepted { at, .. } => {
+            Some(c.signer.sign(Receipt::accepted(iteration, manifest, *at)))
+        }
+        Verdict::Rejected { .. } => None,
+    }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bases;
 pub mod contributions;
 pub mod ops;
+pub mod receipts;
 
 use std::sync::Arc;
 
@@ -37,6 +38,11 @@ pub fn router(c: Arc<Coordinator>) -> Router {
             "/v1/lineage/{iteration}/contributions/{contributor}/diff",
             get(audit::diff),
         )
+        .route(
+            "/v1/lineage/{iteration}/contributions/{contributor}/receipt",
+            get(receipts::fused_receipt),
+        )
+        .route("/v1/signing-key", get(receipts::signing_key))
         .route(
             "/v1/lineage/{iteration}/optimizer-state",
             get(audit::optimizer_state),

@@ -59,4 +59,7 @@ pub struct ContributionStatus {
     /// Bytes of the diff the coordinator holds (resume an interrupted upload from here).
     #[serde(default)]
     pub received_bytes: u64,
+    /// The coordinator's signed receipt, once the diff is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<super::SignedReceipt>,
 }

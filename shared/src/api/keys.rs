@@ -11,6 +11,8 @@
 //! rounds/{iteration:06}/{contributor}/manifest.json   DiffManifest of the contribution to that iteration
 //! rounds/{iteration:06}/{contributor}/diff.safetensors the accepted diff
 //! rounds/{iteration:06}/{contributor}/verdict.json    Verdict (accepted / rejected with reason)
+//! signing/public.json                              SigningPublicKey: the receipt key's public half
+//! signing/secret.json                              SigningSecretKey (absent when the operator keeps it in a file)
 //! ```
 //! A round collects diffs for iteration N (against the `latest` base); fusing it commits iteration N.
 
@@ -22,6 +24,10 @@ pub const LATEST: &str = "latest.json";
 pub const ITERATIONS: &str = "iterations";
 /// Prefix of token records.
 pub const TOKENS: &str = "tokens";
+/// The receipt key's public half.
+pub const SIGNING_PUBLIC: &str = "signing/public.json";
+/// The receipt key's secret half, when the deployment keeps it in its store.
+pub const SIGNING_SECRET: &str = "signing/secret.json";
 /// File name of a base's manifest inside its prefix.
 pub const BASE_MANIFEST: &str = "manifest.json";
 

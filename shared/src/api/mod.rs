@@ -7,6 +7,7 @@ mod card;
 mod contribution;
 mod deployment;
 pub mod keys;
+mod receipt;
 mod round;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
@@ -14,6 +15,10 @@ pub use card::{front_matter, model_card, CardOrigin, MODEL_CARD};
 pub use contribution::{Announced, ContributionStatus, Verdict};
 pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
+};
+pub use receipt::{
+    Receipt, ReceiptError, ReceiptKind, ReceiptSigner, SignedReceipt, SigningPublicKey,
+    SigningSecretKey, RECEIPT_DOMAIN,
 };
 pub use round::{ApiErrorBody, ApiErrorDetail, RoundStatus};
 
