@@ -293,6 +293,22 @@ impl Client {
         Ok(response)
     }
 
+    /// POSTs `body` as JSON to `path` and reads the JSON answer (one attempt).
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let (url, req) = self.request(Method::POST, path);
+        let response = Self::send(&url, req.json(body)).await?;
+        Self::json(&url, response).await
+    }
+
+    /// GETs `path` as JSON, retried on transient failures.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.get_json(path).await
+    }
+
     /// `POST /v1/contributions`: announces a diff by its manifest (one attempt).
     pub async fn announce(&self, manifest: &DiffManifest) -> Result<Announced, ClientError> {
         let (url, req) = self.request(Method::POST, "/v1/contributions");

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod demo;
 mod eval;
+mod gate;
 mod inspect;
 mod progress;
 mod pull;
@@ -87,6 +88,11 @@ enum Command {
     /// Re-fuse a committed iteration from the inputs its lineage records and check that the published
     /// base is the same bit for bit (or name the first tensor that differs).
     Verify(verify::VerifyArgs),
+    /// The promotion gate (operator): evaluate candidates on held-out tasks, promote or discard.
+    Gate {
+        #[command(subcommand)]
+        which: gate::GateCommand,
+    },
     /// Signed receipts: check one offline against the coordinator's key, or fetch a fused one.
     Receipt {
         #[command(subcommand)]
@@ -220,6 +226,9 @@ async fn networked(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Run(cmd) => run(cmd, &settings).await,
         Command::Receipt { which } => receipt::run(which, &settings).await,
+        Command::Gate { which } => {
+            gate::run(which, &connect(&settings)?, settings.cache_dir.clone()).await
+        }
         Command::Verify(args) => {
             let client = match args.store {
                 Some(_) => None,

@@ -1,5 +1,6 @@
 //! Fusing a round off the request path: triggered by quorum, deadline or admin; publishes the next
-//! base completely, commits it with a create-only lineage record, then switches `latest`.
+//! base completely, commits it with a create-only lineage record, then switches `latest` (or, with a
+//! promotion gate, leaves it as a candidate for `gate.rs`).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -7,7 +8,7 @@ use anyhow::Context;
 use coldfuse_shared::{
     api::{
         keys, model_card, now_unix, CardOrigin, IterationRecord, LatestPointer,
-        LineageContribution, MODEL_CARD,
+        LineageContribution, Promotion, MODEL_CARD,
     },
     diff::{DiffManifest, DIFF_FILE},
     fusion::{replay, RecordedDiff, ReplayInputs},
@@ -42,7 +43,8 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
     let _serial = c.fusion_lock.lock().await;
     let (iteration, latest, config, accepted) = {
         let mut s = c.state.write().await;
-        let due = s.should_fuse(now_unix()) || (force && !s.fusing && !s.accepted().is_empty());
+        let due = s.should_fuse(now_unix())
+            || (force && !s.fusing && s.candidate.is_none() && !s.accepted().is_empty());
         if !due {
             return Ok(None);
         }
@@ -67,10 +69,13 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
     let mut s = c.state.write().await;
     s.fusing = false;
     match result {
-        Ok((record, manifest)) => {
+        Ok((record, manifest, gated)) => {
             s.bases.insert(manifest.base_sha256.clone(), iteration);
             s.committed = iteration;
-            s.latest = manifest;
+            match gated {
+                Some(pending) => s.candidate = Some(pending),
+                None => s.latest = manifest,
+            }
             s.round = BTreeMap::new();
             s.first_accepted_at = None;
             Ok(Some(record))
@@ -85,7 +90,11 @@ async fn fuse_and_commit(
     latest: &coldfuse_shared::api::BaseManifest,
     config: &coldfuse_shared::api::DeploymentConfig,
     accepted: &[(String, DiffManifest, u64)],
-) -> anyhow::Result<(IterationRecord, coldfuse_shared::api::BaseManifest)> {
+) -> anyhow::Result<(
+    IterationRecord,
+    coldfuse_shared::api::BaseManifest,
+    Option<Promotion>,
+)> {
     let started = std::time::Instant::now();
     let scratch = tempfile::Builder::new()
         .prefix(&format!("fusion-{iteration:06}-"))
@@ -198,6 +207,18 @@ async fn fuse_and_commit(
         manifest.base_sha256 == base_sha256,
         "the fused weights changed while publishing"
     );
+    // Gated: the candidate's record exists before its commit, so a committed candidate always has
+    // one (a fusion redone after a crash overwrites it).
+    let gated = match config.gate {
+        Some(_) => {
+            let pending = Promotion::pending(iteration, now_unix());
+            c.store
+                .put_json(&keys::gate_record(iteration), &pending)
+                .await?;
+            Some(pending)
+        }
+        None => None,
+    };
     fault_pause().await;
     if !c
         .store
@@ -208,9 +229,11 @@ async fn fuse_and_commit(
             "iteration {iteration} was committed by another coordinator; restart to reload"
         );
     }
-    c.store
-        .put_json(keys::LATEST, &LatestPointer { iteration })
-        .await?;
+    if gated.is_none() {
+        c.store
+            .put_json(keys::LATEST, &LatestPointer { iteration })
+            .await?;
+    }
     let cached = c.base_dir(iteration);
     let _ = tokio::fs::remove_dir_all(&cached).await;
     if let Some(parent) = cached.parent() {
@@ -223,9 +246,10 @@ async fn fuse_and_commit(
         iteration,
         contributions = accepted.len(),
         seconds,
+        gated = gated.is_some(),
         "iteration committed"
     );
-    Ok((record, manifest))
+    Ok((record, manifest, gated))
 }
 
 /// Test hook for crash tests: `COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS` pauses between publishing a

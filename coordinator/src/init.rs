@@ -38,6 +38,9 @@ pub async fn init(
 ) -> anyhow::Result<Initialised> {
     config.fusion.validate()?;
     config.server_optimizer.validate()?;
+    if let Some(gate) = &config.gate {
+        gate.validate().map_err(anyhow::Error::msg)?;
+    }
     if store
         .get_json::<serde_json::Value>(keys::DEPLOYMENT)
         .await?

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 pub mod error;
 pub mod fusion_task;
+pub mod gate;
 pub mod init;
 pub mod metrics;
 pub mod openapi;

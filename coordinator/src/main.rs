@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{fusion_task, init, routes, signing, Coordinator, Store};
 use coldfuse_shared::{
-    api::DeploymentConfig,
+    api::{DeploymentConfig, GateConfig},
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
 };
 
@@ -52,6 +52,13 @@ enum Command {
         /// Largest accepted diff in bytes.
         #[arg(long, default_value_t = 8 << 30)]
         max_diff_bytes: u64,
+        /// Promotion gate: a fused base becomes latest only once held-out evals (`coldfuse gate
+        /// evaluate`) show no drop beyond this (e.g. 0.02 accuracy); else it waits for the operator.
+        #[arg(long)]
+        gate_tolerance: Option<f64>,
+        /// Evals the gate waits for before deciding.
+        #[arg(long, default_value_t = 1, requires = "gate_tolerance")]
+        gate_min_evals: usize,
         /// Require a token to read bases, lineage and round status.
         #[arg(long)]
         private: bool,
@@ -105,6 +112,8 @@ fn main() -> anyhow::Result<()> {
             private,
             admin_token_file,
             signing_key,
+            gate_tolerance,
+            gate_min_evals,
         } => runtime.block_on(async {
             let config = DeploymentConfig {
                 fusion: FusionConfig {
@@ -117,6 +126,10 @@ fn main() -> anyhow::Result<()> {
                 max_diff_bytes,
                 public_read: !private,
                 server_optimizer,
+                gate: gate_tolerance.map(|tolerance| GateConfig {
+                    tolerance,
+                    min_evals: gate_min_evals,
+                }),
                 ..DeploymentConfig::default()
             };
             let store = Store::open(&store)?;

@@ -2,9 +2,10 @@
 
 use coldfuse_shared::api::{
     Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
-    FileEntry, IterationRecord, LatestPointer, LineageContribution, Receipt, ReceiptKind, Role,
-    RoundStatus, SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest,
-    TokenResponse, Verdict, WhoAmI,
+    EvalMethod, FileEntry, GateConfig, GateEval, IterationRecord, LatestPointer,
+    LineageContribution, Promotion, PromotionState, Receipt, ReceiptKind, Role, RoundStatus,
+    SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest, TokenResponse, Verdict,
+    WhoAmI,
 };
 
 use crate::routes;
@@ -31,6 +32,11 @@ use crate::routes;
         routes::audit::diff,
         routes::audit::optimizer_state,
         routes::receipts::signing_key,
+        routes::gate::status,
+        routes::gate::record,
+        routes::gate::report,
+        routes::gate::promote,
+        routes::gate::discard,
         routes::receipts::fused_receipt,
         routes::contributions::announce,
         routes::contributions::upload,
@@ -65,6 +71,13 @@ use crate::routes;
         Verdict,
         WhoAmI,
         routes::admin::Rollback,
+        routes::gate::GateStatus,
+        routes::gate::Decision,
+        EvalMethod,
+        GateConfig,
+        GateEval,
+        Promotion,
+        PromotionState,
     ))
 )]
 pub struct ApiDoc;

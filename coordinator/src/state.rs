@@ -9,8 +9,8 @@ use std::{
 
 use coldfuse_shared::{
     api::{
-        keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, ReceiptSigner,
-        RoundStatus, TokenRecord, Verdict,
+        keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Promotion,
+        PromotionState, ReceiptSigner, RoundStatus, TokenRecord, Verdict,
     },
     diff::{DiffManifest, MANIFEST_FILE},
     hash::sha256_file,
@@ -45,6 +45,8 @@ pub struct State {
     pub fusing: bool,
     /// Iteration of every committed base, by weights SHA-256.
     pub bases: BTreeMap<String, u64>,
+    /// A fused iteration awaiting the promotion gate (no fusion runs until it is decided).
+    pub candidate: Option<Promotion>,
 }
 
 impl State {
@@ -82,6 +84,7 @@ impl State {
     pub fn should_fuse(&self, now: u64) -> bool {
         let n = self.accepted().len();
         !self.fusing
+            && self.candidate.is_none()
             && n > 0
             && (n >= self.config.quorum
                 || (n >= self.config.min_contributions
@@ -106,6 +109,7 @@ impl State {
             deadline: self.deadline(),
             fusing: self.fusing,
             strategy: self.config.fusion.strategy.to_string(),
+            candidate: self.candidate.as_ref().map(|p| p.iteration),
         }
     }
 }
@@ -211,6 +215,7 @@ impl Coordinator {
                 tokens.insert(hash.to_string(), record);
             }
         }
+        let candidate = load_candidate(&store, committed, latest.iteration).await?;
         let signer = crate::signing::load_key(&store, signing_key)
             .await
             .map_err(LoadError::Signing)?;
@@ -233,6 +238,7 @@ impl Coordinator {
                 first_accepted_at,
                 fusing: false,
                 bases,
+                candidate,
             }),
             tokens: RwLock::new(tokens),
             wake: Notify::new(),
@@ -308,6 +314,29 @@ async fn verified(path: &Path, sha256: &str) -> bool {
     tokio::task::spawn_blocking(move || sha256_file(&path).is_ok_and(|h| h == expected))
         .await
         .unwrap_or(false)
+}
+
+/// The gate's undecided candidate, if the highest committed iteration is one. A record still
+/// undecided although `latest` already reached the candidate is a promotion cut short by a crash
+/// (`latest` moves first): it is completed here.
+async fn load_candidate(
+    store: &Store,
+    committed: u64,
+    latest: u64,
+) -> Result<Option<Promotion>, StoreError> {
+    let key = keys::gate_record(committed);
+    match store.get_json::<Promotion>(&key).await? {
+        Some(p) if !p.state.decided() && latest < committed => Ok(Some(p)),
+        Some(mut p) if !p.state.decided() => {
+            p.state = PromotionState::Promoted;
+            p.reason =
+                Some("promoted; the record of the decision was completed after a restart".into());
+            p.updated_at = coldfuse_shared::api::now_unix();
+            store.put_json(&key, &p).await?;
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
 }
 
 async fn load_round(

@@ -42,15 +42,31 @@ impl Deployment {
         Self::in_store(config, url, Some(store_dir)).await
     }
 
+    /// A deployment of model dir `base` (instead of the tiny fixture) in a fresh `file://` store.
+    pub async fn of_model(config: DeploymentConfig, base: &Path) -> Self {
+        let store_dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store_dir.path().display());
+        Self::create(config, url, Some(store_dir), base).await
+    }
+
     /// A deployment in the (empty) store at `store_url`.
     pub async fn in_store(
         config: DeploymentConfig,
         store_url: String,
         store_dir: Option<tempfile::TempDir>,
     ) -> Self {
+        Self::create(config, store_url, store_dir, &fixture()).await
+    }
+
+    async fn create(
+        config: DeploymentConfig,
+        store_url: String,
+        store_dir: Option<tempfile::TempDir>,
+        base: &Path,
+    ) -> Self {
         let work = tempfile::tempdir().unwrap();
         let store = Store::open(&store_url).unwrap();
-        let done = init::init(&store, &fixture(), config, None).await.unwrap();
+        let done = init::init(&store, base, config, None).await.unwrap();
         let coordinator = Coordinator::load(store, work.path(), None).await.unwrap();
         let work_path = work.path().to_path_buf();
         Self {

@@ -41,6 +41,8 @@ pub struct HeldoutPlan {
     pub probe_lr: f64,
     /// Learning rate of the few-shot fine-tune (whole model).
     pub few_shot_lr: f64,
+    /// Whether to run the few-shot fine-tune (else the linear probe only).
+    pub few_shot: bool,
 }
 
 /// Scores base `dir` (iteration `iteration`) on `task`.
@@ -62,6 +64,9 @@ pub fn score(
         // One dev evaluation, after the last step.
         let steps = plan.train.div_ceil(16) * plan.epochs;
         for probe in [true, false] {
+            if !probe && !plan.few_shot {
+                continue;
+            }
             let cfg = TrainConfig {
                 linear_probe: probe,
                 learning_rate: if probe {

@@ -41,6 +41,9 @@ pub struct ProtocolArgs {
     /// Few-shot fine-tune learning rate (whole model).
     #[arg(long, default_value_t = 1e-4)]
     few_shot_lr: f64,
+    /// Linear probe only (no few-shot fine-tune): quick.
+    #[arg(long)]
+    probe_only: bool,
 }
 
 impl ProtocolArgs {
@@ -55,6 +58,7 @@ impl ProtocolArgs {
             max_len: self.heldout_max_len,
             probe_lr: self.probe_lr,
             few_shot_lr: self.few_shot_lr,
+            few_shot: !self.probe_only,
         };
         println!(
             "held-out {}: {} training examples, {} dev, seeds {:?}, {} epochs, probe lr {}, few-shot lr {}",

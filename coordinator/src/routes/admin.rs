@@ -10,8 +10,8 @@ use axum::{
     Json,
 };
 use coldfuse_shared::api::{
-    keys, now_unix, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Role,
-    TokenRecord, TokenRequest, TokenResponse,
+    keys, now_unix, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Promotion,
+    PromotionState, Role, TokenRecord, TokenRequest, TokenResponse,
 };
 
 use crate::{auth, fusion_task::fuse_round, ApiError, Coordinator};
@@ -25,6 +25,15 @@ pub async fn fuse(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     auth::require_admin(&c, &headers).await?;
+    if let Some(p) = &c.state.read().await.candidate {
+        return Err(ApiError::conflict(
+            "candidate_pending",
+            format!(
+                "iteration {} awaits the promotion gate; promote or discard it first",
+                p.iteration
+            ),
+        ));
+    }
     if c.state.read().await.accepted().is_empty() {
         return Err(ApiError::conflict(
             "nothing_to_fuse",
@@ -75,6 +84,10 @@ pub async fn set_config(
         .server_optimizer
         .validate()
         .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
+    if let Some(gate) = &config.gate {
+        gate.validate()
+            .map_err(|e| ApiError::bad_request("bad_config", e))?;
+    }
     if config.quorum == 0 || config.min_contributions == 0 {
         return Err(ApiError::bad_request(
             "bad_config",
@@ -114,6 +127,22 @@ pub async fn rollback(
         return Err(ApiError::not_found(format!(
             "iteration {iteration} is not committed"
         )));
+    }
+    if let Some(p) = c
+        .store
+        .get_json::<Promotion>(&keys::gate_record(iteration))
+        .await?
+    {
+        if p.state != PromotionState::Promoted {
+            return Err(ApiError::conflict(
+                "gated",
+                format!(
+                    "iteration {iteration} is {:?} at the promotion gate; decide it with \
+                     /v1/admin/gate/{iteration}/promote instead",
+                    p.state
+                ),
+            ));
+        }
     }
     let manifest: BaseManifest = c
         .store

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod bases;
 pub mod contributions;
+pub mod gate;
 pub mod ops;
 pub mod receipts;
 
@@ -56,6 +57,11 @@ pub fn router(c: Arc<Coordinator>) -> Router {
             "/v1/contributions/{contributor}/diff",
             put(contributions::upload),
         )
+        .route("/v1/gate", get(gate::status))
+        .route("/v1/gate/{iteration}", get(gate::record))
+        .route("/v1/admin/gate/{iteration}/evals", post(gate::report))
+        .route("/v1/admin/gate/{iteration}/promote", post(gate::promote))
+        .route("/v1/admin/gate/{iteration}/discard", post(gate::discard))
         .route("/v1/admin/fuse", post(admin::fuse))
         .route(
             "/v1/admin/config",

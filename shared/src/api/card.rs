@@ -134,6 +134,48 @@ pub fn model_card(record: &IterationRecord, architecture: &str, origin: &CardOri
     s
 }
 
+/// `card` with a "Promotion gate" section (the evals and the decision) before "Checking it"; an
+/// earlier gate section is replaced.
+pub fn with_gate(card: &str, promotion: &super::Promotion) -> String {
+    const HEADING: &str = "\n## Promotion gate\n";
+    const NEXT: &str = "\n## Checking it\n";
+    let mut section = String::from(HEADING);
+    let _ = writeln!(
+        section,
+        "\nBefore this base became `latest`, held-out tasks the operator chose scored it against the \
+         previous base ({:?}; {}).\n",
+        promotion.state,
+        promotion.reason.as_deref().unwrap_or("no reason recorded")
+    );
+    section.push_str(
+        "| task | method | metric | previous base | this base | gain | seeds × examples |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for e in &promotion.evals {
+        let _ = writeln!(
+            section,
+            "| {} | {:?} | {} | {:.4} (iteration {}) | {:.4} | {:+.4} | {} × {} |",
+            e.task,
+            e.method,
+            e.metric,
+            e.reference_score,
+            e.reference_iteration,
+            e.candidate_score,
+            e.gain(),
+            e.seeds,
+            e.examples
+        );
+    }
+    let body = match (card.find(HEADING), card.find(NEXT)) {
+        (Some(start), Some(end)) if start < end => format!("{}{}", &card[..start], &card[end..]),
+        _ => card.to_string(),
+    };
+    match body.find(NEXT) {
+        Some(at) => format!("{}{section}{}", &body[..at], &body[at..]),
+        None => format!("{body}{section}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +234,33 @@ mod tests {
         );
         assert_eq!(front_matter("---\n---\nlicense: mit\n", "license"), None);
         assert_eq!(CardOrigin::from_card(None, "m").license, None);
+    }
+
+    #[test]
+    fn card_gate_section_lists_the_evals_and_is_replaced_not_repeated() {
+        use crate::api::{EvalMethod, GateEval, Promotion, PromotionState};
+        let origin = CardOrigin::from_card(None, "m");
+        let card = model_card(&record(), "bert", &origin);
+        let mut p = Promotion::pending(2, 0);
+        p.evals.push(GateEval {
+            task: "polarity".into(),
+            method: EvalMethod::LinearProbe,
+            metric: "accuracy".into(),
+            reference_iteration: 1,
+            reference_score: 0.6,
+            candidate_score: 0.625,
+            seeds: 3,
+            examples: 100,
+            reported_by: "t".into(),
+        });
+        p.state = PromotionState::Promoted;
+        p.reason = Some("no eval regressed".into());
+        let gated = with_gate(&card, &p);
+        let gate_at = gated.find("## Promotion gate").unwrap();
+        assert!(gate_at < gated.find("## Checking it").unwrap());
+        assert!(gated.contains("| polarity | LinearProbe | accuracy | 0.6000 (iteration 1) | 0.6250 | +0.0250 | 3 × 100 |"), "{gated}");
+        assert!(gated.contains("Promoted; no eval regressed"));
+        let again = with_gate(&gated, &p);
+        assert_eq!(again, gated, "a second gate section replaces the first");
     }
 }

@@ -61,6 +61,9 @@ pub struct DeploymentConfig {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub server_optimizer: ServerOptimizer,
+    /// Promotion gate: fused bases wait for held-out evals before becoming `latest` (absent: no gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<super::GateConfig>,
 }
 
 impl Default for DeploymentConfig {
@@ -74,6 +77,7 @@ impl Default for DeploymentConfig {
             public_read: true,
             mode: SyncMode::Synchronous,
             server_optimizer: ServerOptimizer::None,
+            gate: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! rounds/{iteration:06}/{contributor}/manifest.json   DiffManifest of the contribution to that iteration
 //! rounds/{iteration:06}/{contributor}/diff.safetensors the accepted diff
 //! rounds/{iteration:06}/{contributor}/verdict.json    Verdict (accepted / rejected with reason)
+//! gate/{iteration:06}.json                         Promotion: a gated candidate's evals and decision
 //! signing/public.json                              SigningPublicKey: the receipt key's public half
 //! signing/secret.json                              SigningSecretKey (absent when the operator keeps it in a file)
 //! ```
@@ -68,6 +69,11 @@ pub fn contribution_file(iteration: u64, contributor: &str, file: &str) -> Strin
 /// `optimizer/{iteration:06}.safetensors`: server-optimiser state after `iteration`.
 pub fn optimizer_state(iteration: u64) -> String {
     format!("optimizer/{iteration:06}.safetensors")
+}
+
+/// `gate/{iteration:06}.json`: the promotion gate's record of a fused iteration.
+pub fn gate_record(iteration: u64) -> String {
+    format!("gate/{iteration:06}.json")
 }
 
 /// `tokens/{hash}.json`.

@@ -6,16 +6,18 @@ mod base;
 mod card;
 mod contribution;
 mod deployment;
+mod gate;
 pub mod keys;
 mod receipt;
 mod round;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
-pub use card::{front_matter, model_card, CardOrigin, MODEL_CARD};
+pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};
 pub use contribution::{Announced, ContributionStatus, Verdict};
 pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
 };
+pub use gate::{EvalMethod, GateConfig, GateEval, Promotion, PromotionState};
 pub use receipt::{
     Receipt, ReceiptError, ReceiptKind, ReceiptSigner, SignedReceipt, SigningPublicKey,
     SigningSecretKey, RECEIPT_DOMAIN,

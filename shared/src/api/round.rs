@@ -26,6 +26,9 @@ pub struct RoundStatus {
     pub fusing: bool,
     /// Fusion strategy, as text.
     pub strategy: String,
+    /// A fused iteration awaiting the promotion gate (contributions still go against `base_iteration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<u64>,
 }
 
 /// The JSON body of every error response.

@@ -1,0 +1,121 @@
+//! The promotion gate over HTTP: read a candidate's state, report evals (the operator's evaluator),
+//! and promote or discard by hand (admin).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::HeaderMap,
+    Json,
+};
+use coldfuse_shared::api::{keys, GateConfig, GateEval, Promotion, PromotionState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{auth, gate, ApiError, Coordinator};
+
+/// The gate's settings and the candidate awaiting it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GateStatus {
+    /// The deployment's gate (None: fused bases are promoted at once).
+    pub gate: Option<GateConfig>,
+    /// The undecided candidate, if any.
+    pub candidate: Option<Promotion>,
+    /// The iteration served as latest (what evals compare the candidate with).
+    pub latest: u64,
+}
+
+/// The body of a manual decision.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why (recorded in the gate record and the card).
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/gate`: the gate's settings and the candidate awaiting it.
+#[utoipa::path(get, path = "/v1/gate", responses((status = 200, body = GateStatus)))]
+pub async fn status(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<GateStatus>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    let s = c.state.read().await;
+    Ok(Json(GateStatus {
+        gate: s.config.gate.clone(),
+        candidate: s.candidate.clone(),
+        latest: s.latest.iteration,
+    }))
+}
+
+/// `GET /v1/gate/{iteration}`: the gate's record of a fused iteration: evals, state and why.
+#[utoipa::path(get, path = "/v1/gate/{iteration}", params(("iteration" = u64, Path)), responses((status = 200, body = Promotion), (status = 404)))]
+pub async fn record(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<Promotion>, ApiError> {
+    auth::require_read(&c, &headers).await?;
+    c.store
+        .get_json(&keys::gate_record(iteration))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} was not gated")))
+}
+
+/// `POST /v1/admin/gate/{iteration}/evals`: an evaluator's held-out result for the candidate; the
+/// gate decides once enough evals arrived (promoted, or held for the operator).
+#[utoipa::path(post, path = "/v1/admin/gate/{iteration}/evals", params(("iteration" = u64, Path)), request_body = GateEval, responses((status = 200, body = Promotion), (status = 400), (status = 409)))]
+pub async fn report(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Promotion>, ApiError> {
+    let admin = auth::require_admin(&c, &headers).await?;
+    let eval: GateEval = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_eval", e.to_string()))?;
+    Ok(Json(gate::report(&c, iteration, eval, &admin.id).await?))
+}
+
+/// `POST /v1/admin/gate/{iteration}/promote`: make the candidate `latest` by hand.
+#[utoipa::path(post, path = "/v1/admin/gate/{iteration}/promote", params(("iteration" = u64, Path)), request_body = Decision, responses((status = 200, body = Promotion), (status = 409)))]
+pub async fn promote(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Promotion>, ApiError> {
+    decide(&c, iteration, &headers, &body, PromotionState::Promoted).await
+}
+
+/// `POST /v1/admin/gate/{iteration}/discard`: never make the candidate `latest`.
+#[utoipa::path(post, path = "/v1/admin/gate/{iteration}/discard", params(("iteration" = u64, Path)), request_body = Decision, responses((status = 200, body = Promotion), (status = 409)))]
+pub async fn discard(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Promotion>, ApiError> {
+    decide(&c, iteration, &headers, &body, PromotionState::Discarded).await
+}
+
+async fn decide(
+    c: &Coordinator,
+    iteration: u64,
+    headers: &HeaderMap,
+    body: &[u8],
+    state: PromotionState,
+) -> Result<Json<Promotion>, ApiError> {
+    let admin = auth::require_admin(c, headers).await?;
+    let decision: Decision = if body.is_empty() {
+        Decision::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?
+    };
+    Ok(Json(
+        gate::decide(c, iteration, state, &admin.id, decision.reason).await?,
+    ))
+}

@@ -1,0 +1,319 @@
+//! The promotion gate, in-process over a real `file://` store: a gated fusion stays a candidate
+//! (`latest` unchanged, no further fusion), a regressing eval holds it, the operator promotes it by
+//! hand (card gets the evals), a passing eval promotes automatically, a discarded candidate is never
+//! served, restarts keep and complete the gate's state; and the real `coldfuse gate evaluate`
+//! process scores a candidate on a held-out task and reports it.
+
+use std::process::Command;
+
+use axum::http::StatusCode;
+use coldfuse_e2e::{
+    coordinator::{call, contribute, latest, make_diff, Deployment},
+    models::minilm_layers,
+    process::bin,
+};
+use coldfuse_shared::{
+    api::{
+        keys, BaseManifest, DeploymentConfig, GateConfig, LatestPointer, Promotion, PromotionState,
+    },
+    hash::sha256_bytes,
+};
+
+fn gated(tolerance: f64) -> DeploymentConfig {
+    DeploymentConfig {
+        quorum: 3,
+        gate: Some(GateConfig {
+            tolerance,
+            min_evals: 1,
+        }),
+        ..DeploymentConfig::default()
+    }
+}
+
+/// One contribution against the latest base, then a forced fusion; the answer of the fusion.
+async fn fuse_one(d: &Deployment, token: &str, seed: u64) -> (StatusCode, serde_json::Value) {
+    let base = latest(d).await;
+    let (dir, manifest) = make_diff(
+        &d.coordinator.base_dir(base.iteration),
+        &base.base_sha256,
+        "site-a",
+        seed,
+        false,
+    );
+    let (status, v) = contribute(d, token, dir.path(), &manifest).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    d.fuse_now().await
+}
+
+fn eval(reference: u64, reference_score: f64, candidate_score: f64) -> Vec<u8> {
+    serde_json::json!({
+        "task": "polarity", "method": "linear_probe", "metric": "accuracy",
+        "reference_iteration": reference, "reference_score": reference_score,
+        "candidate_score": candidate_score, "seeds": 3, "examples": 100
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn report(d: &Deployment, i: u64, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    let uri = format!("/v1/admin/gate/{i}/evals");
+    call(&d.router(), "POST", &uri, Some(&d.admin), body).await
+}
+
+async fn gate_record(d: &Deployment, i: u64) -> Promotion {
+    let (status, v) = call(&d.router(), "GET", &format!("/v1/gate/{i}"), None, vec![]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn coordinator_gate_holds_a_regression_promotes_by_hand_and_by_evals_and_discards() {
+    let mut d = Deployment::new(gated(0.02)).await;
+    let token = d.token("site-a").await;
+    let base0 = latest(&d).await;
+
+    // A gated fusion commits iteration 1 as a candidate: latest stays 0, the round says so.
+    let (status, v) = fuse_one(&d, &token, 1).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["iteration"], 1);
+    assert_eq!(latest(&d).await, base0);
+    let (_, round) = call(&d.router(), "GET", "/v1/round", None, vec![]).await;
+    assert_eq!(
+        (
+            round["candidate"].as_u64(),
+            round["base_iteration"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(gate_record(&d, 1).await.state, PromotionState::Pending);
+    // No other fusion while it waits.
+    let base = latest(&d).await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        2,
+        false,
+    );
+    assert_eq!(
+        contribute(&d, &token, dir.path(), &m).await.0,
+        StatusCode::OK
+    );
+    let (status, v) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "candidate_pending");
+
+    // Evals: a contributor may not report; a wrong reference or a NaN is refused.
+    let (status, _) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/1/evals",
+        Some(&token),
+        eval(0, 0.6, 0.6),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = report(&d, 1, eval(5, 0.6, 0.6)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("wrong_reference"))
+    );
+    let (status, _) = report(&d, 1, br#"{"task": 1}"#.to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A regression beyond the tolerance holds it; latest keeps base 0, also after a restart.
+    let (status, v) = report(&d, 1, eval(0, 0.60, 0.55)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let held: Promotion = serde_json::from_value(v).unwrap();
+    assert_eq!(held.state, PromotionState::Held);
+    assert!(
+        held.reason
+            .as_deref()
+            .unwrap()
+            .contains("regressed beyond tolerance 0.02"),
+        "{held:?}"
+    );
+    d.reload().await;
+    assert_eq!(latest(&d).await, base0);
+    assert_eq!(
+        d.coordinator
+            .state
+            .read()
+            .await
+            .candidate
+            .as_ref()
+            .map(|p| p.state),
+        Some(PromotionState::Held)
+    );
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/rollback",
+        Some(&d.admin),
+        br#"{"iteration": 1}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("gated")),
+        "no way around the gate"
+    );
+
+    // The operator promotes it by hand: latest moves, the card lists the eval, the manifest agrees.
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/1/promote",
+        Some(&d.admin),
+        br#"{"reason": "probe noise"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let p: Promotion = serde_json::from_value(v).unwrap();
+    assert_eq!(p.state, PromotionState::Promoted);
+    assert!(p.decided_by.as_deref().unwrap().starts_with("admin:"));
+    let base1 = latest(&d).await;
+    assert_eq!(base1.iteration, 1);
+    let (status, card) = coldfuse_e2e::coordinator::call_raw(
+        &d.router(),
+        "GET",
+        "/v1/bases/1/files/README.md",
+        None,
+        vec![],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&card);
+    assert!(text.contains("## Promotion gate") && text.contains("| polarity | LinearProbe | accuracy | 0.6000 (iteration 0) | 0.5500 | -0.0500 | 3 × 100 |") && text.contains("probe noise"), "{text}");
+    assert_eq!(base1.file("README.md").unwrap().sha256, sha256_bytes(&card));
+    // site-a's diff against base 0 no longer counts.
+    assert_eq!(d.coordinator.state.read().await.status().accepted, 0);
+
+    // Iteration 2 passes its eval and is promoted by the gate itself.
+    let (status, v) = fuse_one(&d, &token, 3).await;
+    assert_eq!(
+        (status, v["iteration"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (status, v) = report(&d, 2, eval(1, 0.60, 0.59)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "promoted");
+    assert_eq!(v["decided_by"], "gate");
+    assert_eq!(latest(&d).await.iteration, 2);
+
+    // Iteration 3 is discarded: never served; the next fusion builds on 2.
+    let (_, v) = fuse_one(&d, &token, 4).await;
+    assert_eq!(v["iteration"], 3);
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/3/discard",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (StatusCode::OK, Some("discarded")),
+        "{v}"
+    );
+    assert_eq!(latest(&d).await.iteration, 2);
+    let (status, _) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/3/promote",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a decided candidate stays decided"
+    );
+    let (status, v) = fuse_one(&d, &token, 5).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["iteration"].as_u64(), v["parent"].as_u64()),
+        (Some(4), Some(2))
+    );
+
+    // A promotion cut short after `latest` moved (a crash) is completed at the next start.
+    let store = coldfuse_coordinator::Store::open(&d.store_url).unwrap();
+    store
+        .put_json(keys::LATEST, &LatestPointer { iteration: 4 })
+        .await
+        .unwrap();
+    d.reload().await;
+    assert!(d.coordinator.state.read().await.candidate.is_none());
+    let p = gate_record(&d, 4).await;
+    assert_eq!(p.state, PromotionState::Promoted);
+    assert!(p.reason.unwrap().contains("after a restart"));
+    let served: BaseManifest = latest(&d).await;
+    assert_eq!(served.iteration, 4);
+}
+
+/// The evaluator process: `coldfuse gate evaluate --once` pulls latest and the candidate, scores both
+/// on a real held-out task and reports; with a generous tolerance the candidate is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_gate_evaluator_process_reports_and_promotes() {
+    let model = tempfile::tempdir().unwrap();
+    minilm_layers(2, model.path());
+    let d = Deployment::of_model(gated(1.0), model.path()).await;
+    let token = d.token("site-a").await;
+    let (status, v) = fuse_one(&d, &token, 1).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = d.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("config.toml");
+    let (admin, url_c) = (d.admin.clone(), url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin("coldfuse"))
+            .env("COLDFUSE_COORDINATOR", &url_c)
+            .env("COLDFUSE_TOKEN", &admin)
+            .env("COLDFUSE_CONFIG", &config)
+            .env("COLDFUSE_CACHE_DIR", cache.path())
+            .env("RUST_LOG", "warn")
+            .args(["gate", "evaluate", "--once", "--heldout-task", "polarity"])
+            .args([
+                "--heldout-examples",
+                "16",
+                "--heldout-dev",
+                "32",
+                "--seeds",
+                "1",
+            ])
+            .args([
+                "--heldout-epochs",
+                "1",
+                "--heldout-max-len",
+                "24",
+                "--probe-only",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("candidate 1: Promoted"), "{stdout}");
+    let p = gate_record(&d, 1).await;
+    assert_eq!(p.evals.len(), 1, "{p:?}");
+    let e = &p.evals[0];
+    assert_eq!(
+        (e.task.as_str(), e.reference_iteration, e.seeds, e.examples),
+        ("polarity", 0, 1, 16)
+    );
+    assert!((0.0..=1.0).contains(&e.candidate_score) && (0.0..=1.0).contains(&e.reference_score));
+    assert_eq!(latest(&d).await.iteration, 1);
+}
