@@ -86,7 +86,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         quorum: usize::MAX,
         ..DeploymentConfig::default()
     };
-    let admin = init::init(&store, &source, config, None).await?.admin_token;
+    let admin = init::init(&store, &source, config, &Default::default())
+        .await?
+        .admin_token;
     let coordinator = Coordinator::load(store, &tmp.path().join("work"), None).await?;
     tokio::spawn(crate::fusion_task::run(coordinator.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -26,15 +26,23 @@ pub struct Initialised {
     pub signing_key: SigningPublicKey,
 }
 
+/// Choices of `init` beyond the deployment settings.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Sign receipts with this operator key, kept outside the store (default: a new key kept in it).
+    pub signing_key: Option<ReceiptSigner>,
+    /// The original model's name for lineage and model cards, e.g. `sentence-transformers/all-MiniLM-L6-v2`
+    /// (default: the model dir's name).
+    pub name: Option<String>,
+}
+
 /// Creates a deployment in `store` from the model dir `base` (its body only: heads are dropped; the
-/// weights are rewritten as one `model.safetensors` with the original names and dtypes). Receipts
-/// will be signed with `signing_key` (an operator's key kept outside the store), or with a new key
-/// kept in the store.
+/// weights are rewritten as one `model.safetensors` with the original names and dtypes).
 pub async fn init(
     store: &Store,
     base: &Path,
     config: DeploymentConfig,
-    signing_key: Option<&ReceiptSigner>,
+    options: &InitOptions,
 ) -> anyhow::Result<Initialised> {
     config.fusion.validate()?;
     config.server_optimizer.validate()?;
@@ -61,7 +69,10 @@ pub async fn init(
     let weights = out.join(coldfuse_shared::diff::BASE_WEIGHTS);
     let base_sha256 =
         tokio::task::spawn_blocking(move || coldfuse_shared::hash::sha256_file(&weights)).await??;
-    let name = base.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = options
+        .name
+        .clone()
+        .or_else(|| base.file_name().map(|n| n.to_string_lossy().into_owned()));
     let record = IterationRecord {
         iteration: 0,
         parent: None,
@@ -78,10 +89,13 @@ pub async fn init(
     };
     // The card: base model and licence from the original model's own card, when it has one.
     let original_card = std::fs::read_to_string(base.join(MODEL_CARD)).ok();
-    let origin = CardOrigin::from_card(
+    let mut origin = CardOrigin::from_card(
         original_card.as_deref(),
         name.as_deref().unwrap_or("the original model"),
     );
+    if let Some(given) = &options.name {
+        origin.base_model = given.clone();
+    }
     std::fs::write(
         out.join(MODEL_CARD),
         model_card(&record, &architecture, &origin),
@@ -112,7 +126,7 @@ pub async fn init(
         revoked: false,
     };
     store.put_json(&keys::token(&hash), &token).await?;
-    let signing_key = crate::signing::init_key(store, signing_key).await?;
+    let signing_key = crate::signing::init_key(store, options.signing_key.as_ref()).await?;
     if !store.create_json(keys::DEPLOYMENT, &config).await? {
         anyhow::bail!("{} was initialised concurrently", store.url());
     }

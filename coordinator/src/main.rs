@@ -26,6 +26,10 @@ enum Command {
         /// The original model directory (config.json, weights, tokenizer).
         #[arg(long)]
         base: PathBuf,
+        /// The original model's name for lineage and model cards, e.g.
+        /// sentence-transformers/all-MiniLM-L6-v2 (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
         /// Store URL: file:///dir, s3://bucket/prefix (AWS_* env vars), memory://.
         #[arg(long, env = "COLDFUSE_STORE")]
         store: String,
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Init {
             base,
+            name,
             store,
             quorum,
             min_contributions,
@@ -133,11 +138,14 @@ fn main() -> anyhow::Result<()> {
                 ..DeploymentConfig::default()
             };
             let store = Store::open(&store)?;
-            let key = signing_key
-                .as_deref()
-                .map(signing::read_key_file)
-                .transpose()?;
-            let done = init::init(&store, &base, config, key.as_ref()).await?;
+            let options = init::InitOptions {
+                signing_key: signing_key
+                    .as_deref()
+                    .map(signing::read_key_file)
+                    .transpose()?,
+                name,
+            };
+            let done = init::init(&store, &base, config, &options).await?;
             eprintln!(
                 "initialised {} with {} ({}), base sha256 {}, receipt key {}",
                 store.url(),

@@ -66,7 +66,9 @@ impl Deployment {
     ) -> Self {
         let work = tempfile::tempdir().unwrap();
         let store = Store::open(&store_url).unwrap();
-        let done = init::init(&store, base, config, None).await.unwrap();
+        let done = init::init(&store, base, config, &Default::default())
+            .await
+            .unwrap();
         let coordinator = Coordinator::load(store, work.path(), None).await.unwrap();
         let work_path = work.path().to_path_buf();
         Self {

@@ -74,7 +74,8 @@ async fn start(store: &str, cut_upload_after: Option<usize>) -> Run {
     minilm_layers(2, &base);
     let admin_file = dir.path().join("admin-token");
     let status = Command::new(bin("coldfuse-coordinator"))
-        .args(["init", "--quorum", "3", "--store", store, "--base"])
+        .args(["init", "--quorum", "3", "--name", "test/minilm-2"])
+        .args(["--store", store, "--base"])
         .arg(&base)
         .arg("--admin-token-file")
         .arg(&admin_file)
@@ -228,7 +229,9 @@ async fn check_fusion_and_lineage(run: &Run) {
         let fused = tensors(&fused_dir.join("model.safetensors"));
         let card = std::fs::read_to_string(fused_dir.join("README.md")).unwrap();
         assert!(
-            card.starts_with("---\n") && card.contains(&format!("coldfuse base, iteration {i}")),
+            card.starts_with("---\n")
+                && card.contains("base_model: \"test/minilm-2\"")
+                && card.contains(&format!("coldfuse base, iteration {i}")),
             "{card}"
         );
         for c in &record.contributions {

@@ -107,7 +107,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         ..DeploymentConfig::default()
     };
-    let admin = init::init(&store, &model, config, None).await?.admin_token;
+    let admin = init::init(
+        &store,
+        &model,
+        config,
+        &init::InitOptions {
+            name: Some("sentence-transformers/all-MiniLM-L6-v2".into()),
+            ..Default::default()
+        },
+    )
+    .await?
+    .admin_token;
     let coordinator = Coordinator::load(store, &root.join("coordinator-work"), None).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
