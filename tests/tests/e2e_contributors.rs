@@ -673,7 +673,8 @@ async fn e2e_three_contributors_two_iterations_on_s3() {
 }
 
 /// `coldfuse pull` continues a half-downloaded file with a Range request, and replaces a corrupt
-/// partial file after the hash check fails, ending with a verified base either way.
+/// partial file after the hash check fails, ending with a verified base either way; a base whose
+/// stored weights do not match their manifest is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_pull_resumes_partial_downloads_and_replaces_corrupt_ones() {
     let store = tempfile::tempdir().unwrap();
@@ -726,4 +727,22 @@ async fn e2e_pull_resumes_partial_downloads_and_replaces_corrupt_ones() {
     for f in &manifest.files {
         assert!(out.join(&f.name).is_file(), "{} missing from --out", f.name);
     }
+
+    // A base whose stored weights no longer match its manifest is refused with a clear error, and
+    // nothing half-verified is left in the cache.
+    let stored = store.path().join("bases/000000/model.safetensors");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x01;
+    std::fs::write(&stored, &bytes).unwrap();
+    let o = run.coldfuse(2).arg("pull").output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a corrupt base was accepted");
+    assert!(
+        stderr.contains("the manifest says") && stderr.contains("may be corrupt"),
+        "{stderr}"
+    );
+    assert!(!run
+        .path(&format!("c2/cache/bases/{}", manifest.base_sha256))
+        .exists());
 }
