@@ -287,6 +287,10 @@ async fn coordinator_gate_evaluator_process_reports_and_promotes() {
                 "32",
                 "--seeds",
                 "1",
+                "--probe-seeds",
+                "1",
+                "--probe-epochs",
+                "2",
             ])
             .args([
                 "--heldout-epochs",

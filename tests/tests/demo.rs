@@ -28,8 +28,12 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
             "16",
             "--seeds",
             "2",
+            "--probe-seeds",
+            "3",
             "--heldout-epochs",
             "2",
+            "--probe-epochs",
+            "4",
         ])
         .args(["--max-len", "32", "--device", "cpu", "--model"])
         .arg(&model)
@@ -80,7 +84,7 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
             (b["task"].as_str(), b["iteration"].as_u64()),
             (Some(task), Some(iteration))
         );
-        assert_eq!(b["probe"].as_array().unwrap().len(), 2);
+        assert_eq!(b["probe"].as_array().unwrap().len(), 3);
         assert_eq!(b["few_shot"].as_array().unwrap().len(), 2);
         for v in b["probe"].as_array().unwrap() {
             let acc = v.as_f64().unwrap();
@@ -90,8 +94,8 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     assert_eq!(
         csv.lines().count(),
-        1 + 2 * 2 * 2 * 2,
-        "tasks × bases × modes × seeds"
+        1 + 2 * 2 * (3 + 2),
+        "tasks × bases × (probe seeds + few-shot seeds)"
     );
     let png = std::fs::read(run.join("gains.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");

@@ -31,10 +31,14 @@ pub struct HeldoutPlan {
     pub train: usize,
     /// Dev examples scored.
     pub dev: usize,
-    /// Seeds (data sample, head init, order).
+    /// Seeds of the few-shot runs (data sample, head init, order).
     pub seeds: Vec<u64>,
-    /// Epochs of each run.
+    /// Seeds of the linear probe (cheap: the body runs once per example, so it can afford more).
+    pub probe_seeds: Vec<u64>,
+    /// Epochs of each few-shot run.
     pub epochs: usize,
+    /// Epochs of each linear probe (head only, on cached features).
+    pub probe_epochs: usize,
     /// Tokens per example.
     pub max_len: usize,
     /// Learning rate of the linear probe (head only).
@@ -59,14 +63,32 @@ pub fn score(
         probe: Vec::new(),
         few_shot: Vec::new(),
     };
-    for &seed in &plan.seeds {
+    let mut all: Vec<u64> = plan
+        .seeds
+        .iter()
+        .chain(&plan.probe_seeds)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    for seed in all {
         let data: TrainData = task.sample(plan.train, plan.dev, 1000 + seed)?;
-        // One dev evaluation, after the last step.
-        let steps = plan.train.div_ceil(16) * plan.epochs;
         for probe in [true, false] {
-            if !probe && !plan.few_shot {
+            let wanted = if probe {
+                plan.probe_seeds.contains(&seed)
+            } else {
+                plan.few_shot && plan.seeds.contains(&seed)
+            };
+            if !wanted {
                 continue;
             }
+            let epochs = if probe {
+                plan.probe_epochs
+            } else {
+                plan.epochs
+            };
+            // One dev evaluation, after the last step.
+            let steps = plan.train.div_ceil(16) * epochs;
             let cfg = TrainConfig {
                 linear_probe: probe,
                 learning_rate: if probe {
@@ -76,7 +98,7 @@ pub fn score(
                 },
                 batch_size: 16,
                 grad_accumulation: 1,
-                epochs: plan.epochs,
+                epochs,
                 max_len: plan.max_len,
                 seed,
                 warmup_ratio: 0.1,

@@ -26,12 +26,18 @@ pub struct ProtocolArgs {
     /// Held-out dev examples scored.
     #[arg(long, default_value_t = 300)]
     heldout_dev: usize,
-    /// Seeds (each draws its own training sample, head and order).
+    /// Seeds of the few-shot fine-tune (each draws its own training sample, head and order).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// Epochs of each held-out run.
+    /// Seeds of the linear probe (cheap, so more of them: narrower confidence intervals).
+    #[arg(long, default_value_t = 10)]
+    probe_seeds: u64,
+    /// Epochs of each few-shot fine-tune.
     #[arg(long, default_value_t = 8)]
     heldout_epochs: usize,
+    /// Epochs of each linear probe (head only, on features computed once).
+    #[arg(long, default_value_t = 30)]
+    probe_epochs: usize,
     /// Tokens per held-out example.
     #[arg(long, default_value_t = 64)]
     heldout_max_len: usize,
@@ -54,21 +60,33 @@ impl ProtocolArgs {
             train: self.heldout_examples,
             dev: self.heldout_dev,
             seeds: (0..self.seeds).collect(),
+            probe_seeds: (0..self.probe_seeds).collect(),
             epochs: self.heldout_epochs,
+            probe_epochs: self.probe_epochs,
             max_len: self.heldout_max_len,
             probe_lr: self.probe_lr,
             few_shot_lr: self.few_shot_lr,
             few_shot: !self.probe_only,
         };
         println!(
-            "held-out {}: {} training examples, {} dev, seeds {:?}, {} epochs, probe lr {}, few-shot lr {}",
+            "held-out {}: {} training examples, {} dev; linear probe: {} seeds, {} epochs, lr {}; \
+             few-shot: {}",
             tasks.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
             plan.train,
             plan.dev,
-            plan.seeds,
-            plan.epochs,
+            plan.probe_seeds.len(),
+            plan.probe_epochs,
             plan.probe_lr,
-            plan.few_shot_lr
+            if plan.few_shot {
+                format!(
+                    "{} seeds, {} epochs, lr {}",
+                    plan.seeds.len(),
+                    plan.epochs,
+                    plan.few_shot_lr
+                )
+            } else {
+                "off".into()
+            }
         );
         Ok((tasks, plan))
     }

@@ -101,7 +101,15 @@ fn draw<DB: DrawingBackend>(
                     String::new()
                 }
             })
-            .y_label_formatter(&|y| format!("{y:+.2}"))
+            .y_label_formatter(&|y| {
+                // Round first, so that a tick a hair below zero is not written "-0.00".
+                let r = (y * 100.0).round() / 100.0;
+                if r == 0.0 {
+                    "0.00".into()
+                } else {
+                    format!("{r:+.2}")
+                }
+            })
             .draw()
             .map_err(fail)?;
         chart
