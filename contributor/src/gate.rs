@@ -104,7 +104,7 @@ async fn decide(
 }
 
 async fn evaluate(client: &Client, cache: PathBuf, args: EvaluateArgs) -> anyhow::Result<()> {
-    let (tasks, plan) = args.protocol.plan()?;
+    let (tasks, plan) = args.protocol.plan(None)?;
     let mut done = BTreeSet::new();
     loop {
         let s: GateStatus = client.get("/v1/gate").await?;

@@ -45,8 +45,8 @@ pub struct HeldoutPlan {
     pub probe_lr: f64,
     /// Learning rate of the few-shot fine-tune (whole model).
     pub few_shot_lr: f64,
-    /// Whether to run the few-shot fine-tune (else the linear probe only).
-    pub few_shot: bool,
+    /// The tasks that also get the few-shot fine-tune (the others: linear probe only).
+    pub few_shot_tasks: Vec<String>,
 }
 
 /// Scores base `dir` (iteration `iteration`) on `task`.
@@ -77,7 +77,7 @@ pub fn score(
             let wanted = if probe {
                 plan.probe_seeds.contains(&seed)
             } else {
-                plan.few_shot && plan.seeds.contains(&seed)
+                plan.few_shot_tasks.iter().any(|t| t == task.name) && plan.seeds.contains(&seed)
             };
             if !wanted {
                 continue;
@@ -133,10 +133,10 @@ pub fn score_bases(
             let t = std::time::Instant::now();
             let s = score(dir, *iteration, task, plan)?;
             println!(
-                "  {:<9} base {iteration}: linear probe {:.3}, few-shot {:.3} ({:.0} s)",
+                "  {:<9} base {iteration}: linear probe {}, few-shot {} ({:.0} s)",
                 task.name,
-                mean(&s.probe),
-                mean(&s.few_shot),
+                show(mean(&s.probe)),
+                show(mean(&s.few_shot)),
                 t.elapsed().as_secs_f64()
             );
             scores.push(s);
@@ -173,7 +173,19 @@ fn t95(df: usize) -> f64 {
 
 /// The mean of `v`.
 pub fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// A score for the terminal: three decimals, or `-` when it was not measured.
+pub fn show(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.3}")
+    }
 }
 
 #[cfg(test)]

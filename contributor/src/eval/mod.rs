@@ -48,14 +48,39 @@ pub struct ProtocolArgs {
     #[arg(long, default_value_t = 1e-4)]
     few_shot_lr: f64,
     /// Linear probe only (no few-shot fine-tune): quick.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "few_shot_tasks")]
     probe_only: bool,
+    /// Tasks that also get the few-shot fine-tune (repeatable; default: every held-out task, except
+    /// in `demo`, where only polarity does to keep it short).
+    #[arg(long = "few-shot-task")]
+    few_shot_tasks: Vec<String>,
 }
 
 impl ProtocolArgs {
-    /// The tasks and the plan these arguments describe, announced on stdout.
-    pub fn plan(&self) -> anyhow::Result<(Vec<tasks::Task>, HeldoutPlan)> {
+    /// The tasks and the plan these arguments describe, announced on stdout; without
+    /// `--few-shot-task`, the few-shot runs on `default_few_shot` (None: every task) where held out.
+    pub fn plan(
+        &self,
+        default_few_shot: Option<&[&str]>,
+    ) -> anyhow::Result<(Vec<tasks::Task>, HeldoutPlan)> {
         let tasks = tasks::select_heldout(&self.tasks)?;
+        let few_shot_tasks: Vec<String> = if self.probe_only {
+            Vec::new()
+        } else if !self.few_shot_tasks.is_empty() {
+            for name in &self.few_shot_tasks {
+                if !tasks.iter().any(|t| t.name == name) {
+                    anyhow::bail!("--few-shot-task {name} is not a held-out task of this run");
+                }
+            }
+            self.few_shot_tasks.clone()
+        } else {
+            tasks
+                .iter()
+                .map(|t| t.name)
+                .filter(|n| default_few_shot.is_none_or(|d| d.contains(n)))
+                .map(String::from)
+                .collect()
+        };
         let plan = HeldoutPlan {
             train: self.heldout_examples,
             dev: self.heldout_dev,
@@ -66,7 +91,7 @@ impl ProtocolArgs {
             max_len: self.heldout_max_len,
             probe_lr: self.probe_lr,
             few_shot_lr: self.few_shot_lr,
-            few_shot: !self.probe_only,
+            few_shot_tasks,
         };
         println!(
             "held-out {}: {} training examples, {} dev; linear probe: {} seeds, {} epochs, lr {}; \
@@ -77,15 +102,16 @@ impl ProtocolArgs {
             plan.probe_seeds.len(),
             plan.probe_epochs,
             plan.probe_lr,
-            if plan.few_shot {
+            if plan.few_shot_tasks.is_empty() {
+                "off".into()
+            } else {
                 format!(
-                    "{} seeds, {} epochs, lr {}",
+                    "{} seeds, {} epochs, lr {}, on {}",
                     plan.seeds.len(),
                     plan.epochs,
-                    plan.few_shot_lr
+                    plan.few_shot_lr,
+                    plan.few_shot_tasks.join(", ")
                 )
-            } else {
-                "off".into()
             }
         );
         Ok((tasks, plan))
@@ -109,7 +135,7 @@ pub struct EvalArgs {
 
 /// Runs `coldfuse eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let (tasks, plan) = args.protocol.plan()?;
+    let (tasks, plan) = args.protocol.plan(None)?;
     let bases: Vec<(u64, PathBuf)> = args
         .bases
         .iter()
@@ -144,16 +170,21 @@ pub fn print_table(scores: &[BaseScores]) {
     println!("task       base  linear probe  gain vs base 0        few-shot  gain vs base 0");
     for s in scores {
         let ((gp, hp), (gf, hf)) = gains(scores, s);
+        let gain = |g: f64, h: f64| {
+            if g.is_nan() {
+                format!("{:<19}", "-")
+            } else {
+                format!("{g:>+6.3} ± {:<10.3}", if h.is_nan() { 0.0 } else { h })
+            }
+        };
         println!(
-            "{:<9}  {:>4}  {:>12.3}  {:>+6.3} ± {:<10.3}  {:>8.3}  {:>+6.3} ± {:.3}",
+            "{:<9}  {:>4}  {:>12}  {}  {:>8}  {}",
             s.task,
             s.iteration,
-            mean(&s.probe),
-            gp,
-            hp,
-            mean(&s.few_shot),
-            gf,
-            hf
+            heldout::show(mean(&s.probe)),
+            gain(gp, hp),
+            heldout::show(mean(&s.few_shot)),
+            gain(gf, hf).trim_end()
         );
     }
 }

@@ -44,6 +44,9 @@ fn series(scores: &[BaseScores], probe: bool) -> Vec<(String, Vec<Point>)> {
     for s in scores {
         let (p, f) = gains(scores, s);
         let (m, h) = if probe { p } else { f };
+        if m.is_nan() {
+            continue; // not measured (e.g. --probe-only)
+        }
         let point = (s.iteration as f64, m, if h.is_finite() { h } else { 0.0 });
         match out.iter_mut().find(|(t, _)| *t == s.task) {
             Some((_, pts)) => pts.push(point),
