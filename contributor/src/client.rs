@@ -167,7 +167,7 @@ impl Client {
     }
 
     /// GET `path` as JSON, retried on transient failures.
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.backoff
             .run(&format!("GET {path}"), || async {
                 let (url, req) = self.request(Method::GET, path);
@@ -302,11 +302,6 @@ impl Client {
         let (url, req) = self.request(Method::POST, path);
         let response = Self::send(&url, req.json(body)).await?;
         Self::json(&url, response).await
-    }
-
-    /// GETs `path` as JSON, retried on transient failures.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.get_json(path).await
     }
 
     /// `POST /v1/contributions`: announces a diff by its manifest (one attempt).

@@ -66,7 +66,7 @@ struct GateStatus {
 pub async fn run(command: GateCommand, client: &Client, cache: PathBuf) -> anyhow::Result<()> {
     match command {
         GateCommand::Status => {
-            let s: GateStatus = client.get("/v1/gate").await?;
+            let s: GateStatus = client.get_json("/v1/gate").await?;
             match &s.gate {
                 None => println!("no promotion gate: fused bases become latest at once"),
                 Some(g) => println!("promotion gate {g}; latest is iteration {}", s.latest),
@@ -107,7 +107,7 @@ async fn evaluate(client: &Client, cache: PathBuf, args: EvaluateArgs) -> anyhow
     let (tasks, plan) = args.protocol.plan(None)?;
     let mut done = BTreeSet::new();
     loop {
-        let s: GateStatus = client.get("/v1/gate").await?;
+        let s: GateStatus = client.get_json("/v1/gate").await?;
         let due = s
             .candidate
             .filter(|p| p.state == PromotionState::Pending && !done.contains(&p.iteration));

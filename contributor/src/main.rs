@@ -309,7 +309,7 @@ async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Resu
 }
 
 /// The contributor id: the flag, the login's, or the token's.
-async fn contributor_id(
+pub(crate) async fn contributor_id(
     flag: Option<String>,
     settings: &Settings,
     client: Option<&Client>,

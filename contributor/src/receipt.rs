@@ -72,13 +72,7 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
             out,
         } => {
             let client = Client::new(settings.coordinator()?, settings.token.clone())?;
-            let who = match contributor.or_else(|| settings.contributor.clone()) {
-                Some(c) => c,
-                None => match client.whoami().await?.contributor {
-                    Some(c) => c,
-                    None => bail!("no contributor id: pass --contributor ID"),
-                },
-            };
+            let who = crate::contributor_id(contributor, settings, Some(&client)).await?;
             let key = trusted_key(&client, settings).await?;
             let Some(receipt) = client.fused_receipt(iteration, &who).await? else {
                 bail!("iteration {iteration} did not fuse a contribution of `{who}`");
