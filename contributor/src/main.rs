@@ -278,7 +278,9 @@ async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Resu
     if let Some(old) = receipt::pinned(settings)? {
         if old != key && settings.coordinator == SettingsFile::load(&settings.path)?.coordinator {
             anyhow::bail!(
-                "the coordinator's receipt key changed from {} to {}: receipts it signs now would                  not verify against the pinned key. If the operator confirms the new key, remove                  `receipt_key` from {} and log in again",
+                "the coordinator's receipt key changed from {} to {}: receipts it signs now would \
+                 not verify against the pinned key. If the operator confirms the new key, \
+                 remove `receipt_key` from {} and log in again",
                 old.key_id,
                 key.key_id,
                 settings.path.display()

@@ -84,11 +84,9 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
         .await??;
         print_report(&report, &out);
         match submit(client, &out, plan.chunk).await {
-            Ok(s @ Submitted::Accepted(_)) => {
-                if let Submitted::Accepted(status) = &s {
-                    receipt::keep_accepted(&out, status, &plan.receipt_key)?;
-                }
-                print_outcome(&s)?;
+            Ok(Submitted::Accepted(status)) => {
+                receipt::keep_accepted(&out, &status, &plan.receipt_key)?;
+                print_outcome(&Submitted::Accepted(status))?;
                 done.push(round.iteration);
             }
             Ok(Submitted::Rejected { reason, message })

@@ -44,11 +44,7 @@ pub async fn init(
     config: DeploymentConfig,
     options: &InitOptions,
 ) -> anyhow::Result<Initialised> {
-    config.fusion.validate()?;
-    config.server_optimizer.validate()?;
-    if let Some(gate) = &config.gate {
-        gate.validate().map_err(anyhow::Error::msg)?;
-    }
+    config.validate().map_err(anyhow::Error::msg)?;
     if store
         .get_json::<serde_json::Value>(keys::DEPLOYMENT)
         .await?

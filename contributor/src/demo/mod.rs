@@ -1,7 +1,7 @@
 //! `coldfuse demo`: ColD Fusion end to end on one machine. An embedded coordinator on a local-directory
-//! store, several contributors (three by default) fine-tuning the shared base on their own real tasks over real HTTP, several
-//! fused iterations, then every base scored on a held-out task (linear probe and few-shot fine-tune,
-//! several seeds) against iteration 0.
+//! store, several contributors (three by default) fine-tuning the shared base on their own real tasks
+//! over real HTTP, several fused iterations, then every base scored on held-out tasks (linear probe and
+//! few-shot fine-tune, several seeds) against iteration 0.
 
 use std::{
     path::PathBuf,
@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Held-out tasks that get the few-shot fine-tune in the demo unless `--few-shot-task` says otherwise:
-/// it costs minutes per base, so the others get the linear probe only and the demo stays ≈ 15 minutes.
+/// it costs minutes per base, so the others get the linear probe only to keep the demo short.
 const DEMO_FEW_SHOT: [&str; 1] = ["polarity"];
 
 /// Arguments of `coldfuse demo`.

@@ -77,17 +77,8 @@ pub async fn set_config(
     let config: DeploymentConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
     config
-        .fusion
         .validate()
-        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
-    config
-        .server_optimizer
-        .validate()
-        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
-    if let Some(gate) = &config.gate {
-        gate.validate()
-            .map_err(|e| ApiError::bad_request("bad_config", e))?;
-    }
+        .map_err(|e| ApiError::bad_request("bad_config", e))?;
     if config.quorum == 0 || config.min_contributions == 0 {
         return Err(ApiError::bad_request(
             "bad_config",

@@ -66,6 +66,20 @@ pub struct DeploymentConfig {
     pub gate: Option<super::GateConfig>,
 }
 
+impl DeploymentConfig {
+    /// Checks the fusion strategy, the server optimiser and the gate.
+    pub fn validate(&self) -> Result<(), String> {
+        self.fusion.validate().map_err(|e| e.to_string())?;
+        self.server_optimizer
+            .validate()
+            .map_err(|e| e.to_string())?;
+        match &self.gate {
+            Some(gate) => gate.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for DeploymentConfig {
     fn default() -> Self {
         Self {
