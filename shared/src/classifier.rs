@@ -95,8 +95,18 @@ impl std::fmt::Debug for SequenceClassifier {
 impl SequenceClassifier {
     /// Loads the body of `dir` and attaches a head.
     pub fn load(dir: &ModelDir, head: HeadInit, device: &Device) -> Result<Self, CheckpointError> {
+        Self::with_head(Encoder::load(dir, device)?, dir, head, device)
+    }
+
+    /// Attaches a head to `encoder`, a body loaded from `dir` (e.g. a fresh head on a body kept
+    /// from an earlier run).
+    pub fn with_head(
+        encoder: Encoder,
+        dir: &ModelDir,
+        head: HeadInit,
+        device: &Device,
+    ) -> Result<Self, CheckpointError> {
         let wrap = |source| CheckpointError::model(&dir.path, source);
-        let encoder = Encoder::load(dir, device)?;
         let (head_params, num_labels) = match head {
             HeadInit::Fresh { num_labels, seed } => (
                 Params::init(device, seed, dir.initializer_range()),

@@ -12,8 +12,8 @@ use coldfuse_shared::{
         TaskKind, TrainData,
     },
     train::{
-        decays, fine_tune, CheckpointOptions, EarlyStopping, Metric, ProgressMode, RunOptions,
-        StopReason, TrainConfig, TrainError, TrainOutcome, Trainer,
+        decays, evaluate, fine_tune, CheckpointOptions, EarlyStopping, LinearProbe, Metric,
+        ProgressMode, RunOptions, StopReason, TrainConfig, TrainError, TrainOutcome, Trainer,
     },
     ModelDir,
 };
@@ -323,6 +323,103 @@ fn linear_probe_trains_only_the_head() {
         .filter(|(n, v)| values(v.as_tensor()) != values(out.head[*n].as_tensor()))
         .count();
     assert_eq!(moved, out.head.len(), "every head tensor trained");
+}
+
+/// `LinearProbe` runs the body once and then fits many heads on subsets of its features: each fit must
+/// score exactly as a plain linear-probe run on the same examples, whose dev evaluation (head on cached
+/// dev features) must in turn agree with running the whole model over dev.
+#[test]
+fn linear_probe_on_cached_features_matches_a_plain_probe() {
+    let dir = TempDir::new().unwrap();
+    let data = sentiment(&dir, 64, TaskKind::Classification);
+    let dev = data.dev.clone().unwrap();
+    for name in ["roberta_tiny", "deberta_tiny"] {
+        let model = base(name);
+        let mut probe = LinearProbe::new(
+            &model,
+            &data.train,
+            &dev,
+            data.labels.clone(),
+            24,
+            16,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        for (seed, rows) in [
+            (3u64, (0..data.train.len()).collect::<Vec<_>>()),
+            (4, vec![5, 1, 9, 30, 2, 17, 8, 40, 11, 12]),
+        ] {
+            let subset = TrainData {
+                train: rows.iter().map(|&i| data.train[i].clone()).collect(),
+                ..data.clone()
+            };
+            let cfg = TrainConfig {
+                linear_probe: true,
+                learning_rate: 1e-2,
+                epochs: 3,
+                seed,
+                eval_every: Some(3 * rows.len().div_ceil(8)),
+                eval_batch_size: 16,
+                ..tiny_config()
+            };
+            let cached = probe.fit(&rows, &cfg).unwrap();
+            let plain = fine_tune(&model, &subset, &cfg, &quiet()).unwrap();
+            for key in ["accuracy", "loss"] {
+                assert!(
+                    (cached[key] - plain.metrics[key]).abs() < 1e-6,
+                    "{name} seed {seed} {key}: cached {} vs plain {}",
+                    cached[key],
+                    plain.metrics[key]
+                );
+            }
+            let tokenizer = coldfuse_shared::TextTokenizer::from_dir(&model.path, 24).unwrap();
+            let dev_set = EncodedSet::encode(&dev, &tokenizer).unwrap();
+            let full = evaluate(
+                &plain.model,
+                &dev_set,
+                &data.labels,
+                16,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            assert!(
+                (full.metrics["loss"] - plain.metrics["loss"]).abs() < 1e-5,
+                "{name}: head on cached dev features {} vs the whole model {}",
+                plain.metrics["loss"],
+                full.metrics["loss"]
+            );
+            assert_eq!(full.metrics["accuracy"], plain.metrics["accuracy"]);
+        }
+    }
+}
+
+#[test]
+fn body_features_are_refused_when_the_body_trains() {
+    let dir = TempDir::new().unwrap();
+    let data = sentiment(&dir, 16, TaskKind::Classification);
+    let model = base("roberta_tiny");
+    let mut probe = LinearProbe::new(
+        &model,
+        &data.train,
+        data.dev.as_deref().unwrap(),
+        data.labels.clone(),
+        24,
+        16,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let err = probe.fit(&[0, 1], &tiny_config()).unwrap_err();
+    assert!(err.to_string().contains("linear-probe"), "{err}");
+    let err = probe
+        .fit(
+            &[0, 99],
+            &TrainConfig {
+                linear_probe: true,
+                ..tiny_config()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("99"), "{err}");
 }
 
 /// The linear probe caches only the first position and the pooled output of the frozen body: every

@@ -10,7 +10,7 @@ use candle_nn::Optimizer;
 use coldfuse_shared::{
     data::{load, DataSpec, DevSource, Example, Format, Target, TrainData},
     model::loss::cross_entropy,
-    train::{fine_tune, AdamW, AdamWParams, ProgressMode, RunOptions, TrainConfig},
+    train::{fine_tune, AdamW, AdamWParams, LinearProbe, ProgressMode, RunOptions, TrainConfig},
     ForwardCtx, ModelDir, TextTokenizer,
 };
 use common::{minilm_dir, sms_spam_file};
@@ -62,6 +62,55 @@ fn majority_rate(examples: &[Example]) -> f64 {
         .filter(|e| e.target == Target::Class(1))
         .count();
     spam.max(examples.len() - spam) as f64 / examples.len() as f64
+}
+
+/// MiniLM's head reads the BERT pooler: a probe on cached pooled features (`LinearProbe`) scores as a
+/// plain linear probe and learns spam from 48 messages.
+#[test]
+fn minilm_cached_probe_matches_a_plain_probe() {
+    let mut data = sms_sample();
+    data.train.truncate(48);
+    data.dev.as_mut().unwrap().truncate(64);
+    let base = ModelDir::open(minilm_dir()).unwrap();
+    let cfg = TrainConfig {
+        linear_probe: true,
+        learning_rate: 1e-2,
+        batch_size: 16,
+        grad_accumulation: 1,
+        epochs: 40,
+        max_len: 48,
+        seed: 2,
+        eval_every: Some(120),
+        ..TrainConfig::default()
+    };
+    let mut probe = LinearProbe::new(
+        &base,
+        &data.train,
+        data.dev.as_ref().unwrap(),
+        data.labels.clone(),
+        48,
+        64,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let rows: Vec<usize> = (0..48).collect();
+    let cached = probe.fit(&rows, &cfg).unwrap();
+    let opts = RunOptions {
+        progress: ProgressMode::Off,
+        ..RunOptions::default()
+    };
+    let plain = fine_tune(&base, &data, &cfg, &opts).unwrap().metrics;
+    for key in ["accuracy", "loss"] {
+        assert!(
+            (cached[key] - plain[key]).abs() < 1e-6,
+            "{key}: {cached:?} vs {plain:?}"
+        );
+    }
+    let majority = majority_rate(data.dev.as_ref().unwrap());
+    assert!(
+        cached["accuracy"] > majority,
+        "{cached:?} vs majority {majority}"
+    );
 }
 
 #[test]

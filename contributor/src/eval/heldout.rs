@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use coldfuse_shared::{
-    data::TrainData,
-    train::{fine_tune, ProgressMode, RunOptions, TrainConfig},
+    train::{fine_tune, LinearProbe, ProgressMode, RunOptions, TrainConfig},
     ModelDir,
 };
 
@@ -49,7 +49,8 @@ pub struct HeldoutPlan {
     pub few_shot_tasks: Vec<String>,
 }
 
-/// Scores base `dir` (iteration `iteration`) on `task`.
+/// Scores base `dir` (iteration `iteration`) on `task`: every seed trains on its own draw and is
+/// scored on the same dev set; the linear probe runs the body over the examples once.
 pub fn score(
     dir: &Path,
     iteration: u64,
@@ -63,62 +64,68 @@ pub fn score(
         probe: Vec::new(),
         few_shot: Vec::new(),
     };
-    let mut all: Vec<u64> = plan
-        .seeds
-        .iter()
-        .chain(&plan.probe_seeds)
-        .copied()
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    for seed in all {
-        let data: TrainData = task.sample(plan.train, plan.dev, 1000 + seed)?;
-        for probe in [true, false] {
-            let wanted = if probe {
-                plan.probe_seeds.contains(&seed)
-            } else {
-                plan.few_shot_tasks.iter().any(|t| t == task.name) && plan.seeds.contains(&seed)
-            };
-            if !wanted {
-                continue;
-            }
-            let epochs = if probe {
-                plan.probe_epochs
-            } else {
-                plan.epochs
-            };
-            // One dev evaluation, after the last step.
-            let steps = plan.train.div_ceil(16) * epochs;
-            let cfg = TrainConfig {
-                linear_probe: probe,
-                learning_rate: if probe {
-                    plan.probe_lr
-                } else {
-                    plan.few_shot_lr
-                },
-                batch_size: 16,
-                grad_accumulation: 1,
-                epochs,
-                max_len: plan.max_len,
-                seed,
-                warmup_ratio: 0.1,
-                eval_every: Some(steps),
-                ..TrainConfig::default()
-            };
+    let draw_seeds = |seeds: &[u64]| -> Vec<u64> { seeds.iter().map(|s| 1000 + s).collect() };
+    if !plan.probe_seeds.is_empty() {
+        let draws = task.draws(plan.train, plan.dev, &draw_seeds(&plan.probe_seeds))?;
+        let mut probe = LinearProbe::new(
+            &model,
+            &draws.pool,
+            &draws.dev,
+            draws.labels.clone(),
+            plan.max_len,
+            TrainConfig::default().eval_batch_size,
+            &Device::Cpu,
+        )?;
+        for (&seed, (_, rows)) in plan.probe_seeds.iter().zip(&draws.draws) {
+            let cfg = config(plan, true, seed, rows.len());
+            out.probe.push(accuracy(&probe.fit(rows, &cfg)?));
+        }
+    }
+    if plan.few_shot_tasks.iter().any(|t| t == task.name) {
+        let draws = task.draws(plan.train, plan.dev, &draw_seeds(&plan.seeds))?;
+        for (k, &seed) in plan.seeds.iter().enumerate() {
+            let data = draws.data(k);
+            let cfg = config(plan, false, seed, data.train.len());
             let opts = RunOptions {
                 progress: ProgressMode::Off,
                 ..RunOptions::default()
             };
-            let outcome = fine_tune(&model, &data, &cfg, &opts)?;
-            let acc = outcome.metrics.get("accuracy").copied().unwrap_or(f64::NAN);
-            if probe {
-                out.probe.push(acc);
-            } else {
-                out.few_shot.push(acc);
-            }
+            out.few_shot
+                .push(accuracy(&fine_tune(&model, &data, &cfg, &opts)?.metrics));
         }
     }
     Ok(out)
+}
+
+/// The training config of one held-out run on `examples` examples, scored once, after the last step.
+fn config(plan: &HeldoutPlan, probe: bool, seed: u64, examples: usize) -> TrainConfig {
+    let epochs = if probe {
+        plan.probe_epochs
+    } else {
+        plan.epochs
+    };
+    let batch_size = 16;
+    TrainConfig {
+        linear_probe: probe,
+        learning_rate: if probe {
+            plan.probe_lr
+        } else {
+            plan.few_shot_lr
+        },
+        batch_size,
+        grad_accumulation: 1,
+        epochs,
+        max_len: plan.max_len,
+        seed,
+        warmup_ratio: 0.1,
+        eval_every: Some(examples.div_ceil(batch_size) * epochs),
+        ..TrainConfig::default()
+    }
+}
+
+/// Dev accuracy from a run's metrics (NaN if missing).
+fn accuracy(metrics: &std::collections::BTreeMap<String, f64>) -> f64 {
+    metrics.get("accuracy").copied().unwrap_or(f64::NAN)
 }
 
 /// Scores every base (iteration, dir) on every task, printing one line per base and task.

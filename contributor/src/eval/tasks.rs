@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use coldfuse_shared::data::{self, DataSpec, DevSource, Format, TrainData};
+use coldfuse_shared::data::{self, DataSpec, DevSource, Draws, Format, TrainData};
 
 /// A task and where its file is.
 #[derive(Debug, Clone)]
@@ -23,13 +23,26 @@ impl Task {
     /// Up to `train` training and `dev` dev rows, sampled with `seed` (a small task keeps a quarter
     /// of its rows for dev and trains on the rest).
     pub fn sample(&self, train: usize, dev: usize, seed: u64) -> anyhow::Result<TrainData> {
+        let (all, train, dev) = self.load(train, dev)?;
+        Ok(all.sample(train, dev, seed)?)
+    }
+
+    /// One dev set of up to `dev` rows, the same for every seed, and a draw of up to `train` other
+    /// rows per seed (a small task keeps a quarter of its rows for dev).
+    pub fn draws(&self, train: usize, dev: usize, seeds: &[u64]) -> anyhow::Result<Draws> {
+        let (all, train, dev) = self.load(train, dev)?;
+        Ok(all.draws(train, dev, seeds)?)
+    }
+
+    /// Every row, with the training and dev sizes a small task can afford.
+    fn load(&self, train: usize, dev: usize) -> anyhow::Result<(TrainData, usize, usize)> {
         let spec = DataSpec::label_then_text(self.format);
         let all = data::load(&self.file, &DevSource::None, &spec)
             .with_context(|| format!("reading task {}", self.name))?;
         let rows = all.train.len();
         let dev = dev.min(rows / 4);
         let train = train.min(rows - dev);
-        Ok(all.sample(train, dev, seed)?)
+        Ok((all, train, dev))
     }
 }
 

@@ -101,15 +101,29 @@ impl EncodedSet {
         self.rows.iter().map(|r| r.ids.len()).collect()
     }
 
+    /// The rows at `indices`, in that order, as a set of their own.
+    pub fn subset(&self, indices: &[usize]) -> Result<Self, ModelError> {
+        let rows = indices
+            .iter()
+            .map(|&i| self.row(i).cloned())
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            rows,
+            pad_id: self.pad_id,
+        })
+    }
+
+    fn row(&self, i: usize) -> Result<&EncodedRow, ModelError> {
+        self.rows
+            .get(i)
+            .ok_or_else(|| ModelError::BadInput(format!("row {i} of a set of {}", self.rows.len())))
+    }
+
     /// The rows at `indices` as one right-padded batch with targets, on `device`.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<LabelledBatch, ModelError> {
         let picked: Vec<&EncodedRow> = indices
             .iter()
-            .map(|&i| {
-                self.rows.get(i).ok_or_else(|| {
-                    ModelError::BadInput(format!("row {i} of a set of {}", self.rows.len()))
-                })
-            })
+            .map(|&i| self.row(i))
             .collect::<Result<_, _>>()?;
         let slices: Vec<(&[u32], &[u32])> = picked
             .iter()

@@ -6,6 +6,7 @@
 //! zero-step training.
 
 mod batching;
+mod draws;
 mod error;
 mod labels;
 mod load;
@@ -16,6 +17,7 @@ pub use batching::{
     bucketed_batches, sequential_batches, sorted_batches, EncodedRow, EncodedSet, LabelledBatch,
     BUCKET_BATCHES,
 };
+pub use draws::Draws;
 pub use error::{BadRow, BadRowKind, DataError};
 pub use labels::{LabelSpace, Target};
 pub use load::{load, DevSource, Example, LoadReport, TrainData};

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor, D};
 
-use super::{metrics, TrainError};
+use super::{frozen::FrozenFeatures, metrics, TrainError};
 use crate::{
     classifier::SequenceClassifier,
-    data::{sorted_batches, EncodedSet, LabelSpace, Target},
+    data::{sorted_batches, EncodedSet, LabelSpace, LabelledBatch, Target},
     model::{
         loss::{cross_entropy, mse},
         ForwardCtx,
@@ -53,14 +53,44 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<Evaluation, TrainError> {
-    let n = set.len();
     let ctx = ForwardCtx::eval();
+    evaluate_with(set, labels, batch_size, device, |lb| {
+        Ok(model.forward(&lb.batch, &ctx)?.1)
+    })
+}
+
+/// Runs only `model`'s head over `features`, the frozen body's output of `set` (a linear probe's dev
+/// set): the same metrics as [`evaluate`] without running the body again.
+pub(crate) fn evaluate_frozen(
+    model: &SequenceClassifier,
+    features: &FrozenFeatures,
+    set: &EncodedSet,
+    labels: &LabelSpace,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation, TrainError> {
+    features.check_len(set.len())?;
+    let ctx = ForwardCtx::eval();
+    evaluate_with(set, labels, batch_size, device, |lb| {
+        Ok(model.forward_head(&features.body_output(&lb.indices)?, &ctx)?)
+    })
+}
+
+/// Scores the logits `logits` gives for each length-sorted batch of `set`.
+fn evaluate_with(
+    set: &EncodedSet,
+    labels: &LabelSpace,
+    batch_size: usize,
+    device: &Device,
+    mut logits: impl FnMut(&LabelledBatch) -> Result<Tensor, TrainError>,
+) -> Result<Evaluation, TrainError> {
+    let n = set.len();
     let mut loss_sum = 0.0;
     let mut classes = vec![0u32; n];
     let mut values = vec![0f32; n];
     for indices in sorted_batches(&set.lengths(), batch_size) {
         let lb = set.batch(&indices, device)?;
-        let (_, logits) = model.forward(&lb.batch, &ctx)?;
+        let logits = logits(&lb)?;
         let loss = task_loss(&logits, &lb.targets, labels)?.to_scalar::<f32>()?;
         loss_sum += f64::from(loss) * indices.len() as f64;
         if labels.is_regression() {

@@ -13,6 +13,7 @@ mod eval;
 mod frozen;
 pub mod metrics;
 mod optim;
+mod probe;
 mod progress;
 mod resume;
 mod schedule;
@@ -22,7 +23,9 @@ pub use config::{EarlyStopping, Metric, TrainConfig};
 pub use device::{cuda_built, DeviceChoice};
 pub use error::TrainError;
 pub use eval::{evaluate, Evaluation, Predictions};
+pub use frozen::FrozenFeatures;
 pub use optim::{decays, AdamW, AdamWParams};
+pub use probe::LinearProbe;
 pub use progress::ProgressMode;
 pub use schedule::LinearSchedule;
 pub use trainer::{

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    eval::{evaluate, task_loss},
+    eval::{evaluate, evaluate_frozen, task_loss},
     frozen::FrozenFeatures,
     progress::{Progress, ProgressMode},
     resume::{self, Best, Checkpoint, Fingerprint, RunState},
@@ -173,6 +173,10 @@ pub struct Trainer {
     cfg: TrainConfig,
     opts: RunOptions,
     metric: Metric,
+    /// Body features of the training set given by the caller (linear probe).
+    given_train: Option<FrozenFeatures>,
+    /// Body features of the dev set given by the caller (linear probe).
+    given_dev: Option<FrozenFeatures>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -188,6 +192,8 @@ struct Run {
     best_weights: Option<HashMap<String, Tensor>>,
     /// The linear probe's body features of the training set, computed once.
     frozen: Option<FrozenFeatures>,
+    /// The linear probe's body features of the dev set, computed at the first evaluation.
+    frozen_dev: Option<FrozenFeatures>,
 }
 
 impl Trainer {
@@ -218,7 +224,28 @@ impl Trainer {
             cfg,
             opts,
             metric,
+            given_train: None,
+            given_dev: None,
         })
+    }
+
+    /// A linear probe on body features computed by the caller ([`FrozenFeatures::compute`] with
+    /// this trainer's model, or a subset of them): `train` for the training set given to
+    /// [`Trainer::run`], `dev` for its dev set. Saves running the body when probing one base many
+    /// times.
+    pub fn with_features(
+        mut self,
+        train: FrozenFeatures,
+        dev: Option<FrozenFeatures>,
+    ) -> Result<Self, TrainError> {
+        if !self.cfg.linear_probe {
+            return Err(TrainError::Config(
+                "body features are for a linear probe; the whole body is training".into(),
+            ));
+        }
+        self.given_train = Some(train);
+        self.given_dev = dev;
+        Ok(self)
     }
 
     fn trainable(&self) -> BTreeMap<String, Var> {
@@ -243,7 +270,7 @@ impl Trainer {
 
     /// Trains on `train`, evaluating on `dev` when given.
     pub fn run(
-        self,
+        mut self,
         train: &EncodedSet,
         dev: Option<&EncodedSet>,
     ) -> Result<TrainOutcome, TrainError> {
@@ -281,20 +308,29 @@ impl Trainer {
                 weight_decay: cfg.weight_decay,
             },
         )?;
-        let frozen = match cfg.linear_probe {
-            true => Some(FrozenFeatures::compute(
-                &self.model,
+        let frozen = match (cfg.linear_probe, self.given_train.take()) {
+            (true, Some(given)) => {
+                given.check_len(train.len())?;
+                Some(given)
+            }
+            (true, None) => Some(FrozenFeatures::compute(
+                &self.model.encoder,
                 train,
                 cfg.eval_batch_size,
                 &self.opts.device,
             )?),
-            false => None,
+            (false, _) => None,
         };
+        let frozen_dev = self.given_dev.take();
+        if let (Some(f), Some(dev)) = (&frozen_dev, dev) {
+            f.check_len(dev.len())?;
+        }
         let mut run = Run {
             state: RunState::default(),
             optimizer,
             best_weights: None,
             frozen,
+            frozen_dev,
         };
         self.maybe_resume(&fingerprint, &mut run)?;
         tracing::info!(
@@ -472,13 +508,7 @@ impl Trainer {
         run: &mut Run,
     ) -> Result<bool, TrainError> {
         let cfg = &self.cfg;
-        let eval = evaluate(
-            &self.model,
-            dev,
-            &self.labels,
-            cfg.eval_batch_size,
-            &self.opts.device,
-        )?;
+        let eval = self.evaluate_set(dev, &mut run.frozen_dev)?;
         let step = run.state.step;
         let value = eval
             .metrics
@@ -549,11 +579,31 @@ impl Trainer {
         Ok(())
     }
 
+    /// Evaluates the current model on `dev`; a linear probe runs the body over it once (into
+    /// `frozen_dev`) and then only the head.
+    fn evaluate_set(
+        &self,
+        dev: &EncodedSet,
+        frozen_dev: &mut Option<FrozenFeatures>,
+    ) -> Result<super::Evaluation, TrainError> {
+        let (batch, device) = (self.cfg.eval_batch_size, &self.opts.device);
+        if !self.cfg.linear_probe || dev.is_empty() {
+            return evaluate(&self.model, dev, &self.labels, batch, device);
+        }
+        let features = match frozen_dev.take() {
+            Some(f) => f,
+            None => FrozenFeatures::compute(&self.model.encoder, dev, batch, device)?,
+        };
+        let eval = evaluate_frozen(&self.model, &features, dev, &self.labels, batch, device);
+        *frozen_dev = Some(features);
+        eval
+    }
+
     fn finish(
         self,
         num_examples: usize,
         dev: Option<&EncodedSet>,
-        run: Run,
+        mut run: Run,
         stop: StopReason,
     ) -> Result<TrainOutcome, TrainError> {
         let body = self.model.encoder.vars();
@@ -573,16 +623,7 @@ impl Trainer {
                 let last = run.state.evals.last().filter(|e| e.step == run.state.step);
                 metrics = match last {
                     Some(e) => e.metrics.clone(),
-                    None => {
-                        evaluate(
-                            &self.model,
-                            dev,
-                            &self.labels,
-                            self.cfg.eval_batch_size,
-                            &self.opts.device,
-                        )?
-                        .metrics
-                    }
+                    None => self.evaluate_set(dev, &mut run.frozen_dev)?.metrics,
                 };
             }
         }
