@@ -1,6 +1,7 @@
 //! `coldfuse`: the contributor CLI. Pull the shared base, fine-tune it on local data, submit the body
 //! diff, or run that loop; plus model inspection and benchmarks.
 
+mod alloc;
 mod bench;
 mod client;
 mod demo;
@@ -28,11 +29,6 @@ use crate::{
     settings::{ConnectArgs, Settings, SettingsFile},
     train_cmd::{BaseSource, DataArgs, DiffArgs, HyperArgs},
 };
-
-/// Training allocates and frees many large tensors per step: mimalloc keeps freed pages for reuse where
-/// the system allocator returns them to the kernel and page-faults them back in (≈15% of a CPU step).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// coldfuse: collaborative fine-tuning of one shared encoder (ColD Fusion), contributor side.
 ///
@@ -174,6 +170,7 @@ struct RunCmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::keep_freed_memory();
     coldfuse_shared::logging::init_stderr();
     let cli = Cli::parse();
     match cli.command {

@@ -2,7 +2,8 @@
 //! timed separately (median over steps) for an HF model dir at a given batch shape, with dropout on.
 //!
 //! `cargo run --release -p coldfuse-shared --example train_step_phases -- MODEL_DIR [BATCH SEQ STEPS]`
-//! (MODEL_DIR defaults to `$COLDFUSE_MINILM_DIR`; set `RAYON_NUM_THREADS` for the thread count).
+//! (MODEL_DIR defaults to `$COLDFUSE_MINILM_DIR`; set `RAYON_NUM_THREADS` for the thread count, and
+//! `MIMALLOC_PURGE_DELAY=-1` to keep freed memory as the `coldfuse` CLI does).
 
 use std::{collections::BTreeMap, time::Instant};
 

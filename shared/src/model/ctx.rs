@@ -37,6 +37,27 @@ impl ForwardCtx {
         self.train
     }
 
+    /// The (probability, mask seed) of a fused kernel's dropout with probability `p`: `None` when
+    /// dropout is off (eval mode or `p` = 0).
+    pub fn dropout_seed(&self, p: f64) -> Result<Option<(f64, u64)>, ModelError> {
+        if !self.train || p <= 0.0 {
+            return Ok(None);
+        }
+        if p >= 1.0 {
+            return Err(ModelError::BadInput(format!(
+                "dropout probability {p} must be below 1"
+            )));
+        }
+        Ok(Some((p, self.next_seed())))
+    }
+
+    fn next_seed(&self) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random::<u64>()
+    }
+
     /// Inverted dropout with probability `p`: zeroes elements and scales the rest by 1/(1-p).
     pub fn dropout(&self, xs: &Tensor, p: f64) -> Result<Tensor, ModelError> {
         if !self.train || p <= 0.0 {
@@ -48,11 +69,7 @@ impl ForwardCtx {
             )));
         }
         if super::fused::applies(xs) {
-            let seed = self
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .random::<u64>();
+            let seed = self.next_seed();
             return Ok(super::fused::dropout(xs, p, seed)?);
         }
         let keep = (1.0 - p) as f32;

@@ -4,6 +4,7 @@ use candle_core::Tensor;
 
 use super::{
     bert_config::BertConfig,
+    fused,
     layers::{softmax_last_dim, Activation, LayerNorm, Linear},
     ForwardCtx, ModelError, Params,
 };
@@ -48,21 +49,55 @@ impl SelfAttention {
             .contiguous()?)
     }
 
-    fn forward(&self, xs: &Tensor, bias: &Tensor, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+    fn forward(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+        let context = match &bias.keys {
+            Some(keys) => self.fused_context(xs, keys, ctx)?,
+            None => self.context(xs, &bias.tensor, ctx)?,
+        };
+        let projected = ctx.dropout(&self.out.forward(&context)?, self.hidden_dropout)?;
+        self.norm.forward(&(projected + xs)?)
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
+    }
+
+    /// The attention context `[b, t, h]` from one fused node (CPU f32).
+    fn fused_context(
+        &self,
+        xs: &Tensor,
+        keys: &[f32],
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor, ModelError> {
+        let q = self.query.forward(xs)?;
+        let k = self.key.forward(xs)?;
+        let v = self.value.forward(xs)?;
+        let drop = ctx.dropout_seed(self.attn_dropout)?;
+        Ok(fused::attention(
+            &q,
+            &k,
+            &v,
+            self.heads,
+            self.scale(),
+            keys.to_vec(),
+            drop,
+        )?)
+    }
+
+    /// The attention context `[b, t, h]` from primitive ops.
+    fn context(&self, xs: &Tensor, bias: &Tensor, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
         let (b, t, h) = xs.dims3()?;
         let q = self.split_heads(&self.query.forward(xs)?)?;
         let k = self.split_heads(&self.key.forward(xs)?)?;
         let v = self.split_heads(&self.value.forward(xs)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scale = self.scale();
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(bias)?;
         let probs = ctx.dropout(&softmax_last_dim(&scores)?, self.attn_dropout)?;
-        let context = probs
+        Ok(probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((b, t, h))?;
-        let projected = ctx.dropout(&self.out.forward(&context)?, self.hidden_dropout)?;
-        self.norm.forward(&(projected + xs)?)
+            .reshape((b, t, h))?)
     }
 }
 
@@ -90,7 +125,7 @@ impl TransformerLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, bias: &Tensor, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+    fn forward(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
         let attended = self.attention.forward(xs, bias, ctx)?;
         let inner = self.act.forward(&self.intermediate.forward(&attended)?)?;
         let out = ctx.dropout(&self.output.forward(&inner)?, self.hidden_dropout)?;
@@ -121,13 +156,25 @@ impl TransformerStack {
         mask: &Tensor,
         ctx: &ForwardCtx,
     ) -> Result<Tensor, ModelError> {
-        let bias = attention_bias(mask)?;
+        let tensor = attention_bias(mask)?;
+        let keys = match fused::applies(xs) {
+            true => Some(tensor.flatten_all()?.to_vec1::<f32>()?),
+            false => None,
+        };
+        let bias = Bias { tensor, keys };
         let mut hidden = xs.clone();
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &bias, ctx)?;
         }
         Ok(hidden)
     }
+}
+
+/// The additive attention bias of a batch's padded keys: `[batch, 1, 1, seq]`, and flat per key for
+/// the fused attention node where it applies.
+struct Bias {
+    tensor: Tensor,
+    keys: Option<Vec<f32>>,
 }
 
 /// Large negative value added to the scores of padded keys (exp underflows to exactly 0).

@@ -8,22 +8,35 @@ use super::rows::{f32_slice, for_row_chunks};
 
 /// SplitMix64 of the seed and the element index.
 #[inline]
-fn hash(seed: u64, i: u64) -> u64 {
+pub(super) fn hash(seed: u64, i: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
+/// A dropout mask: drop probability, seed and the kept values' scale.
 #[derive(Clone, Copy)]
-struct Dropout {
-    seed: u64,
+pub(super) struct Dropout {
+    /// Seed of the mask.
+    pub(super) seed: u64,
     /// Keep an element when the hash's top 32 bits are below this.
-    threshold: u64,
-    scale: f32,
+    pub(super) threshold: u64,
+    /// 1 / (1 − p).
+    pub(super) scale: f32,
 }
 
 impl Dropout {
+    /// Drop probability `p` (in (0, 1)), masks from `seed`.
+    pub(super) fn new(p: f64, seed: u64) -> Self {
+        let keep = 1.0 - p;
+        Self {
+            seed,
+            threshold: (keep * (1u64 << 32) as f64) as u64,
+            scale: (1.0 / keep) as f32,
+        }
+    }
+
     fn apply(&self, x: &[f32], out: &mut [f32]) {
         for_row_chunks(out, 1, |start, chunk| {
             for (k, (o, &v)) in chunk.iter_mut().zip(&x[start..]).enumerate() {
@@ -54,13 +67,7 @@ impl CustomOp1 for Dropout {
 /// Inverted dropout of `xs` with drop probability `p` (in (0, 1)), masks from `seed`; CPU f32 only
 /// (check [`super::applies`]).
 pub fn dropout(xs: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    let keep = 1.0 - p;
-    let op = Dropout {
-        seed,
-        threshold: (keep * (1u64 << 32) as f64) as u64,
-        scale: (1.0 / keep) as f32,
-    };
-    xs.contiguous()?.apply_op1(op)
+    xs.contiguous()?.apply_op1(Dropout::new(p, seed))
 }
 
 #[cfg(test)]

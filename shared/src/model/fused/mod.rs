@@ -1,12 +1,14 @@
 //! Fused CPU kernels with their own backward pass (candle custom ops) for the element-wise and row-wise
 //! layers that dominate a training step after the matmuls: GELU (erf), softmax over the last dimension,
-//! layer norm, dropout (mask recomputed from a seed instead of stored), and the dense layer. Each
+//! layer norm, dropout (mask recomputed from a seed instead of stored), the dense layer, and multi-head
+//! attention (probabilities recomputed in backward). Each
 //! replaces 4–10 primitive candle ops, their temporaries and their backward graph (where candle's
 //! backprop zero-fills and adds one gradient buffer per node) with one node.
 //!
 //! They run for contiguous-able f32 tensors on the CPU; everywhere else (CUDA, other dtypes) the layers
 //! keep their composition of primitive ops, which has the same math.
 
+mod attention;
 mod dropout;
 mod gelu;
 mod layer_norm;
@@ -16,6 +18,7 @@ mod softmax;
 
 use candle_core::{DType, Tensor};
 
+pub use attention::attention;
 pub use dropout::dropout;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;

@@ -191,3 +191,61 @@ fn reference_2d(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     *dims.last_mut().unwrap() = w.dims()[0];
     y.reshape(dims).unwrap()
 }
+
+/// The attention node against split heads, matmuls, scale, key bias, softmax, dropout and merge, with
+/// padded keys in one batch element, with and without dropout.
+#[test]
+fn fused_attention_matches_primitive_ops() {
+    let (b, t, heads, d) = (3, 37, 4, 8);
+    let h = heads * d;
+    let q = randn(&[b, t, h], 1.5, 13);
+    let k = randn(&[b, t, h], 1.5, 14);
+    let v = randn(&[b, t, h], 1.0, 15);
+    let mut key_bias = vec![0f32; b * t];
+    key_bias[t + 30..2 * t].iter_mut().for_each(|x| *x = -1e9);
+    let scale = 1.0 / (d as f64).sqrt();
+    for drop in [None, Some((0.25, 5u64))] {
+        let bias = key_bias.clone();
+        let reference = |ts: &[Tensor]| {
+            let split = |x: &Tensor| {
+                x.reshape((b, t, heads, d))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (q, k, v) = (split(&ts[0]), split(&ts[1]), split(&ts[2]));
+            let kt = k.transpose(2, 3).unwrap().contiguous().unwrap();
+            let bias_t = Tensor::from_vec(bias.clone(), (b, 1, 1, t), &Device::Cpu).unwrap();
+            let scores = (q.matmul(&kt).unwrap() * scale)
+                .unwrap()
+                .broadcast_add(&bias_t)
+                .unwrap();
+            let mut probs = softmax_last_dim(&scores).unwrap();
+            if let Some((p, seed)) = drop {
+                probs = dropout(&probs, p, seed).unwrap();
+            }
+            probs
+                .matmul(&v)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b, t, h))
+                .unwrap()
+        };
+        let bias = key_bias.clone();
+        let fused = |ts: &[Tensor]| {
+            attention(&ts[0], &ts[1], &ts[2], heads, scale, bias.clone(), drop).unwrap()
+        };
+        check(
+            "attention",
+            fused,
+            reference,
+            &[q.clone(), k.clone(), v.clone()],
+            2e-5,
+        );
+    }
+}
