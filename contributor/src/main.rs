@@ -1,7 +1,6 @@
 //! `coldfuse`: the contributor CLI. Pull the shared base, fine-tune it on local data, submit the body
 //! diff, or run that loop; plus model inspection and benchmarks.
 
-mod alloc;
 mod bench;
 mod client;
 mod demo;
@@ -17,6 +16,7 @@ mod settings;
 mod status;
 mod submit;
 mod train_cmd;
+mod tuning;
 mod verify;
 
 use std::{path::PathBuf, time::Duration};
@@ -170,7 +170,7 @@ struct RunCmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    alloc::keep_freed_memory();
+    tuning::apply();
     coldfuse_shared::logging::init_stderr();
     let cli = Cli::parse();
     match cli.command {

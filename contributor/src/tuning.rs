@@ -1,7 +1,11 @@
-//! The process allocator: mimalloc, told to keep freed memory for reuse. A training step allocates and
-//! frees many large tensors; the system allocator, or mimalloc with its default 1 s purge delay (a step
-//! takes longer), hands freed pages back to the kernel, which zeroes (transparent huge) pages again when
-//! they fault back in: ≈10% of a CPU step (`coldfuse bench train`).
+//! Process-wide settings for CPU training speed, applied first thing in `main`:
+//! - the allocator: mimalloc, told to keep freed memory for reuse. A training step allocates and frees
+//!   many large tensors; the system allocator, or mimalloc with its default 1 s purge delay (a step
+//!   takes longer), hands freed pages back to the kernel, which zeroes (transparent huge) pages again
+//!   when they fault back in: ≈10% of a CPU step (`coldfuse bench train`);
+//! - candle's element-wise thread pool spins 25 000 times before parking between ops; next to the
+//!   matmul threads on a small machine that spinning takes a core from them (≈10% of a step of short
+//!   sequences on 2 cores), so it parks sooner.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
@@ -15,10 +19,22 @@ const PURGE_DELAY: mi_option_t = 15;
 /// later mimalloc changes nothing rather than the wrong option.
 const PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
 
+/// Spins of candle's element-wise pool before a worker parks (candle's default: 25 000).
+const BARRIER_SPINS: &str = "200";
+
+/// Applies both settings, each unless the user set its environment variable.
+pub fn apply() {
+    keep_freed_memory();
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // Still single-threaded here: nothing reads the environment concurrently.
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", BARRIER_SPINS);
+    }
+}
+
 /// Keeps freed memory in the process instead of returning it to the kernel (unless the user set
 /// `MIMALLOC_PURGE_DELAY`); returns whether the setting was applied.
 #[allow(unsafe_code)]
-pub fn keep_freed_memory() -> bool {
+fn keep_freed_memory() -> bool {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return false;
     }
