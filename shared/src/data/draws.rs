@@ -41,17 +41,8 @@ impl TrainData {
     /// Holds out `dev` training rows (the same ones whatever the seeds) and draws `train` of the
     /// others for each of `seeds`; a draw differs from seed to seed.
     pub fn draws(self, train: usize, dev: usize, seeds: &[u64]) -> Result<Draws, DataError> {
+        self.require_rows(train + dev)?;
         let mut rows = self.train;
-        if rows.len() < train + dev {
-            return Err(DataError::TooFewToSplit {
-                path: self
-                    .reports
-                    .first()
-                    .map(|r| r.file.clone())
-                    .unwrap_or_default(),
-                rows: rows.len(),
-            });
-        }
         rows.shuffle(&mut StdRng::seed_from_u64(DEV_SEED));
         let rest = rows.split_off(dev);
         // Pool position of each row of `rest` that some draw uses.

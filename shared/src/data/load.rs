@@ -73,17 +73,8 @@ impl TrainData {
     /// dev set (an error when there are fewer than `train + dev` rows).
     pub fn sample(self, train: usize, dev: usize, seed: u64) -> Result<Self, DataError> {
         use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+        self.require_rows(train + dev)?;
         let mut rows = self.train;
-        if rows.len() < train + dev {
-            return Err(DataError::TooFewToSplit {
-                path: self
-                    .reports
-                    .first()
-                    .map(|r| r.file.clone())
-                    .unwrap_or_default(),
-                rows: rows.len(),
-            });
-        }
         rows.shuffle(&mut StdRng::seed_from_u64(seed));
         let held = rows[train..train + dev].to_vec();
         rows.truncate(train);
@@ -91,6 +82,21 @@ impl TrainData {
             train: rows,
             dev: Some(held),
             ..self
+        })
+    }
+
+    /// Errors unless there are at least `need` training rows to split.
+    pub(super) fn require_rows(&self, need: usize) -> Result<(), DataError> {
+        if self.train.len() >= need {
+            return Ok(());
+        }
+        Err(DataError::TooFewToSplit {
+            path: self
+                .reports
+                .first()
+                .map(|r| r.file.clone())
+                .unwrap_or_default(),
+            rows: self.train.len(),
         })
     }
 }
