@@ -116,6 +116,16 @@ fn scatter_heads(src: &[f32], dst: &mut [f32], dims: Dims, heads: usize, bi: usi
     }
 }
 
+/// The strided head views assume q, k and v alike, contiguous from the start of their storage.
+fn check_dense(layouts: [&Layout; 3]) -> Result<()> {
+    for l in layouts {
+        if l.shape() != layouts[0].shape() || !l.is_contiguous() || l.start_offset() != 0 {
+            candle_core::bail!("attention: q, k, v must be dense and alike");
+        }
+    }
+    Ok(())
+}
+
 fn f32_vec(s: CpuStorage) -> Result<Vec<f32>> {
     match s {
         CpuStorage::F32(v) => Ok(v),
@@ -138,11 +148,7 @@ impl CustomOp3 for Attention {
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = self.dims(lq)?;
-        for l in [lq, lk, lv] {
-            if l.shape() != lq.shape() || !l.is_contiguous() || l.start_offset() != 0 {
-                candle_core::bail!("attention: q, k, v must be dense and alike");
-            }
-        }
+        check_dense([lq, lk, lv])?;
         let Dims { b, t, h, d } = dims;
         let nh = self.heads;
         let mut out = vec![0f32; b * t * h];
@@ -168,8 +174,8 @@ impl CustomOp3 for Attention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = dense(grad)?;
         let (qs, ql) = q.storage_and_layout();
-        let (ks, _) = k.storage_and_layout();
-        let (vs, _) = v.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let (Storage::Cpu(qc), Storage::Cpu(kc), Storage::Cpu(vc), Storage::Cpu(gc)) =
             (&*qs, &*ks, &*vs, &*gs)
@@ -180,6 +186,7 @@ impl CustomOp3 for Attention {
             candle_core::bail!("attention: gradient of shape {:?}", gl.shape());
         }
         let dims = self.dims(ql)?;
+        check_dense([ql, kl, vl])?;
         let Dims { b, t, h, d } = dims;
         let nh = self.heads;
         let (mut dq, mut dk, mut dv) = (
