@@ -15,8 +15,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in mimalloc 3's option enum (`mimalloc.h`); the Rust bindings lack a name.
 const PURGE_DELAY: mi_option_t = 15;
-/// Its default in mimalloc 3's `options.c` (milliseconds), checked before changing it so that a renumbered enum in a
-/// later mimalloc changes nothing rather than the wrong option.
+/// Its default in mimalloc 3's `options.c` (milliseconds), checked before changing it so that a
+/// renumbered enum in a later mimalloc changes nothing rather than the wrong option.
 const PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
 
 /// Spins of candle's element-wise pool before a worker parks (candle's default: 25 000).

@@ -50,9 +50,9 @@ impl SelfAttention {
     }
 
     fn forward(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
-        let context = match &bias.keys {
-            Some(keys) => self.fused_context(xs, keys, ctx)?,
-            None => self.context(xs, &bias.tensor, ctx)?,
+        let context = match bias {
+            Bias::Keys(keys) => self.fused_context(xs, keys, ctx)?,
+            Bias::Tensor(bias) => self.context(xs, bias, ctx)?,
         };
         let projected = ctx.dropout(&self.out.forward(&context)?, self.hidden_dropout)?;
         self.norm.forward(&(projected + xs)?)
@@ -157,11 +157,10 @@ impl TransformerStack {
         ctx: &ForwardCtx,
     ) -> Result<Tensor, ModelError> {
         let tensor = attention_bias(mask)?;
-        let keys = match fused::applies(xs) {
-            true => Some(tensor.flatten_all()?.to_vec1::<f32>()?),
-            false => None,
+        let bias = match fused::applies(xs) {
+            true => Bias::Keys(tensor.flatten_all()?.to_vec1::<f32>()?),
+            false => Bias::Tensor(tensor),
         };
-        let bias = Bias { tensor, keys };
         let mut hidden = xs.clone();
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &bias, ctx)?;
@@ -170,11 +169,12 @@ impl TransformerStack {
     }
 }
 
-/// The additive attention bias of a batch's padded keys: `[batch, 1, 1, seq]`, and flat per key for
-/// the fused attention node where it applies.
-struct Bias {
-    tensor: Tensor,
-    keys: Option<Vec<f32>>,
+/// The additive attention bias of a batch's padded keys, in the form its attention takes.
+enum Bias {
+    /// `[batch, 1, 1, seq]`, broadcast over the primitive ops' scores.
+    Tensor(Tensor),
+    /// Flat per key, `[batch · seq]`, for the fused attention node.
+    Keys(Vec<f32>),
 }
 
 /// Large negative value added to the scores of padded keys (exp underflows to exactly 0).
