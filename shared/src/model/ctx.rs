@@ -12,14 +12,18 @@ use super::ModelError;
 #[derive(Debug)]
 pub struct ForwardCtx {
     train: bool,
+    /// Whether a backward pass may follow (fused nodes keep their activations for it).
+    backward: bool,
     rng: Mutex<StdRng>,
 }
 
 impl ForwardCtx {
-    /// Eval mode: dropout off.
+    /// Eval mode: dropout off, no backward expected (fused nodes keep no activations; a backward
+    /// pass still works, recomputing them).
     pub fn eval() -> Self {
         Self {
             train: false,
+            backward: false,
             rng: Mutex::new(StdRng::seed_from_u64(0)),
         }
     }
@@ -28,8 +32,23 @@ impl ForwardCtx {
     pub fn train(seed: u64) -> Self {
         Self {
             train: true,
+            backward: true,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
+    }
+
+    /// Training with dropout off (deterministic steps, as the golden checks use): like
+    /// [`Self::eval`], but fused nodes keep their activations for the backward pass.
+    pub fn train_without_dropout() -> Self {
+        Self {
+            backward: true,
+            ..Self::eval()
+        }
+    }
+
+    /// Whether a backward pass is expected after this forward pass.
+    pub fn expects_backward(&self) -> bool {
+        self.backward
     }
 
     /// Whether dropout is active.

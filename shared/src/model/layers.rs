@@ -27,6 +27,16 @@ impl Linear {
         Ok(Self { weight, bias: None })
     }
 
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// Applies the layer to `[..., in]`, returning `[..., out]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
         if let Some(b) = &self.bias {
@@ -93,6 +103,21 @@ impl LayerNorm {
         let weight = p.get("weight", &[dim], Init::Ones)?;
         let bias = p.get("bias", &[dim], Init::Zeros)?;
         Ok(Self { weight, bias, eps })
+    }
+
+    /// The scale `[dim]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift `[dim]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// ε added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 
     /// Normalises `xs` over its last dimension.

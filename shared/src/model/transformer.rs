@@ -1,10 +1,15 @@
 //! The post-LayerNorm transformer stack shared by BERT and RoBERTa (`encoder.layer.{i}.*`).
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use super::{
     bert_config::BertConfig,
-    fused,
+    fused::{
+        self,
+        layer::{LayerDropout, LayerSpec, Packing},
+    },
     layers::{softmax_last_dim, Activation, LayerNorm, Linear},
     ForwardCtx, ModelError, Params,
 };
@@ -49,39 +54,14 @@ impl SelfAttention {
             .contiguous()?)
     }
 
-    fn forward(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
-        let context = match bias {
-            Bias::Keys(keys) => self.fused_context(xs, keys, ctx)?,
-            Bias::Tensor(bias) => self.context(xs, bias, ctx)?,
-        };
+    fn forward(&self, xs: &Tensor, bias: &Tensor, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+        let context = self.context(xs, bias, ctx)?;
         let projected = ctx.dropout(&self.out.forward(&context)?, self.hidden_dropout)?;
         self.norm.forward(&(projected + xs)?)
     }
 
     fn scale(&self) -> f64 {
         1.0 / (self.head_dim as f64).sqrt()
-    }
-
-    /// The attention context `[b, t, h]` from one fused node (CPU f32).
-    fn fused_context(
-        &self,
-        xs: &Tensor,
-        keys: &[f32],
-        ctx: &ForwardCtx,
-    ) -> Result<Tensor, ModelError> {
-        let q = self.query.forward(xs)?;
-        let k = self.key.forward(xs)?;
-        let v = self.value.forward(xs)?;
-        let drop = ctx.dropout_seed(self.attn_dropout)?;
-        Ok(fused::attention(
-            &q,
-            &k,
-            &v,
-            self.heads,
-            self.scale(),
-            keys.to_vec(),
-            drop,
-        )?)
     }
 
     /// The attention context `[b, t, h]` from primitive ops.
@@ -126,10 +106,95 @@ impl TransformerLayer {
     }
 
     fn forward(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
+        match bias {
+            Bias::Keys(keys) => self.fused_forward(xs, keys, ctx),
+            Bias::Tensor(bias) => self.composed_forward(xs, bias, ctx),
+        }
+    }
+
+    /// The layer from primitive ops (any device and dtype).
+    fn composed_forward(
+        &self,
+        xs: &Tensor,
+        bias: &Tensor,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor, ModelError> {
         let attended = self.attention.forward(xs, bias, ctx)?;
         let inner = self.act.forward(&self.intermediate.forward(&attended)?)?;
         let out = ctx.dropout(&self.output.forward(&inner)?, self.hidden_dropout)?;
         self.norm.forward(&(out + attended)?)
+    }
+
+    /// The layer as one fused node (CPU f32), drawing its dropout seeds in the composed order.
+    fn fused_forward(
+        &self,
+        xs: &Tensor,
+        keys: &Arc<[f32]>,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor, ModelError> {
+        let a = &self.attention;
+        let weights = self.fused_params()?;
+        let spec = LayerSpec {
+            packing: Packing {
+                h: a.heads * a.head_dim,
+                inter: self.intermediate.weight().dim(0)?,
+            },
+            heads: a.heads,
+            eps: self.norm.eps(),
+            act: self.act,
+        };
+        let dropout = LayerDropout {
+            attention: ctx.dropout_seed(a.attn_dropout)?,
+            attention_output: ctx.dropout_seed(a.hidden_dropout)?,
+            output: ctx.dropout_seed(self.hidden_dropout)?,
+        };
+        let packed = spec.packing.pack(&weights)?;
+        Ok(fused::layer::encoder_layer(
+            xs,
+            &packed,
+            keys.clone(),
+            &spec,
+            dropout,
+            ctx.expects_backward(),
+        )?)
+    }
+
+    /// The layer's 16 tensors in the fused node's packing order.
+    fn fused_params(&self) -> Result<[&Tensor; 16], ModelError> {
+        let a = &self.attention;
+        Ok([
+            a.query.weight(),
+            a.key.weight(),
+            a.value.weight(),
+            bias(&a.query)?,
+            bias(&a.key)?,
+            bias(&a.value)?,
+            a.out.weight(),
+            bias(&a.out)?,
+            a.norm.weight(),
+            a.norm.bias(),
+            self.intermediate.weight(),
+            bias(&self.intermediate)?,
+            self.output.weight(),
+            bias(&self.output)?,
+            self.norm.weight(),
+            self.norm.bias(),
+        ])
+    }
+}
+
+/// A dense layer's bias, which the fused layer needs.
+fn bias(l: &Linear) -> Result<&Tensor, ModelError> {
+    l.bias()
+        .ok_or_else(|| ModelError::BadInput("fused layer needs dense biases".into()))
+}
+
+impl TransformerLayer {
+    /// Whether every tensor of the layer is f32 on the CPU (what the fused node computes).
+    fn fusable(&self) -> bool {
+        self.fused_params()
+            .map(|ts| ts.iter().all(|t| fused::applies(t)))
+            .unwrap_or(false)
     }
 }
 
@@ -157,15 +222,31 @@ impl TransformerStack {
         ctx: &ForwardCtx,
     ) -> Result<Tensor, ModelError> {
         let tensor = attention_bias(mask)?;
-        let bias = match fused::applies(xs) {
-            true => Bias::Keys(tensor.flatten_all()?.to_vec1::<f32>()?),
+        let fusable = fused::applies(xs) && self.layers.iter().all(TransformerLayer::fusable);
+        let bias = match fusable {
+            true => Bias::Keys(tensor.flatten_all()?.to_vec1::<f32>()?.into()),
             false => Bias::Tensor(tensor),
         };
+        self.run(xs, &bias, ctx)
+    }
+
+    fn run(&self, xs: &Tensor, bias: &Bias, ctx: &ForwardCtx) -> Result<Tensor, ModelError> {
         let mut hidden = xs.clone();
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, &bias, ctx)?;
+            hidden = layer.forward(&hidden, bias, ctx)?;
         }
         Ok(hidden)
+    }
+
+    /// [`Self::forward`] from primitive ops only, whatever the device (the fused node's reference).
+    #[cfg(test)]
+    fn forward_composed(
+        &self,
+        xs: &Tensor,
+        mask: &Tensor,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor, ModelError> {
+        self.run(xs, &Bias::Tensor(attention_bias(mask)?), ctx)
     }
 }
 
@@ -173,8 +254,8 @@ impl TransformerStack {
 enum Bias {
     /// `[batch, 1, 1, seq]`, broadcast over the primitive ops' scores.
     Tensor(Tensor),
-    /// Flat per key, `[batch · seq]`, for the fused attention node.
-    Keys(Vec<f32>),
+    /// Flat per key, `[batch · seq]`, for the fused layer nodes (shared by all layers).
+    Keys(Arc<[f32]>),
 }
 
 /// Large negative value added to the scores of padded keys (exp underflows to exactly 0).
@@ -185,4 +266,152 @@ pub fn attention_bias(mask: &Tensor) -> Result<Tensor, ModelError> {
     let (b, t) = mask.dims2()?;
     let bias = ((mask.ones_like()? - mask)? * MASKED)?;
     Ok(bias.reshape((b, 1, 1, t))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    use super::*;
+
+    fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs(a: &Tensor) -> f32 {
+        a.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// A two-layer stack with every tensor random (norm scales and biases too).
+    fn stack(act: &str, dropout: f64) -> (TransformerStack, Params) {
+        let cfg = BertConfig::from_json(&serde_json::json!({
+            "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 48,
+            "num_hidden_layers": 2, "hidden_act": act, "layer_norm_eps": 1e-5,
+            "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+        }))
+        .unwrap();
+        let params = Params::init(&Device::Cpu, 3, 0.2);
+        let stack = TransformerStack::new(&params.pp("encoder"), &cfg).unwrap();
+        for (i, var) in params.vars().values().enumerate() {
+            var.set(&randn(var.dims(), 0.4, 100 + i as u64)).unwrap();
+        }
+        (stack, params)
+    }
+
+    /// 3 sequences of 37 tokens, the second and third padded after 27 and 7 tokens.
+    fn inputs() -> (Tensor, Tensor) {
+        let mask: Vec<f32> = (0..3)
+            .flat_map(|b| (0..37).map(move |i| f32::from(i < [37, 27, 7][b])))
+            .collect();
+        (
+            randn(&[3, 37, 32], 1.0, 1),
+            Tensor::from_vec(mask, (3, 37), &Device::Cpu).unwrap(),
+        )
+    }
+
+    /// Output and the gradients (input first, then every parameter by name) of Σ y⊙r.
+    fn outputs(
+        params: &Params,
+        run: impl Fn(&Tensor) -> Tensor,
+    ) -> (Tensor, Vec<(String, Tensor)>) {
+        let (x, _) = inputs();
+        let x = Var::from_tensor(&x).unwrap();
+        let y = run(x.as_tensor());
+        let r = randn(y.dims(), 1.0, 9);
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut gs = vec![(
+            "input".to_string(),
+            grads.get(x.as_tensor()).unwrap().clone(),
+        )];
+        for (name, var) in params.vars() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            gs.push((name, g.clone()));
+        }
+        (y, gs)
+    }
+
+    fn assert_close(
+        what: &str,
+        a: &(Tensor, Vec<(String, Tensor)>),
+        b: &(Tensor, Vec<(String, Tensor)>),
+    ) {
+        let e = max_abs(&(&a.0 - &b.0).unwrap());
+        assert!(e < 2e-5, "{what}: outputs differ by {e}");
+        for ((name, ga), (_, gb)) in a.1.iter().zip(&b.1) {
+            let e = max_abs(&(ga - gb).unwrap());
+            let scale = max_abs(gb).max(1.0);
+            assert!(
+                e < 2e-5 * scale,
+                "{what}: gradient of {name} differs by {e} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_layers_match_the_composed_ops_with_dropout_and_padding() {
+        for (act, dropout) in [
+            ("gelu", 0.1),
+            ("gelu", 0.0),
+            ("gelu_new", 0.2),
+            ("relu", 0.1),
+            ("tanh", 0.0),
+        ] {
+            let (stack, params) = stack(act, dropout);
+            let (_, mask) = inputs();
+            let fused = outputs(&params, |x| {
+                stack.forward(x, &mask, &ForwardCtx::train(11)).unwrap()
+            });
+            let composed = outputs(&params, |x| {
+                stack
+                    .forward_composed(x, &mask, &ForwardCtx::train(11))
+                    .unwrap()
+            });
+            assert_close(&format!("{act}, dropout {dropout}"), &fused, &composed);
+            if dropout > 0.0 {
+                let other = outputs(&params, |x| {
+                    stack.forward(x, &mask, &ForwardCtx::train(12)).unwrap()
+                });
+                assert!(
+                    max_abs(&(&other.0 - &fused.0).unwrap()) > 1e-3,
+                    "the seed changes the masks"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_fused_pass_that_kept_nothing_recomputes_for_backward() {
+        let (stack, params) = stack("gelu", 0.0);
+        let (_, mask) = inputs();
+        let kept = outputs(&params, |x| {
+            stack
+                .forward(x, &mask, &ForwardCtx::train_without_dropout())
+                .unwrap()
+        });
+        let recomputed = outputs(&params, |x| {
+            stack.forward(x, &mask, &ForwardCtx::eval()).unwrap()
+        });
+        assert_close("recomputed", &kept, &recomputed);
+        let composed = outputs(&params, |x| {
+            stack
+                .forward_composed(x, &mask, &ForwardCtx::eval())
+                .unwrap()
+        });
+        assert_close("eval", &recomputed, &composed);
+    }
 }

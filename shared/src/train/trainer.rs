@@ -473,7 +473,7 @@ impl Trainer {
             let ctx = if cfg.dropout {
                 ForwardCtx::train(mix(cfg.seed, run.state.micro | 1 << 63))
             } else {
-                ForwardCtx::eval()
+                ForwardCtx::train_without_dropout()
             };
             let logits = if let Some(frozen) = &run.frozen {
                 self.model

@@ -2,31 +2,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::rows::{f32_slice, for_row_chunks};
-
-/// erf(x) after Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), branch-free.
-#[inline]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_74) * t
-        + 0.254_829_6)
-        * t;
-    (1.0 - poly * (-a * a).exp()).copysign(x)
-}
-
-/// Φ(x), the standard normal CDF.
-#[inline]
-fn cdf(x: f32) -> f32 {
-    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// φ(x), the standard normal density.
-#[inline]
-fn pdf(x: f32) -> f32 {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    INV_SQRT_2PI * (-0.5 * x * x).exp()
-}
+use super::{
+    math::{normal_cdf as cdf, normal_pdf as pdf, vectorized},
+    rows::{f32_slice, for_row_chunks},
+};
 
 struct Gelu;
 
@@ -39,9 +18,14 @@ impl CustomOp1 for Gelu {
         let x = f32_slice(storage, layout)?;
         let mut y = vec![0f32; x.len()];
         for_row_chunks(&mut y, 1, |start, out| {
-            for (o, &v) in out.iter_mut().zip(&x[start..]) {
-                *o = v * cdf(v);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, &v) in out.iter_mut().zip(&x[start..]) {
+                        *o = v * cdf(v);
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
@@ -69,9 +53,14 @@ impl CustomOp2 for GeluGrad {
         let (x, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let mut dx = vec![0f32; x.len()];
         for_row_chunks(&mut dx, 1, |start, out| {
-            for ((o, &v), &gv) in out.iter_mut().zip(&x[start..]).zip(&g[start..]) {
-                *o = gv * (cdf(v) + v * pdf(v));
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &v), &gv) in out.iter_mut().zip(&x[start..]).zip(&g[start..]) {
+                        *o = gv * (cdf(v) + v * pdf(v));
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }

@@ -8,17 +8,18 @@
 //! They run for contiguous-able f32 tensors on the CPU; everywhere else (CUDA, other dtypes) the layers
 //! keep their composition of primitive ops, which has the same math.
 
-mod attention;
 mod dropout;
 mod gelu;
+mod gemm;
+pub mod layer;
 mod layer_norm;
 mod linear;
+mod math;
 mod rows;
 mod softmax;
 
 use candle_core::{DType, Tensor};
 
-pub use attention::attention;
 pub use dropout::dropout;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;

@@ -2,7 +2,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 
-use super::rows::{f32_slice, for_row_chunks};
+use super::{
+    math::{exp, vectorized},
+    rows::{f32_slice, for_row_chunks},
+};
 
 struct Softmax;
 
@@ -23,12 +26,15 @@ impl CustomOp1 for Softmax {
             let src = &x[first * n..first * n + out.len()];
             for (o, row) in out.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (ov, &v) in o.iter_mut().zip(row) {
-                    *ov = (v - max).exp();
-                    sum += *ov;
-                }
-                let inv = 1.0 / sum;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (ov, &v) in o.iter_mut().zip(row) {
+                            *ov = exp(v - max);
+                        }
+                    },
+                );
+                let inv = 1.0 / o.iter().sum::<f32>();
                 o.iter_mut().for_each(|v| *v *= inv);
             }
         });

@@ -1,0 +1,237 @@
+//! Strided f32 matrix products over plain slices, through the `gemm` crate (the kernel candle's CPU
+//! matmul calls): views carry row and column strides, so transposes, heads side by side in a hidden
+//! dimension and `dst += a·b` need no copies, no zero-filled output and no graph node. Every view is
+//! bounds-checked when it is made; the one `unsafe` call below relies on nothing else.
+
+use gemm::Parallelism;
+
+/// A read-only strided matrix view into a slice: element (i, j) is `data[offset + i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// The last index a view touches, plus one (0 for an empty view).
+fn span(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    offset + (rows - 1) * rs + (cols - 1) * cs + 1
+}
+
+impl<'a> Mat<'a> {
+    /// A `rows × cols` view starting at `offset` with row stride `rs` and column stride `cs`.
+    pub fn strided(
+        data: &'a [f32],
+        offset: usize,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        assert!(
+            span(offset, rows, cols, rs, cs) <= data.len(),
+            "matrix view outside its slice"
+        );
+        Self {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// The whole slice as a row-major `rows × cols` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, 0, (rows, cols), (cols, 1))
+    }
+
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// A writable strided matrix view; its elements never overlap (checked), so parallel writes are safe.
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A `rows × cols` view starting at `offset` with row stride `rs` and column stride `cs`,
+    /// row-major-like (`rs ≥ cols·cs`) or column-major-like (`cs ≥ rows·rs`).
+    pub fn strided(
+        data: &'a mut [f32],
+        offset: usize,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        assert!(
+            span(offset, rows, cols, rs, cs) <= data.len(),
+            "matrix view outside its slice"
+        );
+        let distinct = rows <= 1 && cols <= 1
+            || (cs >= 1 && rs >= cols * cs)
+            || (rs >= 1 && cs >= rows * rs)
+            || (rows == 1 && cs >= 1)
+            || (cols == 1 && rs >= 1);
+        assert!(distinct, "matrix view with overlapping elements");
+        Self {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// The whole slice as a row-major `rows × cols` matrix.
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, 0, (rows, cols), (cols, 1))
+    }
+}
+
+/// `dst = a·b`, or `dst += a·b` when `accumulate`; on rayon's pool when `parallel` (else on the
+/// calling thread, as inside a task that is itself one of many in parallel).
+pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, parallel: bool) {
+    assert!(
+        a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
+        "matmul of {}×{} by {}×{} into {}×{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        dst.rows,
+        dst.cols
+    );
+    let (m, n, k) = (dst.rows, dst.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst.data[dst.offset + i * dst.rs + j * dst.cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let stride = |s: usize| s as isize;
+    // SAFETY: the three views were bounds-checked against their slices when made (every element
+    // they name lies inside), `dst` is borrowed mutably and names each element once, and `a`, `b`
+    // are shared borrows, so nothing else reads or writes `dst` meanwhile. With `read_dst` the
+    // kernel computes dst = 1·dst + 1·a·b, otherwise dst = 1·a·b without reading dst.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr().add(dst.offset),
+            stride(dst.cs),
+            stride(dst.rs),
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            stride(a.cs),
+            stride(a.rs),
+            b.data.as_ptr().add(b.offset),
+            stride(b.cs),
+            stride(b.rs),
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
+        let at = |m: &Mat<'_>, i: usize, j: usize| m.data[m.offset + i * m.rs + j * m.cs];
+        let mut out = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                out[i * b.cols + j] = (0..a.cols).map(|p| at(&a, i, p) * at(&b, p, j)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_products_match_a_naive_loop() {
+        let data: Vec<f32> = (0..600)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        // a: 7×5 rows of stride 9 from 3; b: a transposed 5×6 view (column stride 11).
+        let a = Mat::strided(&data, 3, (7, 5), (9, 1));
+        let b = Mat::strided(&data, 100, (6, 5), (11, 1)).t();
+        let want = naive(a, b);
+        for parallel in [false, true] {
+            let mut out = vec![0f32; 7 * 6];
+            matmul(MatMut::rows(&mut out, 7, 6), a, b, false, parallel);
+            for (x, y) in out.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+            // Accumulating adds the product again; a strided destination leaves its gaps alone.
+            let mut wide = vec![1f32; 7 * 8];
+            matmul(
+                MatMut::strided(&mut wide, 1, (7, 6), (8, 1)),
+                a,
+                b,
+                true,
+                parallel,
+            );
+            for i in 0..7 {
+                assert_eq!(wide[i * 8], 1.0);
+                for j in 0..6 {
+                    let got = wide[i * 8 + 1 + j];
+                    assert!((got - 1.0 - want[i * 6 + j]).abs() < 1e-4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn a_view_past_the_end_is_refused() {
+        let data = vec![0f32; 10];
+        let _ = Mat::strided(&data, 2, (3, 3), (3, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "overlapping")]
+    fn an_overlapping_destination_is_refused() {
+        let mut data = vec![0f32; 10];
+        let _ = MatMut::strided(&mut data, 0, (3, 3), (1, 1));
+    }
+}
