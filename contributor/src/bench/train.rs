@@ -1,6 +1,6 @@
 //! `coldfuse bench train`: one fine-tuning step (forward + loss + backward + clipping + AdamW over the
 //! whole model, dropout on) of an HF encoder with a fresh 2-class head, in coldfuse and in PyTorch, on
-//! the same shapes and thread count, in one run. Ends with a JSON line.
+//! the same shapes and thread count, in one run of alternating rounds. Ends with a JSON line.
 
 use std::{path::PathBuf, process::Command};
 
@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_pytorch: bool,
+    /// Rounds, each coldfuse then PyTorch: the ratio is the median of the rounds' ratios, so that a
+    /// machine whose speed drifts (a shared VM) compares each pair at about the same time.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 /// Runs the benchmark.
@@ -61,24 +65,46 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.seq,
         args.device
     );
-    let ours = coldfuse_step(&model_dir, &args)?;
-    let ours_tps = tokens as f64 / ours;
-    println!("  coldfuse: {ours:.3} s/step, {ours_tps:.0} tokens/s");
-    let torch = if args.no_pytorch {
-        None
-    } else {
-        let t = torch_step(&model_dir, &args, threads)?;
+    let mut ours_rounds = Vec::new();
+    let mut torch_rounds = Vec::new();
+    let mut version = None;
+    for round in 1..=args.rounds {
+        let ours = coldfuse_step(&model_dir, &args)?;
         println!(
-            "  pytorch {}: {:.3} s/step, {:.0} tokens/s",
-            t.version,
-            t.seconds,
-            tokens as f64 / t.seconds
+            "  round {round}: coldfuse {ours:.3} s/step, {:.0} tokens/s",
+            tokens as f64 / ours
         );
-        Some(t)
-    };
-    let torch_tps = torch.as_ref().map(|t| tokens as f64 / t.seconds);
-    if let Some(tps) = torch_tps {
-        println!("  ratio coldfuse / pytorch: {:.2}×", ours_tps / tps);
+        ours_rounds.push(ours);
+        if !args.no_pytorch {
+            let t = torch_step(&model_dir, &args, threads)?;
+            println!(
+                "  round {round}: pytorch {} {:.3} s/step, {:.0} tokens/s (ratio {:.2}×)",
+                t.version,
+                t.seconds,
+                tokens as f64 / t.seconds,
+                t.seconds / ours
+            );
+            torch_rounds.push(t.seconds);
+            version = Some(t.version);
+        }
+    }
+    let ours = median(ours_rounds.clone());
+    let ours_tps = tokens as f64 / ours;
+    let torch = (!torch_rounds.is_empty()).then(|| median(torch_rounds.clone()));
+    let torch_tps = torch.map(|t| tokens as f64 / t);
+    let ratios: Vec<f64> = torch_rounds
+        .iter()
+        .zip(&ours_rounds)
+        .map(|(t, o)| t / o)
+        .collect();
+    let ratio = (!ratios.is_empty()).then(|| median(ratios.clone()));
+    println!("  coldfuse: {ours:.3} s/step, {ours_tps:.0} tokens/s (median of rounds)");
+    if let (Some(t), Some(r)) = (torch, ratio) {
+        println!(
+            "  pytorch: {t:.3} s/step, {:.0} tokens/s (median of rounds)",
+            tokens as f64 / t
+        );
+        println!("  ratio coldfuse / pytorch: {r:.2}× (median of the rounds' ratios)");
     }
     let json = serde_json::json!({
         "bench": "train",
@@ -88,12 +114,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "threads": threads,
         "device": args.device.to_string(),
         "steps": args.steps,
+        "rounds": args.rounds,
         "coldfuse_seconds_per_step": ours,
         "coldfuse_tokens_per_s": ours_tps,
-        "pytorch_seconds_per_step": torch.as_ref().map(|t| t.seconds),
+        "coldfuse_seconds_per_round": ours_rounds,
+        "pytorch_seconds_per_step": torch,
         "pytorch_tokens_per_s": torch_tps,
-        "pytorch_version": torch.as_ref().map(|t| t.version.clone()),
-        "ratio": torch_tps.map(|t| ours_tps / t),
+        "pytorch_seconds_per_round": torch_rounds,
+        "pytorch_version": version,
+        "round_ratios": ratios,
+        "ratio": ratio,
     });
     println!("{json}");
     Ok(())
