@@ -14,7 +14,7 @@ mod gemm;
 pub mod layer;
 mod layer_norm;
 mod linear;
-mod math;
+pub(crate) mod math;
 mod rows;
 mod softmax;
 
