@@ -271,18 +271,9 @@ pub fn attention_bias(mask: &Tensor) -> Result<Tensor, ModelError> {
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var};
-    use rand::{rngs::StdRng, Rng, SeedableRng};
 
     use super::*;
-
-    fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let n: usize = dims.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
+    use crate::model::fused::tests::randn;
 
     fn max_abs(a: &Tensor) -> f32 {
         a.abs()

@@ -5,10 +5,9 @@
 
 use gemm::Parallelism;
 
-/// A read-only strided matrix view into a slice: element (i, j) is `data[offset + i·rs + j·cs]`.
+/// Where a strided matrix lies in its slice: element (i, j) is at `offset + i·rs + j·cs`.
 #[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    data: &'a [f32],
+struct View {
     offset: usize,
     rows: usize,
     cols: usize,
@@ -16,12 +15,46 @@ pub struct Mat<'a> {
     cs: usize,
 }
 
-/// The last index a view touches, plus one (0 for an empty view).
-fn span(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        return 0;
+impl View {
+    /// The view, checked to lie inside a slice of `len` values.
+    fn new(
+        len: usize,
+        offset: usize,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+    ) -> Self {
+        let end = match rows == 0 || cols == 0 {
+            true => 0,
+            false => offset + (rows - 1) * rs + (cols - 1) * cs + 1,
+        };
+        assert!(end <= len, "matrix view outside its slice");
+        Self {
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
     }
-    offset + (rows - 1) * rs + (cols - 1) * cs + 1
+
+    /// Whether no two elements share a place (row-major-like or column-major-like strides).
+    fn distinct(&self) -> bool {
+        let Self {
+            rows, cols, rs, cs, ..
+        } = *self;
+        rows <= 1 && cols <= 1
+            || (cs >= 1 && rs >= cols * cs)
+            || (rs >= 1 && cs >= rows * rs)
+            || (rows == 1 && cs >= 1)
+            || (cols == 1 && rs >= 1)
+    }
+}
+
+/// A read-only strided matrix view into a slice.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    view: View,
 }
 
 impl<'a> Mat<'a> {
@@ -29,21 +62,11 @@ impl<'a> Mat<'a> {
     pub fn strided(
         data: &'a [f32],
         offset: usize,
-        (rows, cols): (usize, usize),
-        (rs, cs): (usize, usize),
+        shape: (usize, usize),
+        strides: (usize, usize),
     ) -> Self {
-        assert!(
-            span(offset, rows, cols, rs, cs) <= data.len(),
-            "matrix view outside its slice"
-        );
-        Self {
-            data,
-            offset,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
+        let view = View::new(data.len(), offset, shape, strides);
+        Self { data, view }
     }
 
     /// The whole slice as a row-major `rows × cols` matrix.
@@ -53,11 +76,15 @@ impl<'a> Mat<'a> {
 
     /// The transposed view (no copy).
     pub fn t(self) -> Self {
+        let v = self.view;
         Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
+            view: View {
+                rows: v.cols,
+                cols: v.rows,
+                rs: v.cs,
+                cs: v.rs,
+                ..v
+            },
             ..self
         }
     }
@@ -66,11 +93,7 @@ impl<'a> Mat<'a> {
 /// A writable strided matrix view; its elements never overlap (checked), so parallel writes are safe.
 pub struct MatMut<'a> {
     data: &'a mut [f32],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+    view: View,
 }
 
 impl<'a> MatMut<'a> {
@@ -79,27 +102,12 @@ impl<'a> MatMut<'a> {
     pub fn strided(
         data: &'a mut [f32],
         offset: usize,
-        (rows, cols): (usize, usize),
-        (rs, cs): (usize, usize),
+        shape: (usize, usize),
+        strides: (usize, usize),
     ) -> Self {
-        assert!(
-            span(offset, rows, cols, rs, cs) <= data.len(),
-            "matrix view outside its slice"
-        );
-        let distinct = rows <= 1 && cols <= 1
-            || (cs >= 1 && rs >= cols * cs)
-            || (rs >= 1 && cs >= rows * rs)
-            || (rows == 1 && cs >= 1)
-            || (cols == 1 && rs >= 1);
-        assert!(distinct, "matrix view with overlapping elements");
-        Self {
-            data,
-            offset,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
+        let view = View::new(data.len(), offset, shape, strides);
+        assert!(view.distinct(), "matrix view with overlapping elements");
+        Self { data, view }
     }
 
     /// The whole slice as a row-major `rows × cols` matrix.
@@ -111,17 +119,18 @@ impl<'a> MatMut<'a> {
 /// `dst = a·b`, or `dst += a·b` when `accumulate`; on rayon's pool when `parallel` (else on the
 /// calling thread, as inside a task that is itself one of many in parallel).
 pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, parallel: bool) {
+    let (dv, av, bv) = (dst.view, a.view, b.view);
     assert!(
-        a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
+        av.rows == dv.rows && bv.cols == dv.cols && av.cols == bv.rows,
         "matmul of {}×{} by {}×{} into {}×{}",
-        a.rows,
-        a.cols,
-        b.rows,
-        b.cols,
-        dst.rows,
-        dst.cols
+        av.rows,
+        av.cols,
+        bv.rows,
+        bv.cols,
+        dv.rows,
+        dv.cols
     );
-    let (m, n, k) = (dst.rows, dst.cols, a.cols);
+    let (m, n, k) = (dv.rows, dv.cols, av.cols);
     if m == 0 || n == 0 {
         return;
     }
@@ -129,7 +138,7 @@ pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, paralle
         if !accumulate {
             for i in 0..m {
                 for j in 0..n {
-                    dst.data[dst.offset + i * dst.rs + j * dst.cs] = 0.0;
+                    dst.data[dv.offset + i * dv.rs + j * dv.cs] = 0.0;
                 }
             }
         }
@@ -152,16 +161,16 @@ pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, paralle
             m,
             n,
             k,
-            dst.data.as_mut_ptr().add(dst.offset),
-            stride(dst.cs),
-            stride(dst.rs),
+            dst.data.as_mut_ptr().add(dv.offset),
+            stride(dv.cs),
+            stride(dv.rs),
             accumulate,
-            a.data.as_ptr().add(a.offset),
-            stride(a.cs),
-            stride(a.rs),
-            b.data.as_ptr().add(b.offset),
-            stride(b.cs),
-            stride(b.rs),
+            a.data.as_ptr().add(av.offset),
+            stride(av.cs),
+            stride(av.rs),
+            b.data.as_ptr().add(bv.offset),
+            stride(bv.cs),
+            stride(bv.rs),
             1.0f32,
             1.0f32,
             false,
@@ -177,11 +186,15 @@ mod tests {
     use super::*;
 
     fn naive(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
-        let at = |m: &Mat<'_>, i: usize, j: usize| m.data[m.offset + i * m.rs + j * m.cs];
-        let mut out = vec![0f32; a.rows * b.cols];
-        for i in 0..a.rows {
-            for j in 0..b.cols {
-                out[i * b.cols + j] = (0..a.cols).map(|p| at(&a, i, p) * at(&b, p, j)).sum();
+        let at = |m: &Mat<'_>, i: usize, j: usize| {
+            let v = m.view;
+            m.data[v.offset + i * v.rs + j * v.cs]
+        };
+        let (rows, cols, inner) = (a.view.rows, b.view.cols, a.view.cols);
+        let mut out = vec![0f32; rows * cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                out[i * cols + j] = (0..inner).map(|p| at(&a, i, p) * at(&b, p, j)).sum();
             }
         }
         out

@@ -32,4 +32,4 @@ pub fn applies(xs: &Tensor) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,7 +5,8 @@ use candle_core::{Device, Tensor, Var, D};
 
 use super::*;
 
-fn randn(shape: &[usize], scale: f64, seed: u64) -> Tensor {
+/// A tensor of uniform values in (−scale, scale) from `seed`.
+pub(crate) fn randn(shape: &[usize], scale: f64, seed: u64) -> Tensor {
     use rand::{rngs::StdRng, Rng, SeedableRng};
     let mut rng = StdRng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
