@@ -41,8 +41,9 @@ pub struct TrainArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_pytorch: bool,
-    /// Rounds, each coldfuse then PyTorch: the ratio is the median of the rounds' ratios, so that a
-    /// machine whose speed drifts (a shared VM) compares each pair at about the same time.
+    /// Rounds of one coldfuse and one PyTorch run each (in turn first): the ratio is the median of the
+    /// rounds' ratios, so that a machine whose speed drifts (a shared VM) compares each pair at
+    /// about the same time.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
@@ -69,24 +70,35 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut torch_rounds = Vec::new();
     let mut version = None;
     for round in 1..=args.rounds {
+        // Odd rounds run coldfuse first, even rounds PyTorch first: neither always gets the warmer
+        // (or cooler) machine.
+        let torch_first = round % 2 == 0 && !args.no_pytorch;
+        let torch_before = match torch_first {
+            true => Some(torch_step(&model_dir, &args, threads)?),
+            false => None,
+        };
         let ours = coldfuse_step(&model_dir, &args)?;
         println!(
             "  round {round}: coldfuse {ours:.3} s/step, {:.0} tokens/s",
             tokens as f64 / ours
         );
         ours_rounds.push(ours);
-        if !args.no_pytorch {
-            let t = torch_step(&model_dir, &args, threads)?;
-            println!(
-                "  round {round}: pytorch {} {:.3} s/step, {:.0} tokens/s (ratio {:.2}×)",
-                t.version,
-                t.seconds,
-                tokens as f64 / t.seconds,
-                t.seconds / ours
-            );
-            torch_rounds.push(t.seconds);
-            version = Some(t.version);
+        if args.no_pytorch {
+            continue;
         }
+        let t = match torch_before {
+            Some(t) => t,
+            None => torch_step(&model_dir, &args, threads)?,
+        };
+        println!(
+            "  round {round}: pytorch {} {:.3} s/step, {:.0} tokens/s (ratio {:.2}×)",
+            t.version,
+            t.seconds,
+            tokens as f64 / t.seconds,
+            t.seconds / ours
+        );
+        torch_rounds.push(t.seconds);
+        version = Some(t.version);
     }
     let ours = median(ours_rounds.clone());
     let ours_tps = tokens as f64 / ours;

@@ -23,11 +23,19 @@ impl View {
         (rows, cols): (usize, usize),
         (rs, cs): (usize, usize),
     ) -> Self {
+        // Strides within the slice also keep their isize casts in `matmul` exact.
+        assert!(rs <= len && cs <= len, "matrix view outside its slice");
         let end = match rows == 0 || cols == 0 {
-            true => 0,
-            false => offset + (rows - 1) * rs + (cols - 1) * cs + 1,
+            true => Some(0),
+            false => (rows - 1)
+                .checked_mul(rs)
+                .zip((cols - 1).checked_mul(cs))
+                .and_then(|(r, c)| offset.checked_add(r)?.checked_add(c)?.checked_add(1)),
         };
-        assert!(end <= len, "matrix view outside its slice");
+        assert!(
+            end.is_some_and(|e| e <= len),
+            "matrix view outside its slice"
+        );
         Self {
             offset,
             rows,
@@ -43,8 +51,8 @@ impl View {
             rows, cols, rs, cs, ..
         } = *self;
         rows <= 1 && cols <= 1
-            || (cs >= 1 && rs >= cols * cs)
-            || (rs >= 1 && cs >= rows * rs)
+            || (cs >= 1 && rs >= cols.saturating_mul(cs))
+            || (rs >= 1 && cs >= rows.saturating_mul(rs))
             || (rows == 1 && cs >= 1)
             || (cols == 1 && rs >= 1)
     }
@@ -239,6 +247,13 @@ mod tests {
     fn a_view_past_the_end_is_refused() {
         let data = vec![0f32; 10];
         let _ = Mat::strided(&data, 2, (3, 3), (3, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn a_view_whose_extent_overflows_is_refused() {
+        let data = vec![0f32; 10];
+        let _ = Mat::strided(&data, usize::MAX - 2, (1, 2), (1, 1));
     }
 
     #[test]

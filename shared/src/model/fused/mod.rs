@@ -1,9 +1,9 @@
 //! Fused CPU kernels with their own backward pass (candle custom ops) for the element-wise and row-wise
 //! layers that dominate a training step after the matmuls: GELU (erf), softmax over the last dimension,
-//! layer norm, dropout (mask recomputed from a seed instead of stored), the dense layer, and multi-head
-//! attention (probabilities recomputed in backward). Each
-//! replaces 4–10 primitive candle ops, their temporaries and their backward graph (where candle's
-//! backprop zero-fills and adds one gradient buffer per node) with one node.
+//! layer norm, dropout (mask recomputed from a seed instead of stored) and the dense layer, each
+//! replacing 4–10 primitive candle ops, their temporaries and their backward graph (where candle's
+//! backprop zero-fills and adds one gradient buffer per node) with one node; and [`layer`], a whole
+//! BERT/RoBERTa transformer layer as one node (strided GEMMs from [`gemm`], SIMD math from [`math`]).
 //!
 //! They run for contiguous-able f32 tensors on the CPU; everywhere else (CUDA, other dtypes) the layers
 //! keep their composition of primitive ops, which has the same math.

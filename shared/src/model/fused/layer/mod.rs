@@ -5,9 +5,10 @@
 //! Built from primitive candle ops the layer is about forty nodes; for each of them candle's
 //! backprop zero-fills a gradient buffer and adds into it, allocates its output, and runs its own
 //! thread pool, which leaves the second core idle a quarter of the time. Here each dense layer is
-//! one GEMM into its bias rows (backward: two GEMMs and a column sum), bias + GELU, dropout +
+//! one GEMM into its bias rows (backward: two GEMMs and a column sum), the activation and dropout +
 //! residual + norm and their backward are one pass each, and attention runs one batch element per
-//! task. What backward needs is kept by the node between the passes (or recomputed from its inputs
+//! task (so a batch of one sequence runs its attention on one thread). Partial sums are reduced in
+//! order: a run is bit-for-bit repeatable for a given thread count. What backward needs is kept by the node between the passes (or recomputed from its inputs
 //! when a forward pass ran without keeping it).
 
 mod attention;
@@ -175,6 +176,9 @@ pub fn encoder_layer(
     keep: bool,
 ) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
+    if b * t == 0 || spec.packing.inter == 0 {
+        candle_core::bail!("fused layer: empty batch ({b}×{t}) or intermediate width 0");
+    }
     if spec.heads == 0 || !h.is_multiple_of(spec.heads) || spec.packing.h != h {
         candle_core::bail!(
             "fused layer: hidden {h} with {} heads and packing for {}",
