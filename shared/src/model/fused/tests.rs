@@ -16,7 +16,8 @@ pub(crate) fn randn(shape: &[usize], scale: f64, seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+/// The largest |a − b|.
+pub(crate) fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
         .abs()

@@ -29,16 +29,11 @@ pub struct Saved {
     pub norm2: NormSaved,
 }
 
-/// `rows` copies of `bias`, the starting value of a dense layer's output.
-fn bias_rows(bias: &[f32], rows: usize) -> Vec<f32> {
-    bias.repeat(rows)
-}
-
-/// y = dst-initialised bias rows + x·Wᵀ for a row-major `x` of `rows × in` and `W` of `out × in`.
+/// y = bias rows + x·Wᵀ (the GEMM accumulates into the bias) for a row-major `x` of `rows × in` and `W` of `out × in`.
 pub fn dense(x: &[f32], w: &[f32], bias: &[f32], rows: usize) -> Vec<f32> {
     let out = bias.len();
     let inp = x.len() / rows.max(1);
-    let mut y = bias_rows(bias, rows);
+    let mut y = bias.repeat(rows);
     matmul(
         MatMut::rows(&mut y, rows, out),
         Mat::rows(x, rows, inp),
