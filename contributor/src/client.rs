@@ -108,8 +108,11 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("coordinator URL {url:?} must start with http:// or https://");
         }
+        // A stalled coordinator must not hang `pull`/`submit`: every read waits at most this long
+        // for the next bytes (a transfer that keeps moving may take as long as it needs).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("coldfuse/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {

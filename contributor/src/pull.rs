@@ -64,8 +64,16 @@ pub async fn pull(client: &Client, cache: &Path, iteration: Option<u64>) -> anyh
     Ok(Pulled { dir, manifest })
 }
 
-/// Refuses manifests that could write outside the base directory or lack the weights.
+/// Refuses manifests that could write outside the base directory or lack the weights: the base hash
+/// names the cache directory, so it must be 64 lowercase hex digits.
 pub(crate) fn check_manifest(m: &BaseManifest) -> anyhow::Result<()> {
+    if !coldfuse_shared::hash::is_sha256_hex(&m.base_sha256) {
+        bail!(
+            "base {} has base_sha256 {:?}, not 64 lowercase hex digits: refused",
+            m.iteration,
+            m.base_sha256
+        );
+    }
     for f in &m.files {
         let plain = !f.name.is_empty()
             && !f.name.starts_with('.')
@@ -247,6 +255,13 @@ mod tests {
     fn manifests_that_escape_the_dir_or_disagree_are_refused() {
         let ok = "a".repeat(64);
         check_manifest(&manifest(&[BASE_WEIGHTS, "config.json"], &ok)).unwrap();
+        // The base hash names the cache directory: a hostile coordinator cannot make it a path.
+        for bad in ["../../evil", "A".repeat(64).as_str(), "a"] {
+            let mut m = manifest(&[BASE_WEIGHTS], bad);
+            m.base_sha256 = bad.to_string();
+            let err = check_manifest(&m).unwrap_err();
+            assert!(err.to_string().contains("hex"), "{err}");
+        }
         for bad in ["../evil", "a/b", ".hidden", "", CACHED_MANIFEST, "x\\y"] {
             let err = check_manifest(&manifest(&[BASE_WEIGHTS, bad], &ok)).unwrap_err();
             assert!(err.to_string().contains("refused"), "{bad}: {err}");

@@ -55,6 +55,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only to a file it creates: a stale file left behind keeps its own mode.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
@@ -186,6 +188,15 @@ mod tests {
             cache_dir: None,
             receipt_key: Some("ab".repeat(32)),
         };
+        #[cfg(unix)]
+        {
+            // A stale, world-readable temp file left behind does not leak its mode to the token.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let tmp = path.with_extension("toml.tmp");
+            std::fs::write(&tmp, "old").unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         file.save(&path).unwrap();
         assert_eq!(SettingsFile::load(&path).unwrap(), file);
         #[cfg(unix)]

@@ -58,10 +58,15 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    /// 500 for failures of the store or the machine (logged).
+    /// 500 for failures of the store or the machine: the detail (paths, store keys) goes to the log
+    /// only; the client learns that it may retry.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (the coordinator's log has the details); retry later",
+        )
     }
 }
 

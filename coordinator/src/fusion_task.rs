@@ -11,11 +11,15 @@ use coldfuse_shared::{
         LineageContribution, Promotion, MODEL_CARD,
     },
     diff::{DiffManifest, DIFF_FILE},
-    fusion::{replay, RecordedDiff, ReplayInputs},
+    fusion::{replay, FusionError, RecordedDiff, ReplayInputs},
     hash::sha256_file,
 };
 
-use crate::{publish::publish_base, Coordinator};
+use crate::{
+    publish::publish_base,
+    quarantine::{quarantine, Why},
+    Coordinator,
+};
 
 /// Runs forever: waits for a wake-up or the round's deadline, and fuses when the round is due.
 pub async fn run(c: Arc<Coordinator>) {
@@ -38,49 +42,68 @@ pub async fn run(c: Arc<Coordinator>) {
 }
 
 /// Fuses the current round if it is due (or, with `force`, if it has any accepted contribution).
-/// Returns the committed lineage record, or None when there was nothing to do.
+/// Returns the committed lineage record, or None when there was nothing to do. A contribution whose
+/// diff makes the fusion fail is quarantined and the rest are fused; after any other failure the
+/// state is reloaded from the store (which may be ahead of memory if the failure came after the
+/// commit).
 pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<IterationRecord>> {
     let _serial = c.fusion_lock.lock().await;
-    let (iteration, latest, config, accepted) = {
-        let mut s = c.state.write().await;
-        let due = s.should_fuse(now_unix())
-            || (force && !s.fusing && s.candidate.is_none() && !s.accepted().is_empty());
-        if !due {
-            return Ok(None);
-        }
-        s.fusing = true;
-        let accepted: Vec<(String, DiffManifest, u64)> = s
-            .accepted()
-            .iter()
-            .map(|k| {
-                let m = s.round[*k].manifest.clone();
-                let tau = s.staleness(&m.base.sha256).unwrap_or(0);
-                (k.to_string(), m, tau)
-            })
-            .collect();
-        (
-            s.round_iteration(),
-            s.latest.clone(),
-            s.config.clone(),
-            accepted,
-        )
-    };
-    let result = fuse_and_commit(c, iteration, &latest, &config, &accepted).await;
-    let mut s = c.state.write().await;
-    s.fusing = false;
-    match result {
-        Ok((record, manifest, gated)) => {
-            s.bases.insert(manifest.base_sha256.clone(), iteration);
-            s.committed = iteration;
-            match gated {
-                Some(pending) => s.candidate = Some(pending),
-                None => s.latest = manifest,
+    loop {
+        let (guard, iteration, latest, config, accepted) = {
+            let s = c.state.write().await;
+            let due = s.should_fuse(now_unix())
+                || (force && !s.fusing.get() && s.candidate.is_none() && !s.accepted().is_empty());
+            if !due {
+                return Ok(None);
             }
-            s.round = BTreeMap::new();
-            s.first_accepted_at = None;
-            Ok(Some(record))
+            let guard = s.fusing.start();
+            let accepted: Vec<(String, DiffManifest, u64)> = s
+                .accepted()
+                .iter()
+                .map(|k| {
+                    let m = s.round[*k].manifest.clone();
+                    let tau = s.staleness(&m.base.sha256).unwrap_or(0);
+                    (k.to_string(), m, tau)
+                })
+                .collect();
+            let snapshot = (
+                s.round_iteration(),
+                s.latest.clone(),
+                s.config.clone(),
+                accepted,
+            );
+            (guard, snapshot.0, snapshot.1, snapshot.2, snapshot.3)
+        };
+        let result = fuse_and_commit(c, iteration, &latest, &config, &accepted).await;
+        let mut s = c.state.write().await;
+        match result {
+            Ok((record, manifest, gated)) => {
+                s.bases.insert(manifest.base_sha256.clone(), iteration);
+                s.committed = iteration;
+                match gated {
+                    Some(pending) => s.candidate = Some(pending),
+                    None => s.latest = manifest,
+                }
+                s.round = BTreeMap::new();
+                s.first_accepted_at = None;
+                drop(guard);
+                return Ok(Some(record));
+            }
+            Err(e) => {
+                if let Some(FusionError::Diff { contributor, .. }) = e.downcast_ref::<FusionError>()
+                {
+                    let message = format!("fusing it failed: {e:#}");
+                    quarantine(c, &mut s, contributor, Why::FusionFailed, message).await?;
+                    drop((s, guard));
+                    continue;
+                }
+                drop((s, guard));
+                if let Err(reload) = c.reload().await {
+                    tracing::error!(error = %reload, "reloading the state after a failed fusion");
+                }
+                return Err(e);
+            }
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -96,6 +119,14 @@ async fn fuse_and_commit(
     Option<Promotion>,
 )> {
     let started = std::time::Instant::now();
+    // Memory may trail the store (an error after an earlier commit): never publish over a commit.
+    if c.store
+        .get_json::<serde_json::Value>(&keys::iteration_record(iteration))
+        .await?
+        .is_some()
+    {
+        anyhow::bail!("iteration {iteration} is already committed; reloading the state");
+    }
     let scratch = tempfile::Builder::new()
         .prefix(&format!("fusion-{iteration:06}-"))
         .tempdir_in(&c.work)?;
@@ -231,7 +262,7 @@ async fn fuse_and_commit(
     }
     if gated.is_none() {
         c.store
-            .put_json(keys::LATEST, &LatestPointer { iteration })
+            .put_json(keys::LATEST, &LatestPointer::to(iteration))
             .await?;
     }
     let cached = c.base_dir(iteration);

@@ -130,9 +130,7 @@ async fn apply(
         c.store
             .put_json(
                 keys::LATEST,
-                &coldfuse_shared::api::LatestPointer {
-                    iteration: p.iteration,
-                },
+                &coldfuse_shared::api::LatestPointer::to(p.iteration),
             )
             .await?;
         let mut s = c.state.write().await;

@@ -110,9 +110,7 @@ pub async fn init(
             store.url()
         );
     }
-    store
-        .put_json(keys::LATEST, &LatestPointer { iteration: 0 })
-        .await?;
+    store.put_json(keys::LATEST, &LatestPointer::to(0)).await?;
     let (admin_token, hash) = new_token();
     let token = TokenRecord {
         id: hash[..12].to_string(),

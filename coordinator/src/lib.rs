@@ -13,6 +13,7 @@ pub mod init;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod quarantine;
 pub mod routes;
 pub mod signing;
 pub mod state;

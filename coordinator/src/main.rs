@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{fusion_task, init, routes, signing, Coordinator, Store};
 use coldfuse_shared::{
-    api::{DeploymentConfig, GateConfig},
+    api::{DeploymentConfig, GateConfig, DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM},
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
 };
 
@@ -49,6 +49,14 @@ enum Command {
         /// Scale down any diff whose L2 norm exceeds this.
         #[arg(long)]
         clip_norm: Option<f64>,
+        /// Scale down any diff whose L2 norm exceeds K × the lower median of the round's diff
+        /// norms (poisoning defence; 0 turns it off).
+        #[arg(long, value_name = "K", default_value_t = DEFAULT_CLIP_TO_MEDIAN)]
+        clip_to_median: f64,
+        /// Reject diffs whose L2 norm exceeds this fraction of the base body's L2 norm
+        /// (poisoning defence; 0 turns it off).
+        #[arg(long, value_name = "R", default_value_t = DEFAULT_MAX_RELATIVE_NORM)]
+        max_relative_norm: f64,
         /// Server optimiser over the fused update: none (the paper), momentum:lr=L,beta=B (FedAvgM),
         /// adam:lr=L,beta1=B1,beta2=B2,tau=T (FedAdam).
         #[arg(long, default_value = "none")]
@@ -112,6 +120,8 @@ fn main() -> anyhow::Result<()> {
             deadline_secs,
             strategy,
             clip_norm,
+            clip_to_median,
+            max_relative_norm,
             server_optimizer,
             max_diff_bytes,
             private,
@@ -124,7 +134,9 @@ fn main() -> anyhow::Result<()> {
                 fusion: FusionConfig {
                     strategy,
                     clip_norm,
+                    clip_to_median: (clip_to_median != 0.0).then_some(clip_to_median),
                 },
+                max_relative_norm: (max_relative_norm != 0.0).then_some(max_relative_norm),
                 quorum,
                 min_contributions,
                 deadline_secs,
@@ -194,7 +206,6 @@ async fn serve(
         let key = &coldfuse_shared::hash::sha256_bytes(store.url().as_bytes())[..12];
         std::env::temp_dir().join(format!("coldfuse-coordinator-{key}"))
     });
-    let _ = std::fs::remove_dir_all(work.join("uploads"));
     let coordinator = Coordinator::load(store, &work, signing_key.as_deref()).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();

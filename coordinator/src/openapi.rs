@@ -3,9 +3,9 @@
 use coldfuse_shared::api::{
     Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
     EvalMethod, FileEntry, GateConfig, GateEval, IterationRecord, LatestPointer,
-    LineageContribution, Promotion, PromotionState, Receipt, ReceiptKind, Role, RoundStatus,
-    SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest, TokenResponse, Verdict,
-    WhoAmI,
+    LineageContribution, Promotion, PromotionState, Quarantine, Receipt, ReceiptKind, Role,
+    RoundStatus, SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest,
+    TokenResponse, Verdict, WhoAmI,
 };
 
 use crate::routes;
@@ -46,6 +46,7 @@ use crate::routes;
         routes::admin::rollback,
         routes::admin::create_token,
         routes::admin::revoke_token,
+        routes::admin::drop_contribution,
     ),
     components(schemas(
         Announced,
@@ -71,6 +72,8 @@ use crate::routes;
         Verdict,
         WhoAmI,
         routes::admin::Rollback,
+        routes::admin::DropRequest,
+        Quarantine,
         routes::gate::GateStatus,
         routes::gate::Decision,
         EvalMethod,

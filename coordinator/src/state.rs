@@ -4,13 +4,16 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use coldfuse_shared::{
     api::{
         keys, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Promotion,
-        PromotionState, ReceiptSigner, RoundStatus, TokenRecord, Verdict,
+        PromotionState, Quarantine, ReceiptSigner, RoundStatus, TokenRecord, Verdict,
     },
     diff::{DiffManifest, MANIFEST_FILE},
     hash::sha256_file,
@@ -26,6 +29,44 @@ pub struct Contribution {
     pub manifest: DiffManifest,
     /// None until the diff has been uploaded and validated.
     pub verdict: Option<Verdict>,
+    /// Set when an accepted contribution was taken out of the round before fusion.
+    pub quarantined: Option<Quarantine>,
+}
+
+impl Contribution {
+    /// Whether it counts towards the round: accepted and not quarantined.
+    pub fn counts(&self) -> bool {
+        self.quarantined.is_none() && self.verdict.as_ref().is_some_and(Verdict::accepted)
+    }
+}
+
+/// Whether a fusion is running. Only [`FusingFlag::start`] sets it, under the state's write lock,
+/// and the guard it returns clears it when dropped, so a fusion that fails, panics or is cancelled
+/// cannot leave the round closed.
+#[derive(Debug, Clone, Default)]
+pub struct FusingFlag(Arc<AtomicBool>);
+
+/// Clears the [`FusingFlag`] when dropped.
+#[derive(Debug)]
+pub struct FusingGuard(Arc<AtomicBool>);
+
+impl FusingFlag {
+    /// Whether a fusion is running.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Marks a fusion as running until the guard is dropped (call with the state's write lock held).
+    pub fn start(&self) -> FusingGuard {
+        self.0.store(true, Ordering::SeqCst);
+        FusingGuard(self.0.clone())
+    }
+}
+
+impl Drop for FusingGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The mutable part of the coordinator's state.
@@ -42,7 +83,7 @@ pub struct State {
     /// When the round's first contribution was accepted (Unix seconds).
     pub first_accepted_at: Option<u64>,
     /// Whether a fusion is running.
-    pub fusing: bool,
+    pub fusing: FusingFlag,
     /// Iteration of every committed base, by weights SHA-256.
     pub bases: BTreeMap<String, u64>,
     /// A fused iteration awaiting the promotion gate (no fusion runs until it is decided).
@@ -59,10 +100,7 @@ impl State {
     pub fn accepted(&self) -> Vec<&str> {
         self.round
             .iter()
-            .filter(|(_, c)| {
-                c.verdict.as_ref().is_some_and(Verdict::accepted)
-                    && self.staleness(&c.manifest.base.sha256).is_some()
-            })
+            .filter(|(_, c)| c.counts() && self.staleness(&c.manifest.base.sha256).is_some())
             .map(|(k, _)| k.as_str())
             .collect()
     }
@@ -83,7 +121,7 @@ impl State {
     /// Whether the round should be fused now (quorum, or deadline with enough contributions).
     pub fn should_fuse(&self, now: u64) -> bool {
         let n = self.accepted().len();
-        !self.fusing
+        !self.fusing.get()
             && self.candidate.is_none()
             && n > 0
             && (n >= self.config.quorum
@@ -102,12 +140,14 @@ impl State {
             rejected: self
                 .round
                 .values()
-                .filter(|c| c.verdict.as_ref().is_some_and(|v| !v.accepted()))
+                .filter(|c| {
+                    c.quarantined.is_some() || c.verdict.as_ref().is_some_and(|v| !v.accepted())
+                })
                 .count(),
             contributors: accepted.iter().map(|s| s.to_string()).collect(),
             quorum: self.config.quorum,
             deadline: self.deadline(),
-            fusing: self.fusing,
+            fusing: self.fusing.get(),
             strategy: self.config.fusion.strategy.to_string(),
             candidate: self.candidate.as_ref().map(|p| p.iteration),
         }
@@ -135,6 +175,8 @@ pub struct Coordinator {
     pub uploads: crate::upload::UploadSlots,
     /// Signs contribution receipts.
     pub signer: ReceiptSigner,
+    /// L2 norm of each base body diffs were bounded against, by weights SHA-256.
+    base_norms: std::sync::Mutex<HashMap<String, f64>>,
 }
 
 /// A failure to start.
@@ -176,35 +218,7 @@ impl Coordinator {
             path: work.to_path_buf(),
             source,
         })?;
-        let config: DeploymentConfig = store
-            .get_json(keys::DEPLOYMENT)
-            .await?
-            .ok_or_else(|| LoadError::NotInitialised(store.url().to_string()))?;
-        let mut bases = BTreeMap::new();
-        for key in store.list(keys::ITERATIONS).await? {
-            if keys::parse_iteration_record(&key).is_some() {
-                if let Some(r) = store.get_json::<IterationRecord>(&key).await? {
-                    bases.insert(r.base_sha256, r.iteration);
-                }
-            }
-        }
-        let committed = bases
-            .values()
-            .copied()
-            .max()
-            .ok_or_else(|| LoadError::Inconsistent("no committed iteration".into()))?;
-        let latest_iteration = store
-            .get_json::<LatestPointer>(keys::LATEST)
-            .await?
-            .map_or(committed, |p| p.iteration);
-        let latest: BaseManifest = store
-            .get_json(&keys::base_file(latest_iteration, keys::BASE_MANIFEST))
-            .await?
-            .ok_or_else(|| {
-                LoadError::Inconsistent(format!(
-                    "iteration {latest_iteration} has no base manifest"
-                ))
-            })?;
+        let state = read_state(&store, FusingFlag::default()).await?;
         let mut tokens = HashMap::new();
         for key in store.list(keys::TOKENS).await? {
             if let (Some(hash), Some(record)) = (
@@ -215,42 +229,56 @@ impl Coordinator {
                 tokens.insert(hash.to_string(), record);
             }
         }
-        let candidate = load_candidate(&store, committed, latest.iteration).await?;
         let signer = crate::signing::load_key(&store, signing_key)
             .await
             .map_err(LoadError::Signing)?;
-        let round = load_round(&store, committed + 1).await?;
-        let first_accepted_at = round
-            .values()
-            .filter_map(|c| match c.verdict {
-                Some(Verdict::Accepted { at, .. }) => Some(at),
-                _ => None,
-            })
-            .min();
         let coordinator = Arc::new(Self {
             store,
             work: work.to_path_buf(),
-            state: RwLock::new(State {
-                config,
-                latest,
-                committed,
-                round,
-                first_accepted_at,
-                fusing: false,
-                bases,
-                candidate,
-            }),
+            state: RwLock::new(state),
             tokens: RwLock::new(tokens),
             wake: Notify::new(),
             fusion_lock: Mutex::new(()),
             metrics: Metrics::default(),
             uploads: Default::default(),
             signer,
+            base_norms: Default::default(),
         });
-        let latest = coordinator.state.read().await.latest.clone();
+        let (latest, committed) = {
+            let s = coordinator.state.read().await;
+            // Spools of announced contributions awaiting their upload survive a restart; others go.
+            let keep: Vec<PathBuf> = s
+                .round
+                .iter()
+                .filter(|(_, c)| c.verdict.is_none())
+                .map(|(id, c)| {
+                    crate::upload::spool_path(
+                        work,
+                        s.round_iteration(),
+                        id,
+                        &c.manifest.diff_sha256,
+                    )
+                })
+                .collect();
+            crate::upload::prune_spools(work, &keep);
+            (s.latest.clone(), s.committed)
+        };
         coordinator.cache_base(&latest).await?;
         tracing::info!(committed, latest = latest.iteration, "deployment loaded");
         Ok(coordinator)
+    }
+
+    /// Re-reads the round state from the store (after a failure that may have left memory behind
+    /// it); the running fusion flag and the tokens are kept.
+    pub async fn reload(&self) -> Result<(), LoadError> {
+        let mut s = self.state.write().await;
+        let fresh = read_state(&self.store, s.fusing.clone()).await?;
+        *s = fresh;
+        let latest = s.latest.clone();
+        drop(s);
+        self.cache_base(&latest).await?;
+        tracing::warn!(latest = latest.iteration, "state reloaded from the store");
+        Ok(())
     }
 
     /// The deployment settings.
@@ -276,6 +304,18 @@ impl Coordinator {
             .iter()
             .find(|(_, r)| r.id == id)
             .map(|(h, r)| (h.clone(), r.clone()))
+    }
+
+    /// The body L2 norm of the base with weights `sha256`, if measured.
+    pub fn base_norm(&self, sha256: &str) -> Option<f64> {
+        let norms = self.base_norms.lock().unwrap_or_else(|e| e.into_inner());
+        norms.get(sha256).copied()
+    }
+
+    /// Remembers a base's body L2 norm.
+    pub fn remember_base_norm(&self, sha256: &str, norm: f64) {
+        let mut norms = self.base_norms.lock().unwrap_or_else(|e| e.into_inner());
+        norms.insert(sha256.to_string(), norm);
     }
 
     /// Local directory of a cached base.
@@ -306,6 +346,86 @@ impl Coordinator {
         }
         Ok(dir)
     }
+}
+
+/// The state as the store has it: config, committed iterations, `latest` (rolled forward to the newest
+/// commit unless an admin rollback or the promotion gate holds it back), the gate's candidate, and the
+/// open round.
+async fn read_state(store: &Store, fusing: FusingFlag) -> Result<State, LoadError> {
+    let config: DeploymentConfig = store
+        .get_json(keys::DEPLOYMENT)
+        .await?
+        .ok_or_else(|| LoadError::NotInitialised(store.url().to_string()))?;
+    let mut bases = BTreeMap::new();
+    for key in store.list(keys::ITERATIONS).await? {
+        if keys::parse_iteration_record(&key).is_some() {
+            if let Some(r) = store.get_json::<IterationRecord>(&key).await? {
+                bases.insert(r.base_sha256, r.iteration);
+            }
+        }
+    }
+    let committed = bases
+        .values()
+        .copied()
+        .max()
+        .ok_or_else(|| LoadError::Inconsistent("no committed iteration".into()))?;
+    let pointer = store.get_json::<LatestPointer>(keys::LATEST).await?;
+    let latest_iteration = roll_forward(store, pointer, committed).await?;
+    let latest: BaseManifest = store
+        .get_json(&keys::base_file(latest_iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| {
+            LoadError::Inconsistent(format!("iteration {latest_iteration} has no base manifest"))
+        })?;
+    let candidate = load_candidate(store, committed, latest.iteration).await?;
+    let round = load_round(store, committed + 1).await?;
+    let first_accepted_at = round
+        .values()
+        .filter(|c| c.counts())
+        .filter_map(|c| match c.verdict {
+            Some(Verdict::Accepted { at, .. }) => Some(at),
+            _ => None,
+        })
+        .min();
+    Ok(State {
+        config,
+        latest,
+        committed,
+        round,
+        first_accepted_at,
+        fusing,
+        bases,
+        candidate,
+    })
+}
+
+/// The iteration to serve as latest. A pointer behind the newest commit without a rollback mark is a
+/// crash between the commit and the switch: it is moved forward (and written back), unless the newest
+/// commit is a gate candidate that was not promoted (the gate decides it).
+async fn roll_forward(
+    store: &Store,
+    pointer: Option<LatestPointer>,
+    committed: u64,
+) -> Result<u64, StoreError> {
+    let pointer = pointer.unwrap_or(LatestPointer::to(committed));
+    if pointer.iteration >= committed || pointer.rollback {
+        return Ok(pointer.iteration);
+    }
+    let gate = store
+        .get_json::<Promotion>(&keys::gate_record(committed))
+        .await?;
+    if gate.is_some_and(|p| p.state != PromotionState::Promoted) {
+        return Ok(pointer.iteration);
+    }
+    tracing::warn!(
+        from = pointer.iteration,
+        to = committed,
+        "latest was behind the newest commit (an interrupted switch): rolled forward"
+    );
+    store
+        .put_json(keys::LATEST, &LatestPointer::to(committed))
+        .await?;
+    Ok(committed)
 }
 
 async fn verified(path: &Path, sha256: &str) -> bool {
@@ -356,14 +476,22 @@ async fn load_round(
             continue;
         }
         if let Some(manifest) = store.get_json::<DiffManifest>(&key).await? {
-            let verdict = store
-                .get_json(&keys::contribution_file(
-                    iteration,
-                    contributor,
-                    "verdict.json",
-                ))
-                .await?;
-            round.insert(contributor.to_string(), Contribution { manifest, verdict });
+            if manifest.check_fields().is_err() || manifest.contributor != contributor {
+                // Written before announces were checked; it can never be accepted now.
+                tracing::warn!(%key, "ignoring a stored manifest that fails the announce checks");
+                continue;
+            }
+            let file = |name| keys::contribution_file(iteration, contributor, name);
+            let verdict = store.get_json(&file(keys::VERDICT)).await?;
+            let quarantined = store.get_json(&file(keys::QUARANTINE)).await?;
+            round.insert(
+                contributor.to_string(),
+                Contribution {
+                    manifest,
+                    verdict,
+                    quarantined,
+                },
+            );
         }
     }
     Ok(round)

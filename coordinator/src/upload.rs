@@ -91,11 +91,52 @@ impl Drop for UploadSlot {
     }
 }
 
-/// The spool file of one announced diff (the diff hash is in the name, so a new diff starts afresh).
+/// The spool file of one announced diff. Both parts were validated at the announce (a contributor id
+/// of `[A-Za-z0-9._-]`, a 64-hex hash), so the name never leaves `work/uploads/`.
 pub fn spool_path(work: &Path, iteration: u64, contributor: &str, diff_sha256: &str) -> PathBuf {
-    let short = diff_sha256.get(..16).unwrap_or(diff_sha256);
+    debug_assert!(coldfuse_shared::api::keys::valid_contributor_id(
+        contributor
+    ));
+    debug_assert!(coldfuse_shared::hash::is_sha256_hex(diff_sha256));
+    uploads(work).join(format!("{iteration:06}-{contributor}-{diff_sha256}.part"))
+}
+
+fn uploads(work: &Path) -> PathBuf {
     work.join("uploads")
-        .join(format!("{iteration:06}-{contributor}-{short}.part"))
+}
+
+/// The contributor a spool file name belongs to (`{iteration:06}-{contributor}-{64 hex}.part`).
+fn spool_owner(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".part")?;
+    let rest = stem.get(7..stem.len().checked_sub(65)?)?;
+    (stem.as_bytes().get(6) == Some(&b'-')).then_some(rest)
+}
+
+/// Removes every spool of `contributor` (a new announce replaces the old upload, so a contributor
+/// holds at most one spool, i.e. at most `max_diff_bytes` of the disk).
+pub async fn discard_spools(work: &Path, contributor: &str) {
+    let Ok(mut dir) = tokio::fs::read_dir(uploads(work)).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = dir.next_entry().await {
+        let name = entry.file_name();
+        if name.to_str().and_then(spool_owner) == Some(contributor) {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}
+
+/// At start-up: removes every spool except `keep` (those of the round's announced contributions that
+/// await their upload), so uploads resume across a restart and nothing else lingers.
+pub fn prune_spools(work: &Path, keep: &[PathBuf]) {
+    let Ok(dir) = std::fs::read_dir(uploads(work)) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if !keep.contains(&entry.path()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Bytes of a spool received so far (0 when there is none).
@@ -198,6 +239,20 @@ mod tests {
             let e = content_range(&headers(bad), 10).unwrap_err();
             assert_eq!(e.code, "bad_range", "{bad}");
         }
+    }
+
+    #[test]
+    fn spool_names_name_their_owner() {
+        let hash = "ab".repeat(32);
+        let path = spool_path(Path::new("/w"), 3, "site-a-b", &hash);
+        assert_eq!(
+            path,
+            Path::new(&format!("/w/uploads/000003-site-a-b-{hash}.part"))
+        );
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(spool_owner(name), Some("site-a-b"));
+        assert_eq!(spool_owner("000003-x.part"), None);
+        assert_eq!(spool_owner("junk"), None);
     }
 
     #[test]

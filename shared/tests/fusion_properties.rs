@@ -24,6 +24,7 @@ fn fused(base: &Base, cs: &[&Contribution], strategy: &str) -> BTreeMap<String, 
     let config = FusionConfig {
         strategy: strategy.parse().unwrap(),
         clip_norm: None,
+        clip_to_median: None,
     };
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("fused.safetensors");

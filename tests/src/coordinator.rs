@@ -80,6 +80,11 @@ impl Deployment {
         }
     }
 
+    /// The coordinator's local work directory.
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
     /// The router over the current coordinator.
     pub fn router(&self) -> Router {
         routes::router(self.coordinator.clone())
@@ -186,6 +191,31 @@ pub fn make_diff(
     seed: u64,
     poison: bool,
 ) -> (tempfile::TempDir, DiffManifest) {
+    let (dir, manifest) = shaped_diff(base_dir, base_sha, contributor, seed, 1.0, |_| true);
+    if poison {
+        // Same size, one value turned into NaN, manifest hash updated: only the value scan can catch it.
+        let path = dir.path().join(DIFF_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut m = manifest;
+        m.diff_sha256 = coldfuse_shared::hash::sha256_file(&path).unwrap();
+        return (dir, m);
+    }
+    (dir, manifest)
+}
+
+/// As [`make_diff`] (without poison), with every delta multiplied by `scale` and only the body
+/// tensors whose canonical name passes `keep`.
+pub fn shaped_diff(
+    base_dir: &Path,
+    base_sha: &str,
+    contributor: &str,
+    seed: u64,
+    scale: f64,
+    keep: impl Fn(&str) -> bool,
+) -> (tempfile::TempDir, DiffManifest) {
     let base = ModelDir::open(base_dir).unwrap();
     let model = SequenceClassifier::load(
         &base,
@@ -196,10 +226,11 @@ pub fn make_diff(
         &Device::Cpu,
     )
     .unwrap();
-    let body = model.encoder.vars();
+    let mut body = model.encoder.vars();
+    body.retain(|k, _| keep(k));
     for (k, var) in &body {
-        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() * 1e-2;
-        var.set(&(var.as_tensor() + delta as f64).unwrap()).unwrap();
+        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() as f64 * 1e-2 * scale;
+        var.set(&(var.as_tensor() + delta).unwrap()).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let mut builder = DiffBuilder::new(Encoding::F32).unwrap();
@@ -214,17 +245,6 @@ pub fn make_diff(
         sha256: base_sha.into(),
     };
     let manifest = builder.finish(dir.path(), base_ref, "bert", info).unwrap();
-    if poison {
-        // Same size, one value turned into NaN, manifest hash updated: only the value scan can catch it.
-        let path = dir.path().join(DIFF_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let n = bytes.len();
-        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
-        std::fs::write(&path, &bytes).unwrap();
-        let mut m = manifest;
-        m.diff_sha256 = coldfuse_shared::hash::sha256_file(&path).unwrap();
-        return (dir, m);
-    }
     (dir, manifest)
 }
 

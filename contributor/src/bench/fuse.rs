@@ -103,6 +103,7 @@ pub fn run(args: FuseArgs) -> anyhow::Result<()> {
     let config = FusionConfig {
         strategy: args.strategy.clone(),
         clip_norm: None,
+        clip_to_median: None,
     };
     // Like the NumPy reference, leave the output in page cache (durability is the publisher's job;
     // the coordinator's fusion syncs, see below for what that costs).

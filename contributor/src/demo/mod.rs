@@ -112,7 +112,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         quorum: contributors.len(),
         fusion: FusionConfig {
             strategy: args.strategy.clone(),
-            clip_norm: None,
+            ..DeploymentConfig::default().fusion
         },
         ..DeploymentConfig::default()
     };

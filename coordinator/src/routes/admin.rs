@@ -11,10 +11,15 @@ use axum::{
 };
 use coldfuse_shared::api::{
     keys, now_unix, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Promotion,
-    PromotionState, Role, TokenRecord, TokenRequest, TokenResponse,
+    PromotionState, Quarantine, Role, TokenRecord, TokenRequest, TokenResponse,
 };
 
-use crate::{auth, fusion_task::fuse_round, ApiError, Coordinator};
+use crate::{
+    auth,
+    fusion_task::fuse_round,
+    quarantine::{quarantine, Why},
+    ApiError, Coordinator,
+};
 
 /// `POST /v1/admin/fuse[?wait=true]`: fuse the current round now (needs one accepted contribution).
 #[utoipa::path(post, path = "/v1/admin/fuse", params(("wait" = Option<bool>, Query)),
@@ -41,10 +46,18 @@ pub async fn fuse(
         ));
     }
     if q.get("wait").is_some_and(|w| w == "true") {
-        let record = fuse_round(&c, true)
+        // On its own task: a client that hangs up does not cancel the fusion half-way.
+        let runner = c.clone();
+        let record = tokio::spawn(async move { fuse_round(&runner, true).await })
             .await
+            .map_err(ApiError::internal)?
             .map_err(|e| ApiError::internal(format!("fusion failed, nothing published: {e:#}")))?
-            .ok_or_else(|| ApiError::conflict("nothing_to_fuse", "a fusion is already running"))?;
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    "nothing_to_fuse",
+                    "a fusion is already running, or no accepted contribution is left",
+                )
+            })?;
         return Ok(Json(record).into_response());
     }
     let runner = c.clone();
@@ -141,7 +154,10 @@ pub async fn rollback(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} has no base")))?;
     c.cache_base(&manifest).await.map_err(ApiError::internal)?;
-    let pointer = LatestPointer { iteration };
+    let pointer = LatestPointer {
+        iteration,
+        rollback: true,
+    };
     c.store.put_json(keys::LATEST, &pointer).await?;
     let mut s = c.state.write().await;
     s.latest = manifest;
@@ -198,5 +214,65 @@ pub async fn revoke_token(
     record.revoked = true;
     c.store.put_json(&keys::token(&hash), &record).await?;
     c.remember_token(hash, record.clone()).await;
+    // Its contribution to the open round goes too, unless a running fusion already holds it.
+    if let Some(contributor) = record.contributor.as_deref() {
+        let mut s = c.state.write().await;
+        if s.fusing.get() {
+            tracing::warn!(%contributor, "token revoked while a fusion runs; its contribution may be in it");
+        } else {
+            let message = format!("token {id} was revoked");
+            quarantine(&c, &mut s, contributor, Why::Revoked, message).await?;
+        }
+    }
     Ok(Json(record))
+}
+
+/// The body of a drop.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+pub struct DropRequest {
+    /// Why (kept in the quarantine record).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/admin/contributions/{contributor}/drop`: quarantine a contribution to the open round so
+/// it is not fused (409 while a fusion runs).
+#[utoipa::path(post, path = "/v1/admin/contributions/{contributor}/drop", params(("contributor" = String, Path)), request_body = DropRequest,
+    responses((status = 200, body = Quarantine), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn drop_contribution(
+    State(c): State<Arc<Coordinator>>,
+    Path(contributor): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Quarantine>, ApiError> {
+    let admin = auth::require_admin(&c, &headers).await?;
+    let request: DropRequest = if body.is_empty() {
+        DropRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?
+    };
+    let reason = request.reason.unwrap_or_default();
+    if reason.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            "reason is limited to 1024 bytes",
+        ));
+    }
+    let mut s = c.state.write().await;
+    if s.fusing.get() {
+        return Err(ApiError::conflict(
+            "round_fusing",
+            "the round is being fused; drop contributions before or after",
+        ));
+    }
+    let message = format!("dropped by admin token {}: {reason}", admin.id);
+    quarantine(&c, &mut s, &contributor, Why::Dropped, message)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{contributor} has no contribution in the open round"
+            ))
+        })
 }

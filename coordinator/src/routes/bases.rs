@@ -119,7 +119,7 @@ fn parse_range(value: &HeaderValue, size: u64) -> Result<Range<u64>, ApiError> {
         (a, "") => a.parse().map_err(|_| bad())?..size,
         (a, b) => {
             let end: u64 = b.parse().map_err(|_| bad())?;
-            a.parse().map_err(|_| bad())?..(end + 1).min(size)
+            a.parse().map_err(|_| bad())?..end.saturating_add(1).min(size)
         }
     };
     if range.start >= range.end || range.start >= size {

@@ -1,5 +1,11 @@
 //! Contributions: announce a manifest, upload the diff (streamed to disk, validated, then stored),
 //! and read a contribution's verdict.
+//!
+//! A contribution moves announced → uploading → validating → accepted | rejected (and an accepted one
+//! may be quarantined before fusion, see `quarantine.rs`). Announce and upload of one contributor are
+//! serialised by its upload slot, so a manifest is never replaced under a running upload; the verdict
+//! is written to the store before it is answered, under the state lock, after checking again that the
+//! round is open (no fusion running), the manifest is the one validated and the token is still valid.
 
 use std::sync::Arc;
 
@@ -12,12 +18,10 @@ use axum::{
 use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
     api::{keys, now_unix, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
-    diff::{validate, BaseInfo, DiffManifest, DIFF_FILE, FORMAT_VERSION, MANIFEST_FILE},
+    diff::{validate, BaseInfo, DiffError, DiffManifest, DiffStats, DIFF_FILE, MANIFEST_FILE},
 };
 
 use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
-
-const VERDICT: &str = "verdict.json";
 
 /// `POST /v1/contributions`: announce a contribution to the current round with its manifest.
 #[utoipa::path(post, path = "/v1/contributions", request_body(content = Object, description = "DiffManifest"),
@@ -37,21 +41,17 @@ pub async fn announce(
         ));
     }
     auth::require_contributor(&c, &headers, &contributor).await?;
-    if manifest.format_version != FORMAT_VERSION {
-        return Err(ApiError::bad_request(
-            "unsupported_version",
-            format!(
-                "manifest format {} (this coordinator reads {FORMAT_VERSION}); upgrade coldfuse",
-                manifest.format_version
-            ),
-        ));
-    }
+    manifest.check_fields().map_err(|e| match e {
+        DiffError::UnsupportedVersion { .. } => {
+            ApiError::bad_request("unsupported_version", format!("{e}; upgrade coldfuse"))
+        }
+        e => ApiError::bad_request(e.reason(), e.to_string()),
+    })?;
+    // While the announce runs, no upload of this contributor can (and the other way round).
+    let _slot = c.uploads.take(&contributor)?;
     let mut s = c.state.write().await;
-    if s.fusing {
-        return Err(ApiError::conflict(
-            "round_fusing",
-            "the round is being fused; pull the new base and train again",
-        ));
+    if s.fusing.get() {
+        return Err(round_fusing());
     }
     if s.staleness(&manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
@@ -73,9 +73,17 @@ pub async fn announce(
         ));
     }
     if let Some(existing) = s.round.get(&contributor) {
-        if existing.verdict.as_ref().is_some_and(Verdict::accepted)
-            && s.staleness(&existing.manifest.base.sha256).is_some()
-        {
+        if existing.quarantined.is_some() {
+            return Err(ApiError::conflict(
+                "quarantined",
+                format!(
+                    "{contributor}'s contribution to iteration {} was quarantined; it may contribute \
+                     again next round",
+                    s.round_iteration()
+                ),
+            ));
+        }
+        if existing.counts() && s.staleness(&existing.manifest.base.sha256).is_some() {
             return Err(ApiError::conflict(
                 "duplicate",
                 format!(
@@ -86,21 +94,17 @@ pub async fn announce(
         }
     }
     let iteration = s.round_iteration();
-    c.store
-        .delete(&keys::contribution_file(iteration, &contributor, VERDICT))
-        .await?;
-    c.store
-        .put_json(
-            &keys::contribution_file(iteration, &contributor, MANIFEST_FILE),
-            &manifest,
-        )
-        .await?;
+    let file = |name| keys::contribution_file(iteration, &contributor, name);
+    c.store.delete(&file(keys::VERDICT)).await?;
+    c.store.put_json(&file(MANIFEST_FILE), &manifest).await?;
+    upload::discard_spools(&c.work, &contributor).await;
     let max_bytes = s.config.max_diff_bytes;
     s.round.insert(
         contributor.clone(),
         Contribution {
             manifest,
             verdict: None,
+            quarantined: None,
         },
     );
     Ok((
@@ -112,6 +116,21 @@ pub async fn announce(
             max_bytes,
         }),
     ))
+}
+
+fn round_fusing() -> ApiError {
+    ApiError::conflict(
+        "round_fusing",
+        "the round is being fused; pull the new base and train again",
+    )
+}
+
+/// What an upload checks its diff against, read from the state when it starts.
+struct Pending {
+    iteration: u64,
+    manifest: DiffManifest,
+    base_iteration: u64,
+    max_relative_norm: Option<f64>,
 }
 
 /// `PUT /v1/contributions/{contributor}/diff`: upload the announced diff, whole or in `Content-Range`
@@ -126,45 +145,12 @@ pub async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<ContributionStatus>), ApiError> {
     auth::require_contributor(&c, &headers, &contributor).await?;
-    let (iteration, manifest, base_iteration) = {
-        let s = c.state.read().await;
-        let Some(entry) = s.round.get(&contributor) else {
-            return Err(ApiError::not_found(format!(
-                "no announced contribution of {contributor}; POST its manifest first"
-            )));
-        };
-        if entry.verdict.is_some() {
-            return Err(ApiError::conflict(
-                "already_uploaded",
-                "this contribution already has a verdict; announce again to resubmit",
-            ));
-        }
-        if s.fusing {
-            return Err(ApiError::conflict(
-                "round_fusing",
-                "the round is being fused; pull the new base and train again",
-            ));
-        }
-        let Some(base_iteration) = s.bases.get(&entry.manifest.base.sha256).copied() else {
-            return Err(ApiError::conflict(
-                "stale_base",
-                "the diff's base is not a committed base",
-            ));
-        };
-        (s.round_iteration(), entry.manifest.clone(), base_iteration)
-    };
-    let total = manifest.diff_bytes;
-    let chunk = upload::content_range(&headers, total)?;
+    // The slot first: the manifest read below cannot be replaced by an announce until this returns.
     let _slot = c.uploads.take(&contributor)?;
-    let spool = upload::spool_path(&c.work, iteration, &contributor, &manifest.diff_sha256);
-    let status = |received_bytes| ContributionStatus {
-        iteration,
-        contributor: contributor.clone(),
-        diff_sha256: manifest.diff_sha256.clone(),
-        verdict: None,
-        received_bytes,
-        receipt: None,
-    };
+    let p = pending(&c, &contributor).await?;
+    let total = p.manifest.diff_bytes;
+    let chunk = upload::content_range(&headers, total)?;
+    let spool = upload::spool_path(&c.work, p.iteration, &contributor, &p.manifest.diff_sha256);
     let bytes = match chunk {
         // A whole-file upload: whatever arrives is the diff.
         None => upload::receive_at(body, &spool, 0, total).await?,
@@ -175,104 +161,202 @@ pub async fn upload(
             }
             let size = upload::receive_at(body, &spool, range.start, range.len).await?;
             if size < total {
-                return Ok((StatusCode::ACCEPTED, Json(status(size))));
+                let status = ContributionStatus {
+                    iteration: p.iteration,
+                    contributor: contributor.clone(),
+                    diff_sha256: p.manifest.diff_sha256.clone(),
+                    verdict: None,
+                    received_bytes: size,
+                    receipt: None,
+                    quarantined: None,
+                };
+                return Ok((StatusCode::ACCEPTED, Json(status)));
             }
             size
         }
     };
-    let hashed = spool.clone();
+    let stats = match check(&c, &p, &spool, bytes).await? {
+        Ok(stats) => stats,
+        Err((reason, message)) => {
+            let _ = tokio::fs::remove_file(&spool).await;
+            let verdict = reject(&c, p.iteration, &contributor, reason, message).await?;
+            return Err(rejection(verdict));
+        }
+    };
+    // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
+    let key = keys::contribution_file(p.iteration, &contributor, DIFF_FILE);
+    c.store.put_file(&key, &spool).await?;
+    let _ = tokio::fs::remove_file(&spool).await;
+    let verdict = accept(&c, &headers, &p, &contributor, &stats).await?;
+    c.metrics.accepted(bytes);
+    c.wake.notify_one();
+    tracing::info!(%contributor, iteration = p.iteration, bytes, "contribution accepted");
+    Ok((
+        StatusCode::OK,
+        Json(ContributionStatus {
+            iteration: p.iteration,
+            contributor,
+            diff_sha256: p.manifest.diff_sha256.clone(),
+            receipt: accepted_receipt(&c, p.iteration, &p.manifest, &verdict),
+            verdict: Some(verdict),
+            received_bytes: bytes,
+            quarantined: None,
+        }),
+    ))
+}
+
+/// The announced contribution an upload continues, if it may upload now.
+async fn pending(c: &Coordinator, contributor: &str) -> Result<Pending, ApiError> {
+    let s = c.state.read().await;
+    let Some(entry) = s.round.get(contributor) else {
+        return Err(ApiError::not_found(format!(
+            "no announced contribution of {contributor}; POST its manifest first"
+        )));
+    };
+    if entry.verdict.is_some() || entry.quarantined.is_some() {
+        return Err(ApiError::conflict(
+            "already_uploaded",
+            "this contribution already has a verdict; announce again to resubmit",
+        ));
+    }
+    if s.fusing.get() {
+        return Err(round_fusing());
+    }
+    let Some(base_iteration) = s.bases.get(&entry.manifest.base.sha256).copied() else {
+        return Err(ApiError::conflict(
+            "stale_base",
+            "the diff's base is not a committed base",
+        ));
+    };
+    Ok(Pending {
+        iteration: s.round_iteration(),
+        manifest: entry.manifest.clone(),
+        base_iteration,
+        max_relative_norm: s.config.max_relative_norm,
+    })
+}
+
+/// Checks a complete spool: size and hash, then the diff against its base and the deployment's norm
+/// bound. `Ok(Err((reason, message)))` is the contributor's fault (a rejection); `Err` is ours (500,
+/// the spool is kept so the client can retry).
+async fn check(
+    c: &Coordinator,
+    p: &Pending,
+    spool: &std::path::Path,
+    bytes: u64,
+) -> Result<Result<DiffStats, (&'static str, String)>, ApiError> {
+    let hashed = spool.to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    if bytes != total || sha256 != manifest.diff_sha256 {
-        let _ = tokio::fs::remove_file(&spool).await;
-        let verdict = reject(&c, iteration, &contributor, "integrity", format!(
-            "received {bytes} bytes with sha256 {sha256}; the manifest says {total} bytes with sha256 {}",
-            manifest.diff_sha256
-        )).await?;
-        return Err(rejection(verdict));
+    if bytes != p.manifest.diff_bytes || sha256 != p.manifest.diff_sha256 {
+        return Ok(Err((
+            "integrity",
+            format!(
+                "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
+                p.manifest.diff_bytes, p.manifest.diff_sha256
+            ),
+        )));
     }
     // The base the diff was computed against (the latest one, or an older one in asynchronous mode).
     let base_manifest: coldfuse_shared::api::BaseManifest = c
         .store
-        .get_json(&keys::base_file(base_iteration, keys::BASE_MANIFEST))
+        .get_json(&keys::base_file(p.base_iteration, keys::BASE_MANIFEST))
         .await?
         .ok_or_else(|| {
-            ApiError::internal(format!("iteration {base_iteration} has no base manifest"))
+            ApiError::internal(format!(
+                "iteration {} has no base manifest",
+                p.base_iteration
+            ))
         })?;
     let base_dir = c
         .cache_base(&base_manifest)
         .await
         .map_err(ApiError::internal)?;
     let base_sha = base_manifest.base_sha256.clone();
-    let path = spool.clone();
-    let m = manifest.clone();
+    let known_norm = c.base_norm(&base_sha);
+    let (path, m, ratio) = (spool.to_path_buf(), p.manifest.clone(), p.max_relative_norm);
     let checked = tokio::task::spawn_blocking(move || {
         let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
-        validate(&path, m, &base).map(|(_, stats)| stats)
+        let stats = validate(&path, m, &base).map(|(_, stats)| stats)?;
+        let norm = match (ratio, known_norm) {
+            (None, _) => None,
+            (Some(_), Some(n)) => Some(n),
+            (Some(_), None) => Some(base.body_l2_norm()?),
+        };
+        if let (Some(ratio), Some(base_norm)) = (ratio, norm) {
+            let bound = ratio * base_norm;
+            if stats.l2_norm > bound {
+                return Err(DiffError::NormBound {
+                    norm: stats.l2_norm,
+                    bound,
+                    ratio,
+                });
+            }
+        }
+        Ok((stats, norm))
     })
     .await
     .map_err(ApiError::internal)?;
-    let stats = match checked {
-        Ok(stats) => stats,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&spool).await;
-            let verdict = reject(&c, iteration, &contributor, e.reason(), e.to_string()).await?;
-            return Err(rejection(verdict));
+    match checked {
+        Ok((stats, norm)) => {
+            if let Some(n) = norm {
+                c.remember_base_norm(&base_manifest.base_sha256, n);
+            }
+            Ok(Ok(stats))
         }
-    };
-    // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
-    let key = keys::contribution_file(iteration, &contributor, DIFF_FILE);
-    c.store.put_file(&key, &spool).await?;
-    let _ = tokio::fs::remove_file(&spool).await;
-    let verdict = Verdict::Accepted {
-        l2_norm: stats.l2_norm,
-        at: now_unix(),
-    };
+        Err(e) if e.is_local_io() => Err(ApiError::internal(e)),
+        Err(e) => Ok(Err((e.reason(), e.to_string()))),
+    }
+}
+
+/// Records the accepted verdict, once the round is still the one the diff was validated for, no fusion
+/// runs, the announced manifest is still this one and the token is still valid; all under the state
+/// lock, which fusions and quarantines take too.
+async fn accept(
+    c: &Coordinator,
+    headers: &HeaderMap,
+    p: &Pending,
+    contributor: &str,
+    stats: &DiffStats,
+) -> Result<Verdict, ApiError> {
     let mut s = c.state.write().await;
-    if s.round_iteration() != iteration || s.staleness(&manifest.base.sha256).is_none() {
+    if s.fusing.get() {
+        return Err(round_fusing());
+    }
+    if s.round_iteration() != p.iteration || s.staleness(&p.manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
             "stale_base",
             "the base changed during the upload; pull the new base and train again",
         ));
     }
-    if !c
-        .store
-        .create_json(
-            &keys::contribution_file(iteration, &contributor, VERDICT),
-            &verdict,
-        )
-        .await?
+    let current = s.round.get(contributor);
+    if current
+        .is_none_or(|e| e.manifest != p.manifest || e.verdict.is_some() || e.quarantined.is_some())
     {
+        return Err(ApiError::conflict(
+            "superseded",
+            "the contribution changed during the upload; check its status",
+        ));
+    }
+    auth::require_contributor(c, headers, contributor).await?;
+    let verdict = Verdict::Accepted {
+        l2_norm: stats.l2_norm,
+        at: now_unix(),
+    };
+    let key = keys::contribution_file(p.iteration, contributor, keys::VERDICT);
+    if !c.store.create_json(&key, &verdict).await? {
         return Err(ApiError::conflict(
             "duplicate",
             "a verdict for this contribution already exists",
         ));
     }
     s.first_accepted_at.get_or_insert(now_unix());
-    s.round.insert(
-        contributor.clone(),
-        Contribution {
-            manifest: manifest.clone(),
-            verdict: Some(verdict.clone()),
-        },
-    );
-    drop(s);
-    c.metrics.accepted(bytes);
-    c.wake.notify_one();
-    tracing::info!(%contributor, iteration, bytes, "contribution accepted");
-    Ok((
-        StatusCode::OK,
-        Json(ContributionStatus {
-            iteration,
-            contributor,
-            diff_sha256: manifest.diff_sha256.clone(),
-            receipt: accepted_receipt(&c, iteration, &manifest, &verdict),
-            verdict: Some(verdict),
-            received_bytes: bytes,
-        }),
-    ))
+    if let Some(entry) = s.round.get_mut(contributor) {
+        entry.verdict = Some(verdict.clone());
+    }
+    Ok(verdict)
 }
 
 async fn reject(
@@ -289,7 +373,7 @@ async fn reject(
     };
     c.store
         .put_json(
-            &keys::contribution_file(iteration, contributor, VERDICT),
+            &keys::contribution_file(iteration, contributor, keys::VERDICT),
             &verdict,
         )
         .await?;
@@ -349,6 +433,7 @@ pub async fn status(
         verdict: entry.verdict.clone(),
         received_bytes,
         receipt,
+        quarantined: entry.quarantined.clone(),
     }))
 }
 

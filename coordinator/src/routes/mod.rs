@@ -70,5 +70,9 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/v1/admin/rollback", post(admin::rollback))
         .route("/v1/admin/tokens", post(admin::create_token))
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route(
+            "/v1/admin/contributions/{contributor}/drop",
+            post(admin::drop_contribution),
+        )
         .with_state(c)
 }

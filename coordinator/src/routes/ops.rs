@@ -19,17 +19,21 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /metrics`: Prometheus text format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics")))]
-pub async fn metrics(State(c): State<Arc<Coordinator>>) -> impl IntoResponse {
+/// `GET /metrics`: Prometheus text format (a token is needed where reads are private).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics"), (status = 401)))]
+pub async fn metrics(
+    State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    auth::require_read(&c, &headers).await?;
     let (iteration, accepted) = {
         let s = c.state.read().await;
         (s.round_iteration(), s.accepted().len())
     };
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         c.metrics.render(iteration, accepted),
-    )
+    ))
 }
 
 /// `GET /v1/openapi.json`: this API's OpenAPI document.

@@ -95,4 +95,19 @@ pub struct IterationRecord {
 pub struct LatestPointer {
     /// The iteration served as latest.
     pub iteration: u64,
+    /// Set by an admin rollback: `latest` deliberately trails the newest committed iteration. Without
+    /// it, a pointer behind the newest commit is a crash between commit and switch, and a restart
+    /// rolls it forward.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+impl LatestPointer {
+    /// The pointer a commit or promotion writes.
+    pub fn to(iteration: u64) -> Self {
+        Self {
+            iteration,
+            rollback: false,
+        }
+    }
 }

@@ -32,6 +32,19 @@ impl Verdict {
     }
 }
 
+/// An accepted contribution taken out of its round before fusion (`rounds/{i}/{id}/quarantine.json`):
+/// by an admin, because its token was revoked, or because fusing it failed. It is never fused, and the
+/// record stays beside its accepted verdict so every acknowledged contribution is accounted for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Quarantine {
+    /// Machine-readable reason: `dropped` (admin), `revoked` (token revoked), `fusion_failed`.
+    pub reason: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Unix time.
+    pub at: u64,
+}
+
 /// The answer to announcing a contribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Announced {
@@ -62,4 +75,7 @@ pub struct ContributionStatus {
     /// The coordinator's signed receipt, once the diff is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<super::SignedReceipt>,
+    /// Set when the contribution was taken out of the round before fusion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<Quarantine>,
 }

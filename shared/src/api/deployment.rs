@@ -35,6 +35,19 @@ impl SyncMode {
     }
 }
 
+/// Default bound on a diff's L2 norm, as a fraction of the base body's L2 norm: fine-tuning moves
+/// an encoder by well under 1% of its norm, so half of it is far above any honest diff and far below
+/// what wrecks a base (see ARCHITECTURE.md, "Threat model").
+pub const DEFAULT_MAX_RELATIVE_NORM: f64 = 0.5;
+
+/// Default K of [`FusionConfig::clip_to_median`] for new deployments: a diff is scaled down to at most
+/// 4 × the lower median of the round's diff norms.
+pub const DEFAULT_CLIP_TO_MEDIAN: f64 = 4.0;
+
+fn default_max_relative_norm() -> Option<f64> {
+    Some(DEFAULT_MAX_RELATIVE_NORM)
+}
+
 /// Settings of one deployment, stored at `deployment.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +65,10 @@ pub struct DeploymentConfig {
     pub deadline_secs: Option<u64>,
     /// Largest accepted diff file in bytes.
     pub max_diff_bytes: u64,
+    /// Diffs whose L2 norm exceeds this fraction of the base body's L2 norm are rejected
+    /// (`norm_bound`); null disables the bound. Default [`DEFAULT_MAX_RELATIVE_NORM`].
+    #[serde(default = "default_max_relative_norm")]
+    pub max_relative_norm: Option<f64>,
     /// Whether bases, lineage and round status can be read without a token.
     pub public_read: bool,
     /// Staleness policy.
@@ -70,6 +87,14 @@ impl DeploymentConfig {
     /// Checks the fusion strategy, the server optimiser and the gate.
     pub fn validate(&self) -> Result<(), String> {
         self.fusion.validate().map_err(|e| e.to_string())?;
+        if let Some(r) = self
+            .max_relative_norm
+            .filter(|r| !(r.is_finite() && *r > 0.0))
+        {
+            return Err(format!(
+                "max_relative_norm must be a positive number, got {r}"
+            ));
+        }
         self.server_optimizer
             .validate()
             .map_err(|e| e.to_string())?;
@@ -83,11 +108,15 @@ impl DeploymentConfig {
 impl Default for DeploymentConfig {
     fn default() -> Self {
         Self {
-            fusion: FusionConfig::default(),
+            fusion: FusionConfig {
+                clip_to_median: Some(DEFAULT_CLIP_TO_MEDIAN),
+                ..FusionConfig::default()
+            },
             quorum: 3,
             min_contributions: 1,
             deadline_secs: None,
             max_diff_bytes: 8 << 30,
+            max_relative_norm: default_max_relative_norm(),
             public_read: true,
             mode: SyncMode::Synchronous,
             server_optimizer: ServerOptimizer::None,

@@ -11,6 +11,7 @@
 //! rounds/{iteration:06}/{contributor}/manifest.json   DiffManifest of the contribution to that iteration
 //! rounds/{iteration:06}/{contributor}/diff.safetensors the accepted diff
 //! rounds/{iteration:06}/{contributor}/verdict.json    Verdict (accepted / rejected with reason)
+//! rounds/{iteration:06}/{contributor}/quarantine.json Quarantine: an accepted diff taken out before fusion
 //! gate/{iteration:06}.json                         Promotion: a gated candidate's evals and decision
 //! signing/public.json                              SigningPublicKey: the receipt key's public half
 //! signing/secret.json                              SigningSecretKey (absent when the operator keeps it in a file)
@@ -65,6 +66,11 @@ pub fn round_prefix(iteration: u64) -> String {
 pub fn contribution_file(iteration: u64, contributor: &str, file: &str) -> String {
     format!("{}/{contributor}/{file}", round_prefix(iteration))
 }
+
+/// File name of a contribution's verdict inside its round prefix.
+pub const VERDICT: &str = "verdict.json";
+/// File name of a contribution's quarantine record inside its round prefix.
+pub const QUARANTINE: &str = "quarantine.json";
 
 /// `optimizer/{iteration:06}.safetensors`: server-optimiser state after `iteration`.
 pub fn optimizer_state(iteration: u64) -> String {

@@ -13,9 +13,10 @@ mod round;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
 pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};
-pub use contribution::{Announced, ContributionStatus, Verdict};
+pub use contribution::{Announced, ContributionStatus, Quarantine, Verdict};
 pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
+    DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
 };
 pub use gate::{EvalMethod, GateConfig, GateEval, Promotion, PromotionState};
 pub use receipt::{

@@ -63,6 +63,26 @@ impl BaseInfo {
         self.file.header.get(name)
     }
 
+    /// Global L2 norm (summed in f64) of every tensor a diff may change: float weights that are not
+    /// part of a task head. The scale a diff's norm is bounded against.
+    pub fn body_l2_norm(&self) -> Result<f64, DiffError> {
+        const CHUNK: usize = 1 << 16;
+        let (mut buf, mut halves, mut sum_sq) = (vec![0f32; CHUNK], Vec::new(), 0f64);
+        for t in &self.file.header.tensors {
+            if !t.dtype.is_weight_float() || self.is_head(&t.name) {
+                continue;
+            }
+            let mut start = 0;
+            while start < t.numel() {
+                let out = &mut buf[..CHUNK.min(t.numel() - start)];
+                self.file.read_f32(t, start, out, &mut halves)?;
+                sum_sq += out.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+                start += out.len();
+            }
+        }
+        Ok(sum_sq.sqrt())
+    }
+
     /// Whether the weights-file tensor `name` belongs to a task head.
     pub fn is_head(&self, name: &str) -> bool {
         let (canon, _) = canonical(name, self.architecture.prefix);

@@ -114,9 +114,30 @@ pub enum DiffError {
     /// The diff holds no tensors.
     #[error("diff holds no tensors")]
     Empty,
+    /// The diff's L2 norm is beyond the deployment's bound (a poisoning defence).
+    #[error(
+        "diff L2 norm {norm:.6e} exceeds this deployment's bound {bound:.6e} \
+         ({ratio} × the base body's norm)"
+    )]
+    NormBound {
+        /// The diff's L2 norm.
+        norm: f64,
+        /// The bound.
+        bound: f64,
+        /// The bound as a fraction of the base's norm.
+        ratio: f64,
+    },
 }
 
 impl DiffError {
+    /// Whether the fault is the machine's (an I/O error reading local files), not the diff's.
+    pub fn is_local_io(&self) -> bool {
+        matches!(
+            self,
+            Self::Io { .. } | Self::File(crate::tensorfile::TensorFileError::Io { .. })
+        )
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
@@ -142,6 +163,7 @@ impl DiffError {
             Self::NonFinite { .. } => "non_finite",
             Self::BadIndex { .. } => "bad_index",
             Self::Empty => "empty",
+            Self::NormBound { .. } => "norm_bound",
         }
     }
 }

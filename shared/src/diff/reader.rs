@@ -4,10 +4,10 @@ use std::path::Path;
 
 use super::{
     codec::{INDICES_SUFFIX, VALUES_SUFFIX},
-    BaseInfo, DiffError, DiffManifest, Encoding, TensorEntry, FORMAT_VERSION,
+    BaseInfo, DiffError, DiffManifest, Encoding, TensorEntry,
 };
 use crate::{
-    hash::{is_sha256_hex, sha256_file},
+    hash::sha256_file,
     tensorfile::{Dtype, TensorFile, TensorInfo},
 };
 
@@ -39,6 +39,9 @@ pub struct Scratch {
     halves: Vec<u16>,
     bytes: Vec<u8>,
     indices: Vec<u32>,
+    /// Which reader and index part `indices` holds, so decoding a sparse tensor chunk by chunk reads
+    /// its indices once, not once per chunk.
+    indices_of: Option<(usize, u64)>,
     values: Vec<f32>,
 }
 
@@ -97,7 +100,14 @@ impl DiffReader {
                 actual: len.to_string(),
             });
         }
-        let file = TensorFile::open(path)?;
+        if manifest.tensors.len() > base.file.header.tensors.len() {
+            return Err(DiffError::Manifest(format!(
+                "{} tensors listed; the base has {}",
+                manifest.tensors.len(),
+                base.file.header.tensors.len()
+            )));
+        }
+        let file = TensorFile::open_limited(path, header_limit(&manifest))?;
         let mut tensors = Vec::with_capacity(manifest.tensors.len());
         let mut seen = std::collections::HashSet::new();
         for entry in &manifest.tensors {
@@ -165,7 +175,12 @@ impl DiffReader {
                 }
             }
             Layout::Sparse { indices, values } => {
-                self.read_indices(indices, &mut scratch.indices)?;
+                let key = (self as *const Self as usize, indices.offset);
+                if scratch.indices_of != Some(key) {
+                    scratch.indices_of = None;
+                    self.read_indices(indices, &mut scratch.indices)?;
+                    scratch.indices_of = Some(key);
+                }
                 let end = (start + out.len()) as u32;
                 let lo = scratch.indices.partition_point(|&i| i < start as u32);
                 let hi = scratch.indices.partition_point(|&i| i < end);
@@ -241,25 +256,19 @@ impl DiffReader {
     }
 }
 
+/// The largest header a diff of this manifest can need: per stored part (two for top-k) its name
+/// (suffix included), dtype, shape and offsets, plus room for `__metadata__`.
+fn header_limit(m: &DiffManifest) -> u64 {
+    let parts: u64 = m
+        .tensors
+        .iter()
+        .map(|t| 2 * (t.name.len() as u64 + 64 + 24 * t.shape.len() as u64 + 64))
+        .sum();
+    64 * 1024 + parts
+}
+
 fn check_manifest(m: &DiffManifest, base: &BaseInfo) -> Result<(), DiffError> {
-    if m.format_version != FORMAT_VERSION {
-        return Err(DiffError::UnsupportedVersion {
-            found: m.format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    m.encoding.validate().map_err(DiffError::Manifest)?;
-    if m.contributor.trim().is_empty() {
-        return Err(DiffError::Manifest("empty contributor id".into()));
-    }
-    if !is_sha256_hex(&m.diff_sha256) || !is_sha256_hex(&m.base.sha256) {
-        return Err(DiffError::Manifest(
-            "sha256 fields must be 64 lowercase hex digits".into(),
-        ));
-    }
-    if let Some((k, v)) = m.metrics.iter().find(|(_, v)| !v.is_finite()) {
-        return Err(DiffError::Manifest(format!("metric `{k}` is {v}")));
-    }
+    m.check_fields()?;
     if m.base.sha256 != base.sha256 {
         return Err(DiffError::WrongBase {
             expected: base.sha256.clone(),
@@ -271,9 +280,6 @@ fn check_manifest(m: &DiffManifest, base: &BaseInfo) -> Result<(), DiffError> {
             expected: base.architecture.name.to_string(),
             found: m.architecture.clone(),
         });
-    }
-    if m.tensors.is_empty() {
-        return Err(DiffError::Empty);
     }
     Ok(())
 }

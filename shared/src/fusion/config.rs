@@ -144,18 +144,32 @@ pub struct FusionConfig {
     /// Scale every diff whose global L2 norm exceeds this down to it before fusing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f64>,
+    /// Scale every diff whose L2 norm exceeds K × the lower median of the round's diff norms down to
+    /// that (robust to a minority of oversized diffs; absent in records of fusions made without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_to_median: Option<f64>,
 }
 
 impl FusionConfig {
+    /// Whether fusing needs every diff's norm first (some clipping is on).
+    pub fn clips(&self) -> bool {
+        self.clip_norm.is_some() || self.clip_to_median.is_some()
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), FusionError> {
         self.strategy.build()?;
-        match self.clip_norm {
-            Some(c) if !(c.is_finite() && c > 0.0) => Err(FusionError::Config(format!(
-                "clip_norm must be a positive number, got {c}"
-            ))),
-            _ => Ok(()),
+        for (name, value) in [
+            ("clip_norm", self.clip_norm),
+            ("clip_to_median", self.clip_to_median),
+        ] {
+            if let Some(c) = value.filter(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(FusionError::Config(format!(
+                    "{name} must be a positive number, got {c}"
+                )));
+            }
         }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::{path::Path, time::Instant};
 
 use half::{bf16, f16};
 
-use super::{clip_factors, Chunk, CombineScratch, FusionConfig, FusionError, Strategy};
+use super::{clip_bound, clip_factors, Chunk, CombineScratch, FusionConfig, FusionError, Strategy};
 use crate::{
     diff::{BaseInfo, DiffError, DiffReader, DiffTensor, Scratch},
     parallel::{default_threads, for_each_item},
@@ -87,10 +87,12 @@ enum Item {
     },
 }
 
-/// A fused tensor: where it is in the base and in each diff.
+/// A fused tensor: its name, and where it is in each diff (None: that diff leaves it unchanged,
+/// i.e. contributes zeros; a diff may cover any subset of the body, the sparse form of a full diff).
 struct Plan<'a> {
     key: u64,
-    diffs: Vec<&'a DiffTensor>,
+    name: &'a str,
+    diffs: Vec<Option<&'a DiffTensor>>,
 }
 
 struct Inputs<'a> {
@@ -131,10 +133,7 @@ pub fn fuse_weights(
         let fused: Vec<&TensorInfo> = inputs
             .plans
             .iter()
-            .map(|p| {
-                base.tensor(&p.diffs[0].name)
-                    .expect("checked against the base")
-            })
+            .map(|p| base.tensor(p.name).expect("checked against the base"))
             .collect();
         Ok(FusionReport {
             config: config.clone(),
@@ -200,9 +199,8 @@ fn prepare<'a>(
             return Err(diff_error(d, source));
         }
     }
-    check_same_tensors(&ordered)?;
-    let norms = match config.clip_norm {
-        Some(_) => Some(for_each_item(
+    let norms = match config.clips() {
+        true => Some(for_each_item(
             threads,
             ordered.len(),
             || (),
@@ -211,10 +209,10 @@ fn prepare<'a>(
                 d.scan().map(|s| s.l2_norm).map_err(|e| diff_error(d, e))
             },
         )?),
-        None => None,
+        false => None,
     };
     let factors: Vec<f32> = match &norms {
-        Some(n) => clip_factors(n, config.clip_norm),
+        Some(n) => clip_factors(n, clip_bound(n, config.clip_norm, config.clip_to_median)),
         None => vec![1.0; ordered.len()],
     }
     .into_iter()
@@ -226,15 +224,17 @@ fn prepare<'a>(
         .iter()
         .map(|d| u64::from_str_radix(&d.manifest.diff_sha256[..16], 16).unwrap_or(0))
         .collect();
-    let plans: Vec<Plan<'a>> = ordered[0]
-        .tensors()
+    // Every tensor any diff covers, in the base file's order (independent of which diff has it).
+    let plans: Vec<Plan<'a>> = base
+        .file
+        .header
+        .tensors
         .iter()
+        .filter(|t| ordered.iter().any(|d| d.tensor(&t.name).is_some()))
         .map(|t| Plan {
             key: name_key(&t.name),
-            diffs: ordered
-                .iter()
-                .map(|d| d.tensor(&t.name).expect("same tensor sets were checked"))
-                .collect(),
+            name: &t.name,
+            diffs: ordered.iter().map(|d| d.tensor(&t.name)).collect(),
         })
         .collect();
     let mut inputs = Inputs {
@@ -251,31 +251,6 @@ fn prepare<'a>(
         inputs.thresholds = thresholds(&inputs, density, threads)?;
     }
     Ok((inputs, norms))
-}
-
-fn check_same_tensors(ordered: &[&DiffReader]) -> Result<(), FusionError> {
-    let first = ordered[0];
-    for d in &ordered[1..] {
-        let missing = first
-            .tensors()
-            .iter()
-            .map(|t| &t.name)
-            .find(|n| d.tensor(n).is_none())
-            .or_else(|| {
-                d.tensors()
-                    .iter()
-                    .map(|t| &t.name)
-                    .find(|n| first.tensor(n).is_none())
-            });
-        if let Some(tensor) = missing {
-            return Err(FusionError::TensorSets {
-                contributor: d.manifest.contributor.clone(),
-                first: first.manifest.contributor.clone(),
-                tensor: tensor.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 fn weights(ordered: &[&DiffReader], strategy: &dyn Strategy) -> Result<Vec<f64>, FusionError> {
@@ -319,7 +294,10 @@ fn thresholds(
         || (Vec::<f32>::new(), Scratch::default()),
         |(buf, scratch), k| {
             let (p, i) = pairs[k];
-            let tensor = inputs.plans[p].diffs[i];
+            let Some(tensor) = inputs.plans[p].diffs[i] else {
+                // Not in this diff: all zeros, nothing to keep.
+                return Ok::<f32, FusionError>(f32::INFINITY);
+            };
             let reader = inputs.diffs[i];
             buf.resize(tensor.numel, 0.0);
             reader
@@ -341,11 +319,10 @@ fn work_items(inputs: &Inputs<'_>, chunk: usize) -> Vec<Item> {
     let header = &inputs.base.file.header;
     let mut tensor_plans: Vec<Option<usize>> = vec![None; header.tensors.len()];
     for (p, plan) in inputs.plans.iter().enumerate() {
-        let name = &plan.diffs[0].name;
         let t = header
             .tensors
             .iter()
-            .position(|t| &t.name == name)
+            .position(|t| t.name == plan.name)
             .expect("diff tensors were checked against the base");
         tensor_plans[t] = Some(p);
     }
@@ -436,15 +413,12 @@ impl Worker {
         let plan = &inputs.plans[plan];
         for (i, reader) in inputs.diffs.iter().enumerate() {
             let row = &mut self.rows[i][..len];
-            reader
-                .decode(
-                    plan.diffs[i],
-                    start,
-                    row,
-                    inputs.factors[i],
-                    &mut self.scratch,
-                )
-                .map_err(|e| diff_error(reader, e))?;
+            match plan.diffs[i] {
+                Some(t) => reader
+                    .decode(t, start, row, inputs.factors[i], &mut self.scratch)
+                    .map_err(|e| diff_error(reader, e))?,
+                None => row.fill(0.0),
+            }
         }
         let chunk = Chunk {
             rows: &self.rows,

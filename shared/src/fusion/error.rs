@@ -40,18 +40,6 @@ pub enum FusionError {
         /// Given.
         got: usize,
     },
-    /// Contributions diff different sets of tensors.
-    #[error(
-        "contribution {contributor} diffs tensor set that differs from {first}'s at `{tensor}`"
-    )]
-    TensorSets {
-        /// The contribution that differs.
-        contributor: String,
-        /// The first contribution.
-        first: String,
-        /// A tensor in one set but not the other.
-        tensor: String,
-    },
     /// The fused result has a NaN or infinite value (e.g. an overflow in a 16-bit base).
     #[error("fused tensor `{tensor}` has non-finite value at element {index}")]
     NonFinite {

@@ -22,7 +22,7 @@ mod ties;
 mod trimmed_mean;
 mod weighted;
 
-pub use clip::clip_factors;
+pub use clip::{clip_bound, clip_factors};
 pub use config::{FusionConfig, StrategyConfig};
 pub use dare::Dare;
 pub use dir::fuse_dir;

@@ -80,10 +80,14 @@ pub fn replay(
         .collect::<Result<Vec<_>, _>>()?;
     let report = fuse_dir(&base, &readers, inputs.fusion, out, &FuseOptions::default())?;
     if !inputs.optimizer.is_none() {
-        let names: Vec<String> = readers
-            .first()
-            .map(|r| r.tensors().iter().map(|t| t.name.clone()).collect())
-            .unwrap_or_default();
+        // Every tensor any diff covers (a partial diff is zeros elsewhere), in the base's order.
+        let names: Vec<String> = base
+            .file
+            .header
+            .names()
+            .filter(|n| readers.iter().any(|r| r.tensor(n).is_some()))
+            .map(str::to_string)
+            .collect();
         apply_server_optimizer(
             inputs.optimizer,
             &base.file,

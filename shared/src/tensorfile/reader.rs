@@ -24,6 +24,14 @@ pub struct TensorFile {
 impl TensorFile {
     /// Opens `path` and checks its header against the file size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TensorFileError> {
+        Self::open_limited(path, MAX_HEADER_BYTES)
+    }
+
+    /// As [`TensorFile::open`], refusing a header longer than `limit` bytes (at most
+    /// [`MAX_HEADER_BYTES`]) before reading it: for files from untrusted senders whose tensor count
+    /// is known, so a header bomb costs nothing.
+    pub fn open_limited(path: impl AsRef<Path>, limit: u64) -> Result<Self, TensorFileError> {
+        let limit = limit.min(MAX_HEADER_BYTES);
         let path = path.as_ref().to_path_buf();
         let mut file = File::open(&path).map_err(|e| TensorFileError::io(&path, e))?;
         let len = file
@@ -41,11 +49,11 @@ impl TensorFile {
         file.read_exact(&mut prefix)
             .map_err(|e| TensorFileError::io(&path, e))?;
         let header_len = u64::from_le_bytes(prefix);
-        if header_len > MAX_HEADER_BYTES {
+        if header_len > limit {
             return Err(TensorFileError::HeaderTooLarge {
                 path,
                 len: header_len,
-                limit: MAX_HEADER_BYTES,
+                limit,
             });
         }
         if 8 + header_len > len {

@@ -1,0 +1,491 @@
+//! The trust boundary, attacked: one test per way a contributor token (buggy or hostile) could break a
+//! deployment, against the real router over a real `file://` store. Each must leave the published base,
+//! the accepted contributions and the lineage intact; at worst the attacker loses its own contribution.
+//! (Races with a running fusion and revocation are in `adversarial_race.rs`.)
+
+use std::path::Path;
+
+use axum::http::StatusCode;
+use coldfuse_coordinator::Store;
+use coldfuse_e2e::coordinator::{
+    call, call_raw, call_with, contribute, latest, make_diff, shaped_diff, Deployment,
+};
+use coldfuse_shared::{
+    api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
+    diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
+    tensorfile::TensorFile,
+};
+
+fn config(quorum: usize) -> DeploymentConfig {
+    DeploymentConfig {
+        quorum,
+        ..DeploymentConfig::default()
+    }
+}
+
+async fn announce(
+    d: &Deployment,
+    token: &str,
+    m: &DiffManifest,
+) -> (StatusCode, serde_json::Value) {
+    call(
+        &d.router(),
+        "POST",
+        "/v1/contributions",
+        Some(token),
+        m.to_json(),
+    )
+    .await
+}
+
+async fn put_range(
+    d: &Deployment,
+    token: &str,
+    contributor: &str,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    total: usize,
+) -> (StatusCode, serde_json::Value) {
+    let range = format!("bytes {start}-{}/{total}", end - 1);
+    let url = format!("/v1/contributions/{contributor}/diff");
+    let (status, body) = call_with(
+        &d.router(),
+        "PUT",
+        &url,
+        Some(token),
+        bytes[start..end].to_vec(),
+        &[("content-range", &range)],
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+async fn round(d: &Deployment) -> RoundStatus {
+    serde_json::from_value(call(&d.router(), "GET", "/v1/round", None, vec![]).await.1).unwrap()
+}
+
+fn diff_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(DIFF_FILE)).unwrap()
+}
+
+/// Attack 1: a manifest hash that walks out of the upload spool. It is refused at the announce, and
+/// nothing is written outside the work directory.
+#[tokio::test]
+async fn a_manifest_hash_cannot_name_a_path() {
+    let d = Deployment::new(config(3)).await;
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let (_dir, mut m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    let escaped = Path::new("/escaped/owned.part");
+    let _ = std::fs::remove_file(escaped);
+    m.diff_sha256 = "aaaaaaaaaaaaaaa\u{e9}/../../../../../escaped/owned".into();
+    let (status, v) = announce(&d, &token, &m).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_manifest");
+    let (status, _) = put_range(&d, &token, "site-a", &[0u8; 55], 0, 55, 1000).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!escaped.exists(), "a spool escaped the work directory");
+    // Every other field a contributor controls is bounded too.
+    let (_dir, good) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    let mut bad = Vec::new();
+    let mut m = good.clone();
+    m.metrics = (0..1000).map(|i| (format!("m{i}"), 0.5)).collect();
+    bad.push(m);
+    let mut m = good.clone();
+    m.num_examples = u64::MAX;
+    bad.push(m);
+    let mut m = good.clone();
+    m.created_by = "x".repeat(100_000);
+    bad.push(m);
+    let mut m = good.clone();
+    m.base.sha256 = m.base.sha256.to_uppercase();
+    bad.push(m);
+    for m in bad {
+        let (status, v) = announce(&d, &token, &m).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    }
+    let (status, v) = announce(&d, &token, &good).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+/// Attack 2: a diff of a single body tensor, accepted beside complete ones, used to make every fusion
+/// fail. A diff may cover any subset of the body (the rest counts as zeros), so the round fuses.
+#[tokio::test]
+async fn a_partial_diff_cannot_block_the_round() {
+    let d = Deployment::new(config(10)).await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let a = d.token("site-a").await;
+    let b = d.token("site-b").await;
+    let (pa, ma) = shaped_diff(&dir0, &base.base_sha256, "site-a", 1, 1.0, |n| {
+        n == "embeddings.LayerNorm.weight"
+    });
+    assert_eq!(ma.tensors.len(), 1);
+    let (pb, mb) = make_diff(&dir0, &base.base_sha256, "site-b", 2, false);
+    for (t, dir, m) in [(&a, &pa, &ma), (&b, &pb, &mb)] {
+        let (status, v) = contribute(&d, t, dir.path(), m).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let (status, v) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let record: IterationRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(record.contributions.len(), 2);
+    assert_eq!(latest(&d).await.iteration, 1);
+}
+
+/// Attack 3: poisoning under the default settings. A 1e20 diff is rejected at its upload (norm bound);
+/// a ×100 diff among three honest ones is clipped to 4 × the lower median norm, so the published base
+/// stays finite, its update stays within the honest scale and the lineage records a finite norm.
+#[tokio::test]
+async fn oversized_diffs_are_rejected_or_clipped_by_default() {
+    let d = Deployment::new(config(4)).await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let (huge_dir, huge) = shaped_diff(&dir0, &base.base_sha256, "site-x", 9, 1e22, |_| true);
+    let x = d.token("site-x").await;
+    let (status, v) = contribute(&d, &x, huge_dir.path(), &huge).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["code"], "norm_bound");
+    let mut honest_norms = Vec::new();
+    for (i, name) in ["site-a", "site-b", "site-c"].iter().enumerate() {
+        let t = d.token(name).await;
+        // Honest fine-tuning moves this tiny model (weights of std 0.02) by ~2e-4 per weight.
+        let (dir, m) = shaped_diff(&dir0, &base.base_sha256, name, i as u64, 0.02, |_| true);
+        let (status, v) = contribute(&d, &t, dir.path(), &m).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        honest_norms.push(v["verdict"]["l2_norm"].as_f64().unwrap());
+    }
+    let (loud_dir, loud) = shaped_diff(&dir0, &base.base_sha256, "site-y", 3, 2.0, |_| true);
+    let y = d.token("site-y").await;
+    let (status, v) = contribute(&d, &y, loud_dir.path(), &loud).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a ×100 diff is within the absolute bound: {v}"
+    );
+    let loud_norm = v["verdict"]["l2_norm"].as_f64().unwrap();
+    let (status, v) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let record: IterationRecord = serde_json::from_value(v).unwrap();
+    let update = record.update_l2_norm.expect("a finite update norm");
+    let max_honest = honest_norms.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        update <= 4.0 * max_honest,
+        "update {update} vs honest {honest_norms:?}"
+    );
+    assert!(loud_norm > 50.0 * max_honest);
+    let clipped = record
+        .contributions
+        .iter()
+        .find(|c| c.contributor == "site-y")
+        .unwrap();
+    assert!(clipped.clip_factor < 0.1, "{clipped:?}");
+    let weights = TensorFile::open(d.coordinator.base_dir(1).join("model.safetensors")).unwrap();
+    let mut buf = Vec::new();
+    let mut halves = Vec::new();
+    for t in &weights.header.tensors {
+        if t.dtype.is_weight_float() {
+            buf.resize(t.numel(), 0.0);
+            weights.read_f32(t, 0, &mut buf, &mut halves).unwrap();
+            assert!(
+                buf.iter().all(|v| v.is_finite() && v.abs() < 1e3),
+                "{}",
+                t.name
+            );
+        }
+    }
+}
+
+/// Attack 4: re-announcing while one's own upload is in flight. The announce waits for no one: it is
+/// refused while the upload holds the contributor's slot, so the store never pairs manifest M2 with
+/// diff D1 and the iteration stays verifiable.
+#[tokio::test]
+async fn a_reannounce_cannot_replace_the_manifest_under_a_running_upload() {
+    let d = Deployment::new(config(10)).await;
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let (d1, m1) = make_diff(&dir0, &base.base_sha256, "site-a", 1, false);
+    let (_d2, m2) = make_diff(&dir0, &base.base_sha256, "site-a", 2, false);
+    let (status, _) = announce(&d, &token, &m1).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // D1's upload: a body that stalls after its first half until the test releases it.
+    let bytes = diff_bytes(d1.path());
+    let half = bytes.len() / 2;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
+    });
+    let request = axum::http::Request::builder()
+        .method("PUT")
+        .uri("/v1/contributions/site-a/diff")
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap();
+    let router = d.router();
+    let upload = tokio::spawn(async move {
+        use tower::ServiceExt;
+        router.oneshot(request).await.unwrap().status()
+    });
+    tx.send(bytes[..half].to_vec()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, v) = announce(&d, &token, &m2).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "upload_in_progress");
+    tx.send(bytes[half..].to_vec()).await.unwrap();
+    drop(tx);
+    assert_eq!(upload.await.unwrap(), StatusCode::OK);
+    let store = Store::open(&d.store_url).unwrap();
+    let stored: DiffManifest = store
+        .get_json(&keys::contribution_file(1, "site-a", MANIFEST_FILE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored, m1,
+        "the store pairs the accepted diff with its own manifest"
+    );
+    let (status, _) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = call(
+        &d.router(),
+        "GET",
+        "/v1/lineage/1/contributions/site-a/receipt",
+        Some(&token),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// Attack 7: disk. Every announce with a new hash used to open a new spool of up to `max_diff_bytes`;
+/// now a contributor holds one spool, and it survives a restart so the upload really resumes.
+#[tokio::test]
+async fn a_contributor_holds_one_spool_which_survives_a_restart() {
+    let mut d = Deployment::new(config(10)).await;
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let mut last = None;
+    for seed in 0..4 {
+        let (dir, m) = make_diff(&dir0, &base.base_sha256, "site-a", seed, false);
+        let (status, _) = announce(&d, &token, &m).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let bytes = diff_bytes(dir.path());
+        let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, 1000, bytes.len()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        last = Some((dir, m, bytes));
+    }
+    let spools = std::fs::read_dir(d.work().join("uploads")).unwrap().count();
+    assert_eq!(spools, 1, "one spool per contributor");
+    d.reload().await;
+    let (_, v) = call(
+        &d.router(),
+        "GET",
+        "/v1/contributions/site-a",
+        Some(&token),
+        vec![],
+    )
+    .await;
+    assert_eq!(v["received_bytes"], 1000, "{v}");
+    let (_dir, _m, bytes) = last.unwrap();
+    let n = bytes.len();
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 1000, n, n).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// Attack 7: a header bomb. A diff whose safetensors header claims megabytes for a handful of tensors is
+/// refused before the header is read (the limit follows the manifest's tensor count).
+#[tokio::test]
+async fn a_header_bomb_is_refused_before_it_is_parsed() {
+    let d = Deployment::new(config(10)).await;
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let (dir, mut m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    // A valid header padded with 8 MB of spaces (JSON allows them) in front of the real data.
+    let real = diff_bytes(dir.path());
+    let header_len = u64::from_le_bytes(real[..8].try_into().unwrap()) as usize;
+    let mut header = real[8..8 + header_len].to_vec();
+    header.extend(std::iter::repeat_n(b' ', 8 << 20));
+    let mut bomb = (header.len() as u64).to_le_bytes().to_vec();
+    bomb.extend(&header);
+    bomb.extend(&real[8 + header_len..]);
+    std::fs::write(dir.path().join(DIFF_FILE), &bomb).unwrap();
+    m.diff_bytes = bomb.len() as u64;
+    m.diff_sha256 = coldfuse_shared::hash::sha256_bytes(&bomb);
+    let (status, v) = contribute(&d, &token, dir.path(), &m).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["code"], "malformed_file");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("exceeds"),
+        "{v}"
+    );
+}
+
+/// Attack 8: a forced fusion whose client hangs up. The fusion runs on to its commit and the round
+/// reopens; before, the cancelled request left `fusing` set and every announce got 409 until a restart.
+#[tokio::test]
+async fn a_fusion_whose_client_hangs_up_does_not_wedge_the_round() {
+    let d = Deployment::new(config(10)).await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let t = d.token("site-a").await;
+    let (dir, m) = make_diff(&dir0, &base.base_sha256, "site-a", 0, false);
+    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    let hung_up = tokio::time::timeout(std::time::Duration::from_millis(5), d.fuse_now()).await;
+    assert!(hung_up.is_err(), "the fusion should outlast the client");
+    for _ in 0..400 {
+        let r = round(&d).await;
+        if r.iteration == 2 && !r.fusing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = round(&d).await;
+    assert_eq!((r.iteration, r.fusing), (2, false), "{r:?}");
+    let base1 = latest(&d).await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(1),
+        &base1.base_sha256,
+        "site-a",
+        1,
+        false,
+    );
+    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+}
+
+/// Attack 9: a crash between the commit (`iterations/{i}.json`) and the switch of `latest.json`. The
+/// restart rolls `latest` forward instead of fusing the next round onto i−1 (a fork); an admin
+/// rollback, which marks the pointer, is kept.
+#[tokio::test]
+async fn a_restart_rolls_latest_forward_unless_an_admin_rolled_back() {
+    let mut d = Deployment::new(config(10)).await;
+    let base = latest(&d).await;
+    let t = d.token("site-a").await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    assert_eq!(d.fuse_now().await.0, StatusCode::OK);
+    let store = Store::open(&d.store_url).unwrap();
+    // The crash: the pointer still names the parent.
+    store
+        .put_json(keys::LATEST, &LatestPointer::to(0))
+        .await
+        .unwrap();
+    d.reload().await;
+    assert_eq!(latest(&d).await.iteration, 1, "rolled forward");
+    let pointer: LatestPointer = store.get_json(keys::LATEST).await.unwrap().unwrap();
+    assert_eq!(pointer.iteration, 1);
+    // A deliberate rollback survives the restart.
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/rollback",
+        Some(&d.admin),
+        br#"{"iteration": 0}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    d.reload().await;
+    assert_eq!(latest(&d).await.iteration, 0, "the rollback is kept");
+}
+
+/// Attack 12: a Range end of u64::MAX overflowed (a debug build panicked the handler).
+#[tokio::test]
+async fn a_huge_range_end_is_clamped() {
+    let d = Deployment::new(config(10)).await;
+    let base = latest(&d).await;
+    let size = base.file("config.json").unwrap().size as usize;
+    let (status, body) = call_raw(
+        &d.router(),
+        "GET",
+        "/v1/bases/0/files/config.json",
+        None,
+        vec![],
+        Some("bytes=0-18446744073709551615"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body.len(), size);
+}
+
+/// Admins can drop a contribution before fusion; it is recorded and not fused, and the contributor
+/// cannot slip it back in this round.
+#[tokio::test]
+async fn an_admin_can_drop_a_contribution() {
+    let d = Deployment::new(config(10)).await;
+    let base = latest(&d).await;
+    let dir0 = d.coordinator.base_dir(0);
+    let (a, b) = (d.token("site-a").await, d.token("site-b").await);
+    for (t, name, seed) in [(&a, "site-a", 0), (&b, "site-b", 1)] {
+        let (dir, m) = make_diff(&dir0, &base.base_sha256, name, seed, false);
+        assert_eq!(contribute(&d, t, dir.path(), &m).await.0, StatusCode::OK);
+    }
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/contributions/site-b/drop",
+        Some(&d.admin),
+        br#"{"reason": "suspicious"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["reason"], "dropped");
+    let (status, _) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/contributions/site-b/drop",
+        Some(&b),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (dir, m) = make_diff(&dir0, &base.base_sha256, "site-b", 5, false);
+    let (status, v) = contribute(&d, &b, dir.path(), &m).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "quarantined");
+    let (_, v) = call(
+        &d.router(),
+        "GET",
+        "/v1/contributions/site-b",
+        Some(&b),
+        vec![],
+    )
+    .await;
+    assert_eq!(v["quarantined"]["reason"], "dropped", "{v}");
+    let (status, v) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let record: IterationRecord = serde_json::from_value(v).unwrap();
+    let fused: Vec<_> = record
+        .contributions
+        .iter()
+        .map(|c| &c.contributor)
+        .collect();
+    assert_eq!(fused, ["site-a"]);
+}
