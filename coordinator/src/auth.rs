@@ -84,6 +84,28 @@ pub async fn require_contributor(
     }
 }
 
+/// Requires a token allowed to read `contributor`'s fused diffs: an admin, an auditor, or that
+/// contributor's own token (a diff carries information about a site's data).
+pub async fn require_diff_reader(
+    c: &Coordinator,
+    headers: &HeaderMap,
+    contributor: &str,
+) -> Result<TokenRecord, ApiError> {
+    match caller(c, headers).await? {
+        Caller::Token(t) if matches!(t.role, Role::Admin | Role::Auditor) => Ok(t),
+        Caller::Token(t)
+            if t.role == Role::Contributor && t.contributor.as_deref() == Some(contributor) =>
+        {
+            Ok(t)
+        }
+        Caller::Token(t) => Err(ApiError::forbidden(format!(
+            "token `{}` may not read diffs of `{contributor}` (admins, auditors and the site itself may)",
+            t.id
+        ))),
+        Caller::Anonymous => Err(ApiError::unauthorized()),
+    }
+}
+
 /// Requires a valid token of any role.
 pub async fn require_token(c: &Coordinator, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
     match caller(c, headers).await? {

@@ -86,10 +86,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         quorum: usize::MAX,
         ..DeploymentConfig::default()
     };
-    let admin = init::init(&store, &source, config, &Default::default())
-        .await?
-        .admin_token;
-    let coordinator = Coordinator::load(store, &tmp.path().join("work"), None).await?;
+    let done = init::init(&store, &source, config, &Default::default()).await?;
+    let admin = done.admin_token;
+    let coordinator = Coordinator::load(store, &tmp.path().join("work"), Some(done.signer)).await?;
     tokio::spawn(crate::fusion_task::run(coordinator.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

@@ -24,12 +24,15 @@ pub struct Initialised {
     pub architecture: String,
     /// The public key receipts are signed with.
     pub signing_key: SigningPublicKey,
+    /// The receipt key itself: the caller keeps it (it is never written to the store).
+    pub signer: ReceiptSigner,
 }
 
 /// Choices of `init` beyond the deployment settings.
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
-    /// Sign receipts with this operator key, kept outside the store (default: a new key kept in it).
+    /// Sign receipts with this key (default: a new one, returned in [`Initialised::signer`]). Only its
+    /// public half goes to the store.
     pub signing_key: Option<ReceiptSigner>,
     /// The original model's name for lineage and model cards, e.g. `sentence-transformers/all-MiniLM-L6-v2`
     /// (default: the model dir's name).
@@ -119,8 +122,12 @@ pub async fn init(
         created_at: now_unix(),
         revoked: false,
     };
-    store.put_json(&keys::token(&hash), &token).await?;
-    let signing_key = crate::signing::init_key(store, options.signing_key.as_ref()).await?;
+    store.put_private_json(&keys::token(&hash), &token).await?;
+    let signer = options
+        .signing_key
+        .clone()
+        .unwrap_or_else(ReceiptSigner::generate);
+    let signing_key = crate::signing::init_key(store, &signer).await?;
     if !store.create_json(keys::DEPLOYMENT, &config).await? {
         anyhow::bail!("{} was initialised concurrently", store.url());
     }
@@ -129,5 +136,6 @@ pub async fn init(
         base_sha256: manifest.base_sha256,
         architecture,
         signing_key,
+        signer,
     })
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{fusion_task, init, routes, signing, Coordinator, Store};
 use coldfuse_shared::{
-    api::{DeploymentConfig, GateConfig, DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM},
+    api::{keys, DeploymentConfig, GateConfig, DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM},
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
 };
 
@@ -77,8 +77,9 @@ enum Command {
         /// Write the admin token to this file (mode 600) instead of printing it.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
-        /// Sign receipts with this key file (`keygen`) and keep it out of the store (default: a new
-        /// key kept in the store).
+        /// Sign receipts with this key file (`keygen`); default: a new key written (mode 600) to
+        /// the coordinator's config dir ($COLDFUSE_COORDINATOR_HOME, $XDG_CONFIG_HOME/coldfuse-coordinator
+        /// or ~/.config/coldfuse-coordinator), where `serve` finds it. The store gets only its public half.
         #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
     },
@@ -101,7 +102,7 @@ enum Command {
         /// Local work directory (base cache, uploads in progress).
         #[arg(long, env = "COLDFUSE_WORK")]
         work: Option<PathBuf>,
-        /// The receipt key file, when the deployment keeps it outside the store.
+        /// The receipt key file (default: the one `init` wrote to the coordinator's config dir).
         #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
     },
@@ -150,14 +151,36 @@ fn main() -> anyhow::Result<()> {
                 ..DeploymentConfig::default()
             };
             let store = Store::open(&store)?;
+            let (signer, key_path) = match &signing_key {
+                Some(path) => (signing::read_key_file(path)?, None),
+                None => {
+                    // Written before the deployment exists (a failed init leaves no keyless store),
+                    // and only into an empty store (a key file already there is a dead deployment's).
+                    if store
+                        .get_json::<serde_json::Value>(keys::DEPLOYMENT)
+                        .await?
+                        .is_some()
+                    {
+                        anyhow::bail!("{} already holds a deployment", store.url());
+                    }
+                    let path = signing::default_key_path(store.url());
+                    let signer = coldfuse_shared::api::ReceiptSigner::generate();
+                    signing::replace_key(&path, &signer)?;
+                    (signer, Some(path))
+                }
+            };
             let options = init::InitOptions {
-                signing_key: signing_key
-                    .as_deref()
-                    .map(signing::read_key_file)
-                    .transpose()?,
+                signing_key: Some(signer),
                 name,
             };
             let done = init::init(&store, &base, config, &options).await?;
+            if let Some(path) = key_path {
+                eprintln!(
+                    "receipt key written to {} (mode 600; `serve` reads it from there, or pass \
+                     --signing-key)",
+                    path.display()
+                );
+            }
             eprintln!(
                 "initialised {} with {} ({}), base sha256 {}, receipt key {}",
                 store.url(),
@@ -206,7 +229,15 @@ async fn serve(
         let key = &coldfuse_shared::hash::sha256_bytes(store.url().as_bytes())[..12];
         std::env::temp_dir().join(format!("coldfuse-coordinator-{key}"))
     });
-    let coordinator = Coordinator::load(store, &work, signing_key.as_deref()).await?;
+    let signing_key = signing_key.or_else(|| {
+        let default = signing::default_key_path(store.url());
+        default.is_file().then_some(default)
+    });
+    let signer = signing_key
+        .as_deref()
+        .map(signing::read_key_file)
+        .transpose()?;
+    let coordinator = Coordinator::load(store, &work, signer).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();
     let listener = tokio::net::TcpListener::bind(listen)

@@ -208,11 +208,11 @@ pub enum LoadError {
 
 impl Coordinator {
     /// Loads the deployment from `store`, caching the latest base under `work`; receipts are signed
-    /// with the key in `signing_key` (an operator's file) or else the one kept in the store.
+    /// with `signer` (the operator's key) or else a legacy secret kept in the store.
     pub async fn load(
         store: Store,
         work: &Path,
-        signing_key: Option<&Path>,
+        signer: Option<ReceiptSigner>,
     ) -> Result<Arc<Self>, LoadError> {
         std::fs::create_dir_all(work).map_err(|source| LoadError::Work {
             path: work.to_path_buf(),
@@ -229,7 +229,7 @@ impl Coordinator {
                 tokens.insert(hash.to_string(), record);
             }
         }
-        let signer = crate::signing::load_key(&store, signing_key)
+        let signer = crate::signing::load_key(&store, signer)
             .await
             .map_err(LoadError::Signing)?;
         let coordinator = Arc::new(Self {

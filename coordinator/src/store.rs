@@ -55,6 +55,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: StorePath,
     url: String,
+    /// The directory of a `file://` store (to restrict file modes).
+    local: Option<std::path::PathBuf>,
 }
 
 fn backend(key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -81,12 +83,14 @@ impl Store {
             message,
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let mut local = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, StorePath) = match parsed.scheme() {
             "file" => {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|_| bad("not an absolute file path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                local = Some(dir.clone());
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(e.to_string()))?;
                 (Arc::new(fs), StorePath::default())
@@ -119,6 +123,7 @@ impl Store {
             inner,
             prefix,
             url: url.to_string(),
+            local,
         })
     }
 
@@ -140,6 +145,23 @@ impl Store {
                 .join("/"),
             None => path.to_string(),
         }
+    }
+
+    /// As [`Store::put_json`], for objects only the coordinator should read (token hashes): on a
+    /// `file://` store the file is made mode 600 (other stores: use their access policies).
+    pub async fn put_private_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put_json(key, value).await?;
+        if let Some(dir) = &self.local {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(key);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(local(&path))?;
+        }
+        Ok(())
     }
 
     /// Reads and parses a JSON object; `None` if absent.

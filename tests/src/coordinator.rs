@@ -10,7 +10,7 @@ use axum::{
 use candle_core::Device;
 use coldfuse_coordinator::{init, routes, Coordinator, Store};
 use coldfuse_shared::{
-    api::{BaseManifest, DeploymentConfig},
+    api::{BaseManifest, DeploymentConfig, ReceiptSigner},
     diff::{BaseRef, ContributionInfo, DiffBuilder, DiffManifest, Encoding, DIFF_FILE},
     HeadInit, ModelDir, SequenceClassifier,
 };
@@ -32,6 +32,8 @@ pub struct Deployment {
     pub admin: String,
     /// The running coordinator (no fusion task unless the test spawns one).
     pub coordinator: Arc<Coordinator>,
+    /// The receipt key (kept by the operator, never in the store).
+    pub signer: ReceiptSigner,
 }
 
 impl Deployment {
@@ -69,7 +71,9 @@ impl Deployment {
         let done = init::init(&store, base, config, &Default::default())
             .await
             .unwrap();
-        let coordinator = Coordinator::load(store, work.path(), None).await.unwrap();
+        let coordinator = Coordinator::load(store, work.path(), Some(done.signer.clone()))
+            .await
+            .unwrap();
         let work_path = work.path().to_path_buf();
         Self {
             _dirs: (store_dir, work),
@@ -77,6 +81,7 @@ impl Deployment {
             work: work_path,
             admin: done.admin_token,
             coordinator,
+            signer: done.signer,
         }
     }
 
@@ -93,7 +98,9 @@ impl Deployment {
     /// Drops the coordinator and loads a new one from the store (a restart).
     pub async fn reload(&mut self) {
         let store = Store::open(&self.store_url).unwrap();
-        self.coordinator = Coordinator::load(store, &self.work, None).await.unwrap();
+        self.coordinator = Coordinator::load(store, &self.work, Some(self.signer.clone()))
+            .await
+            .unwrap();
     }
 
     /// `POST /v1/admin/fuse?wait=true`: fuses the round now and answers the lineage record.

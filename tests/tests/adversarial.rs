@@ -489,3 +489,70 @@ async fn an_admin_can_drop_a_contribution() {
         .collect();
     assert_eq!(fused, ["site-a"]);
 }
+
+/// Attack 10: who may read what. A fused diff is read by its own site, admins and auditors, never by
+/// another site; the receipt key's secret is not in the store (an auditor with store access can verify
+/// receipts, not forge them); token records on a `file://` store are mode 600; `/metrics` follows
+/// `--private`.
+#[tokio::test]
+async fn reads_follow_the_data_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Deployment::new(DeploymentConfig {
+        public_read: false,
+        ..config(10)
+    })
+    .await;
+    let base = {
+        let (_, v) = call(
+            &d.router(),
+            "GET",
+            "/v1/bases/latest",
+            Some(&d.admin),
+            vec![],
+        )
+        .await;
+        serde_json::from_value::<coldfuse_shared::api::BaseManifest>(v).unwrap()
+    };
+    let (a, b) = (d.token("site-a").await, d.token("site-b").await);
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    assert_eq!(contribute(&d, &a, dir.path(), &m).await.0, StatusCode::OK);
+    assert_eq!(d.fuse_now().await.0, StatusCode::OK);
+    let (_, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/tokens",
+        Some(&d.admin),
+        br#"{"role": "auditor"}"#.to_vec(),
+    )
+    .await;
+    let auditor = v["token"].as_str().unwrap().to_string();
+    let url = "/v1/lineage/1/contributions/site-a/diff";
+    for (token, want) in [
+        (&b, StatusCode::FORBIDDEN),
+        (&a, StatusCode::OK),
+        (&auditor, StatusCode::OK),
+        (&d.admin, StatusCode::OK),
+    ] {
+        let (status, _) = call_raw(&d.router(), "GET", url, Some(token), vec![], None).await;
+        assert_eq!(status, want);
+    }
+    let (status, _) = call_raw(&d.router(), "GET", "/metrics", None, vec![], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call_raw(&d.router(), "GET", "/metrics", Some(&b), vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let store = Store::open(&d.store_url).unwrap();
+    let secret: Option<serde_json::Value> = store.get_json(keys::SIGNING_SECRET).await.unwrap();
+    assert!(secret.is_none(), "the receipt key's secret is in the store");
+    let dir = d.store_url.trim_start_matches("file://");
+    let tokens = std::fs::read_dir(Path::new(dir).join(keys::TOKENS)).unwrap();
+    for entry in tokens {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

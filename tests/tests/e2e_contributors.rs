@@ -40,6 +40,7 @@ struct Run {
     server: Server,
     proxy: Proxy,
     tokens: Vec<String>,
+    admin: String,
     texts: Vec<String>,
 }
 
@@ -104,6 +105,7 @@ async fn start(store: &str, cut_upload_after: Option<usize>) -> Run {
         server,
         proxy,
         tokens,
+        admin,
         texts,
     }
 }
@@ -338,12 +340,24 @@ fn check_nothing_private_left(run: &Run) {
     assert!(requests > 20, "{requests} requests seen");
 }
 
-/// `coldfuse verify` re-fuses every iteration from its recorded inputs, through the API (a token is
-/// needed for the diffs) and straight from the store.
+/// `coldfuse verify` re-fuses every iteration from its recorded inputs, through the API (an auditor
+/// token: it reads every site's diff) and straight from the store. A site reads only its own diffs.
 async fn check_verify(run: &Run, store: &str) {
+    let v: serde_json::Value = Client::new()
+        .post(format!("{}/v1/admin/tokens", run.server.url))
+        .bearer_auth(&run.admin)
+        .json(&serde_json::json!({"role": "auditor"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let auditor = v["token"].as_str().expect("an auditor token").to_string();
     for i in 1..=ROUNDS as u64 {
         for via_store in [false, true] {
             let mut cmd = run.coldfuse(0);
+            cmd.env("COLDFUSE_TOKEN", &auditor);
             cmd.args(["verify", &i.to_string()]);
             if via_store {
                 cmd.args(["--store", store]);
@@ -368,6 +382,20 @@ async fn check_verify(run: &Run, store: &str) {
     );
     let anonymous = Client::new().get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), 401, "diffs are not public");
+    let other = Client::new()
+        .get(&url)
+        .bearer_auth(&run.tokens[1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403, "another site's diff is not readable");
+    let own = Client::new()
+        .get(&url)
+        .bearer_auth(&run.tokens[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200, "a site reads its own diff");
 }
 
 /// Every contributor kept a verified receipt of acceptance for both rounds and of fusion for round 1

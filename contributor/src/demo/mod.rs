@@ -116,7 +116,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         ..DeploymentConfig::default()
     };
-    let admin = init::init(
+    let done = init::init(
         &store,
         &model,
         config,
@@ -125,9 +125,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     )
-    .await?
-    .admin_token;
-    let coordinator = Coordinator::load(store, &root.join("coordinator-work"), None).await?;
+    .await?;
+    let admin = done.admin_token;
+    let work = root.join("coordinator-work");
+    let coordinator = Coordinator::load(store, &work, Some(done.signer)).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

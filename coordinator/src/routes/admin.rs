@@ -194,7 +194,9 @@ pub async fn create_token(
         created_at: now_unix(),
         revoked: false,
     };
-    c.store.put_json(&keys::token(&hash), &record).await?;
+    c.store
+        .put_private_json(&keys::token(&hash), &record)
+        .await?;
     c.remember_token(hash, record.clone()).await;
     Ok((StatusCode::CREATED, Json(TokenResponse { token, record })))
 }
@@ -212,7 +214,9 @@ pub async fn revoke_token(
         .await
         .ok_or_else(|| ApiError::not_found(format!("no token with id {id}")))?;
     record.revoked = true;
-    c.store.put_json(&keys::token(&hash), &record).await?;
+    c.store
+        .put_private_json(&keys::token(&hash), &record)
+        .await?;
     c.remember_token(hash, record.clone()).await;
     // Its contribution to the open round goes too, unless a running fusion already holds it.
     if let Some(contributor) = record.contributor.as_deref() {

@@ -1,6 +1,7 @@
 //! The evidence behind a committed iteration, for `coldfuse verify`: each fused contribution's manifest
-//! and diff, and the server-optimiser state. Diffs carry information about a site's data, so these routes
-//! need a token (contributor or admin) even where reads are public.
+//! and diff, and the server-optimiser state. Diffs carry information about a site's data, so a diff and
+//! its manifest are read only by admins, auditors and the site that sent it; the optimiser state (an
+//! aggregate) by any token.
 
 use std::sync::Arc;
 
@@ -31,13 +32,14 @@ async fn record(
         .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} is not committed")))
 }
 
-/// The record, checked to have fused `contributor`.
+/// The record, checked to have fused `contributor`, once the caller may read that site's diffs.
 async fn fused(
     c: &Coordinator,
     headers: &HeaderMap,
     iteration: u64,
     contributor: &str,
 ) -> Result<IterationRecord, ApiError> {
+    auth::require_diff_reader(c, headers, contributor).await?;
     let r = record(c, headers, iteration).await?;
     if !r.contributions.iter().any(|x| x.contributor == contributor) {
         return Err(ApiError::not_found(format!(

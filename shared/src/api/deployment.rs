@@ -135,6 +135,9 @@ pub enum Role {
     Contributor,
     /// Read only.
     Reader,
+    /// Read only, including every fused diff and its manifest (to run `coldfuse verify` on any
+    /// iteration); contributor tokens read only their own diffs.
+    Auditor,
 }
 
 /// A token as stored (under the hash of the token; the token itself is never stored).
