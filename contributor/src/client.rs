@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use coldfuse_shared::{
     api::{
-        Announced, ApiErrorBody, BaseManifest, ContributionStatus, IterationRecord, RoundStatus,
-        SignedReceipt, SigningPublicKey, WhoAmI,
+        Announced, ApiErrorBody, BaseManifest, ContributionStatus, ErrorCode, IterationRecord,
+        RoundStatus, SignedReceipt, SigningPublicKey, WhoAmI,
     },
     diff::DiffManifest,
 };
@@ -24,7 +24,7 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// Stable error code (e.g. `stale_base`, `unauthorized`).
-        code: String,
+        code: ErrorCode,
         /// Its explanation.
         message: String,
     },
@@ -48,10 +48,10 @@ pub enum ClientError {
 
 impl ClientError {
     /// An API error (for tests and callers that synthesise one).
-    pub fn api(status: u16, code: &str, message: &str) -> Self {
+    pub fn api(status: u16, code: ErrorCode, message: &str) -> Self {
         Self::Api {
             status,
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -61,7 +61,7 @@ impl ClientError {
         match self {
             Self::Transport { .. } => true,
             Self::Api { status, code, .. } => {
-                *status >= 500 || *status == 429 || code == "upload_in_progress"
+                *status >= 500 || *status == 429 || *code == ErrorCode::UploadInProgress
             }
             Self::Protocol { .. } => false,
         }
@@ -73,19 +73,27 @@ impl ClientError {
             return Some("is the coordinator URL right and the service up? (`coldfuse status`)");
         }
         Some(match self.code()? {
-            "unauthorized" => "check the token: `coldfuse login --coordinator URL --token TOKEN`",
-            "forbidden" => "the token belongs to another contributor id than the manifest's",
-            "stale_base" => "a newer base exists: `coldfuse pull` and train again",
-            "round_fusing" => "the round is being fused: wait for the new base and train again",
-            "too_large" => "use a smaller --encoding (int8 or topk:0.1)",
+            ErrorCode::Unauthorized => {
+                "check the token: `coldfuse login --coordinator URL --token TOKEN`"
+            }
+            ErrorCode::Forbidden => "the token belongs to another contributor id than the manifest's",
+            ErrorCode::StaleBase => "a newer base exists: `coldfuse pull` and train again",
+            ErrorCode::RoundFusing => {
+                "the round is being fused: wait for the new base and train again"
+            }
+            ErrorCode::TooLarge => "use a smaller --encoding (int8 or topk:0.1)",
+            ErrorCode::NormBound => {
+                "the diff moved the model far more than fine-tuning does: check the learning rate and epochs"
+            }
+            ErrorCode::Quarantined => "an admin or a failed fusion took this round's contribution out",
             _ => return None,
         })
     }
 
     /// The API error code, if the coordinator answered one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Api { code, .. } => Some(code),
+            Self::Api { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -156,7 +164,7 @@ impl Client {
             },
             Err(_) => ClientError::Api {
                 status,
-                code: "http".into(),
+                code: ErrorCode::Unknown,
                 message: text.chars().take(300).collect(),
             },
         })

@@ -61,6 +61,8 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use coldfuse_shared::api::ErrorCode;
+
     use super::*;
 
     #[test]
@@ -92,7 +94,7 @@ mod tests {
                 let n = calls;
                 async move {
                     if n < 3 {
-                        Err(ClientError::api(503, "unavailable", "try later"))
+                        Err(ClientError::api(503, ErrorCode::Unknown, "try later"))
                     } else {
                         Ok(n)
                     }
@@ -105,7 +107,7 @@ mod tests {
         let err = b
             .run("test", || {
                 calls += 1;
-                async { Err::<(), _>(ClientError::api(409, "stale_base", "old")) }
+                async { Err::<(), _>(ClientError::api(409, ErrorCode::StaleBase, "old")) }
             })
             .await
             .unwrap_err();
@@ -114,7 +116,7 @@ mod tests {
         let mut calls = 0;
         b.run("test", || {
             calls += 1;
-            async { Err::<(), _>(ClientError::api(500, "internal", "boom")) }
+            async { Err::<(), _>(ClientError::api(500, ErrorCode::Internal, "boom")) }
         })
         .await
         .unwrap_err();

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use coldfuse_shared::{
-    api::{RoundStatus, SigningPublicKey},
+    api::{ErrorCode, RoundStatus, SigningPublicKey},
     data::TrainData,
     train::TrainConfig,
 };
@@ -89,9 +89,10 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
                 print_outcome(&Submitted::Accepted(status))?;
                 done.push(round.iteration);
             }
-            Ok(Submitted::Rejected { reason, message })
-                if reason == "stale_base" || reason == "round_fusing" =>
-            {
+            Ok(Submitted::Rejected {
+                reason: ErrorCode::StaleBase | ErrorCode::RoundFusing,
+                message,
+            }) => {
                 println!(
                     "round {}: {message}; training again on the new base",
                     round.iteration
@@ -138,7 +139,7 @@ fn is_stale(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<crate::client::ClientError>()
             .and_then(|ce| ce.code())
-            .is_some_and(|code| code == "stale_base" || code == "round_fusing")
+            .is_some_and(|code| matches!(code, ErrorCode::StaleBase | ErrorCode::RoundFusing))
     })
 }
 

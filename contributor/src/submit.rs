@@ -6,7 +6,7 @@ use std::{io::SeekFrom, path::Path};
 
 use anyhow::{bail, Context};
 use coldfuse_shared::{
-    api::{ContributionStatus, Verdict},
+    api::{ContributionStatus, ErrorCode, Verdict},
     diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
     hash::sha256_file,
 };
@@ -25,7 +25,7 @@ pub enum Submitted {
     /// The coordinator refused it, with a reason code and message.
     Rejected {
         /// Stable reason code (`stale_base`, `non_finite`, ...).
-        reason: String,
+        reason: ErrorCode,
         /// The coordinator's explanation.
         message: String,
     },
@@ -77,7 +77,7 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
             .await
         {
             Ok(a) => tracing::info!(iteration = a.iteration, "announced"),
-            Err(e) if e.code() == Some("duplicate") => {
+            Err(e) if e.code() == Some(ErrorCode::Duplicate) => {
                 bail!("{me} already has an accepted contribution to this round: {e}")
             }
             Err(e) => return Err(explain(e)),
@@ -111,7 +111,7 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
                 });
             }
             Err(e)
-                if (e.retryable() || e.code() == Some("upload_offset"))
+                if (e.retryable() || e.code() == Some(ErrorCode::UploadOffset))
                     && retry + 1 < client.backoff.attempts =>
             {
                 let delay = client.backoff.delay(retry);
@@ -186,7 +186,7 @@ async fn upload_from(
         if status.received_bytes != start {
             return Err(ClientError::api(
                 409,
-                "upload_offset",
+                ErrorCode::UploadOffset,
                 &format!(
                     "the coordinator holds {} bytes after a chunk ending at {start}",
                     status.received_bytes

@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use coldfuse_shared::api::{ApiErrorBody, ApiErrorDetail};
+use coldfuse_shared::api::{ApiErrorBody, ApiErrorDetail, ErrorCode};
 
 /// An error answered to an API client.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,17 +14,17 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// Human-readable message.
     pub message: String,
 }
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -33,28 +33,28 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or invalid bearer token (Authorization: Bearer TOKEN)",
         )
     }
 
     /// 403: the token may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 404.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what)
     }
 
     /// 400 for malformed requests.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 409 for requests that conflict with the current state.
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
@@ -64,7 +64,7 @@ impl ApiError {
         tracing::error!(error = %e, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error (the coordinator's log has the details); retry later",
         )
     }

@@ -250,7 +250,7 @@ async fn fuse_and_commit(
         }
         None => None,
     };
-    fault_pause().await;
+    fault_pause("COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS").await;
     if !c
         .store
         .create_json(&keys::iteration_record(iteration), &record)
@@ -260,6 +260,7 @@ async fn fuse_and_commit(
             "iteration {iteration} was committed by another coordinator; restart to reload"
         );
     }
+    fault_pause("COLDFUSE_FAULT_PAUSE_AFTER_COMMIT_MS").await;
     if gated.is_none() {
         c.store
             .put_json(keys::LATEST, &LatestPointer::to(iteration))
@@ -283,14 +284,12 @@ async fn fuse_and_commit(
     Ok((record, manifest, gated))
 }
 
-/// Test hook for crash tests: `COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS` pauses between publishing a
-/// fused base's files and committing its lineage record, so a test can kill the process there.
-async fn fault_pause() {
-    if let Some(ms) = std::env::var("COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        tracing::warn!(ms, "fault hook: pausing before the commit");
+/// Test hooks for crash tests: `COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS` pauses between publishing a
+/// fused base's files and committing its lineage record, `COLDFUSE_FAULT_PAUSE_AFTER_COMMIT_MS`
+/// between the commit and the `latest` switch, so a test can kill the process there.
+async fn fault_pause(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        tracing::warn!(ms, hook = var, "fault hook: pausing");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }

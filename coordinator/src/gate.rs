@@ -11,6 +11,7 @@ use coldfuse_shared::{
 };
 
 use crate::{ApiError, Coordinator};
+use coldfuse_shared::api::ErrorCode;
 
 /// Who decides.
 #[derive(Debug, Clone)]
@@ -27,14 +28,14 @@ async fn candidate(c: &Coordinator, iteration: u64) -> Result<Promotion, ApiErro
     match &s.candidate {
         Some(p) if p.iteration == iteration => Ok(p.clone()),
         Some(p) => Err(ApiError::conflict(
-            "not_candidate",
+            ErrorCode::NotCandidate,
             format!(
                 "iteration {iteration} is not the candidate (iteration {} is)",
                 p.iteration
             ),
         )),
         None => Err(ApiError::conflict(
-            "not_candidate",
+            ErrorCode::NotCandidate,
             format!("there is no candidate awaiting the gate (iteration {iteration} is not one)"),
         )),
     }
@@ -49,7 +50,7 @@ pub async fn report(
 ) -> Result<Promotion, ApiError> {
     if !(eval.reference_score.is_finite() && eval.candidate_score.is_finite()) {
         return Err(ApiError::bad_request(
-            "bad_eval",
+            ErrorCode::BadEval,
             "scores must be finite numbers",
         ));
     }
@@ -61,7 +62,7 @@ pub async fn report(
     };
     if eval.reference_iteration != latest {
         return Err(ApiError::conflict(
-            "wrong_reference",
+            ErrorCode::WrongReference,
             format!(
                 "the eval compares with iteration {}, but latest is iteration {latest}",
                 eval.reference_iteration

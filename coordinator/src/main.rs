@@ -1,10 +1,10 @@
 //! `coldfuse-coordinator`: initialise a deployment from a model dir, then serve the ColD Fusion API.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use coldfuse_coordinator::{fusion_task, init, routes, signing, Coordinator, Store};
+use coldfuse_coordinator::{fusion_task, init, routes, signing, upload, Coordinator, Store};
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, GateConfig, DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM},
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
@@ -105,6 +105,10 @@ enum Command {
         /// The receipt key file (default: the one `init` wrote to the coordinator's config dir).
         #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
+        /// Seconds after which the spool of an upload that received nothing is deleted (the upload
+        /// then starts again from byte 0).
+        #[arg(long, env = "COLDFUSE_UPLOAD_IDLE_SECS", default_value_t = 86_400)]
+        upload_idle_secs: u64,
     },
 }
 
@@ -213,7 +217,14 @@ fn main() -> anyhow::Result<()> {
             listen,
             work,
             signing_key,
-        } => runtime.block_on(serve(&store, &listen, work, signing_key)),
+            upload_idle_secs,
+        } => runtime.block_on(serve(
+            &store,
+            &listen,
+            work,
+            signing_key,
+            Duration::from_secs(upload_idle_secs.max(1)),
+        )),
         Command::Bench(args) => runtime.block_on(coldfuse_coordinator::bench::run(args)),
     }
 }
@@ -223,6 +234,7 @@ async fn serve(
     listen: &str,
     work: Option<PathBuf>,
     signing_key: Option<PathBuf>,
+    upload_idle: Duration,
 ) -> anyhow::Result<()> {
     let store = Store::open(store)?;
     let work = work.unwrap_or_else(|| {
@@ -240,6 +252,14 @@ async fn serve(
     let coordinator = Coordinator::load(store, &work, signer).await?;
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();
+    let sweeper = coordinator.clone();
+    tokio::spawn(async move {
+        let every = (upload_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        loop {
+            tokio::time::sleep(every).await;
+            upload::expire_idle_spools(&sweeper.uploads, &sweeper.work, upload_idle).await;
+        }
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

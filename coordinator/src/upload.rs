@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::ApiError;
+use coldfuse_shared::api::ErrorCode;
 
 /// The byte range a `PUT` carries: `Content-Range: bytes START-END/TOTAL` (END inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub fn content_range(headers: &HeaderMap, total: u64) -> Result<Option<ChunkRang
     };
     let bad = |why: &str| {
         ApiError::bad_request(
-            "bad_range",
+            ErrorCode::BadRange,
             format!("Content-Range {value:?}: {why} (expected `bytes START-END/{total}`)"),
         )
     };
@@ -73,7 +74,7 @@ impl UploadSlots {
         let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if !set.insert(contributor.to_string()) {
             return Err(ApiError::conflict(
-                "upload_in_progress",
+                ErrorCode::UploadInProgress,
                 format!("an upload of {contributor} is still running; retry in a moment"),
             ));
         }
@@ -126,6 +127,43 @@ pub async fn discard_spools(work: &Path, contributor: &str) {
     }
 }
 
+/// Removes spools untouched for `idle` (an abandoned upload's bytes), except those whose contributor
+/// is uploading now; the contribution stays announced and its upload starts again from byte 0.
+/// Answers how many were removed.
+pub async fn expire_idle_spools(
+    slots: &UploadSlots,
+    work: &Path,
+    idle: std::time::Duration,
+) -> usize {
+    let Ok(mut dir) = tokio::fs::read_dir(uploads(work)).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = dir.next_entry().await {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(spool_owner) else {
+            continue;
+        };
+        let age = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|a| a < idle) {
+            continue;
+        }
+        // Holding the slot: no upload can be writing to it while it goes.
+        if let Ok(_slot) = slots.take(owner) {
+            if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                tracing::info!(contributor = owner, "idle upload spool expired");
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// At start-up: removes every spool except `keep` (those of the round's announced contributions that
 /// await their upload), so uploads resume across a restart and nothing else lingers.
 pub fn prune_spools(work: &Path, keep: &[PathBuf]) {
@@ -175,7 +213,7 @@ pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Resu
             Ok(c) => c,
             Err(e) => {
                 failure = Some(ApiError::bad_request(
-                    "upload_interrupted",
+                    ErrorCode::UploadInterrupted,
                     format!("upload broke off after {} bytes: {e}", start + written),
                 ));
                 break;
@@ -184,7 +222,7 @@ pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Resu
         if written + chunk.len() as u64 > limit {
             failure = Some(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!("this upload may carry at most {limit} bytes"),
             ));
             break;
@@ -202,7 +240,7 @@ pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Resu
 /// 409 `upload_offset`: the chunk does not continue the spool.
 pub fn offset_error(have: u64) -> ApiError {
     ApiError::conflict(
-        "upload_offset",
+        ErrorCode::UploadOffset,
         format!("the coordinator holds {have} bytes of this diff; resume from byte {have}"),
     )
 }
@@ -237,7 +275,7 @@ mod tests {
             "bytes 0-3",
         ] {
             let e = content_range(&headers(bad), 10).unwrap_err();
-            assert_eq!(e.code, "bad_range", "{bad}");
+            assert_eq!(e.code, ErrorCode::BadRange, "{bad}");
         }
     }
 
@@ -259,10 +297,36 @@ mod tests {
     fn one_upload_slot_per_contributor() {
         let slots = UploadSlots::default();
         let a = slots.take("a").unwrap();
-        assert_eq!(slots.take("a").unwrap_err().code, "upload_in_progress");
+        assert_eq!(
+            slots.take("a").unwrap_err().code,
+            ErrorCode::UploadInProgress
+        );
         let _b = slots.take("b").unwrap();
         drop(a);
         slots.take("a").unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_spools_expire_unless_their_upload_runs() {
+        let work = tempfile::tempdir().unwrap();
+        let hash = "cd".repeat(32);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let mut paths = Vec::new();
+        for who in ["a", "b", "c"] {
+            let path = spool_path(work.path(), 1, who, &hash);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&path).unwrap();
+            if who != "c" {
+                f.set_modified(old).unwrap();
+            }
+            paths.push(path);
+        }
+        let slots = UploadSlots::default();
+        let _running = slots.take("b").unwrap();
+        let idle = std::time::Duration::from_secs(600);
+        assert_eq!(expire_idle_spools(&slots, work.path(), idle).await, 1);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, [false, true, true], "a idle, b uploading, c fresh");
     }
 
     #[tokio::test]
@@ -275,10 +339,10 @@ mod tests {
         assert_eq!(n, 6);
         assert_eq!(std::fs::read(&path).unwrap(), b"helXYZ");
         let e = receive_at(Body::from("a"), &path, 9, 1).await.unwrap_err();
-        assert_eq!(e.code, "upload_offset");
+        assert_eq!(e.code, ErrorCode::UploadOffset);
         let e = receive_at(Body::from("abc"), &path, 6, 2)
             .await
             .unwrap_err();
-        assert_eq!(e.code, "too_large");
+        assert_eq!(e.code, ErrorCode::TooLarge);
     }
 }

@@ -488,6 +488,16 @@ async fn an_admin_can_drop_a_contribution() {
         .map(|c| &c.contributor)
         .collect();
     assert_eq!(fused, ["site-a"]);
+    // Anonymous readers see the lineage without who contributed (attack 10); a token sees it.
+    let (_, public) = call(&d.router(), "GET", "/v1/lineage/1", None, vec![]).await;
+    let entry = &public["contributions"][0];
+    assert!(
+        entry.get("contributor").is_none() && entry.get("metrics").is_none(),
+        "{entry}"
+    );
+    assert!(entry["diff_sha256"].is_string());
+    let (_, known) = call(&d.router(), "GET", "/v1/lineage/1", Some(&a), vec![]).await;
+    assert_eq!(known["contributions"][0]["contributor"], "site-a");
 }
 
 /// Attack 10: who may read what. A fused diff is read by its own site, admins and auditors, never by

@@ -93,6 +93,38 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
     let c = d.token("site-c").await;
     accept_one(&d, &a, "site-a", 0).await;
     let (bytes, _) = half_upload(&d, &c, "site-c", 2).await;
+    // The last chunk starts before the fusion (so it passes the checks at the start of an upload)
+    // and its body stalls until the fusion runs.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let last = {
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
+        });
+        let (start, end) = (bytes.len() / 2, bytes.len());
+        let request = axum::http::Request::builder()
+            .method("PUT")
+            .uri("/v1/contributions/site-c/diff")
+            .header("authorization", format!("Bearer {c}"))
+            .header("content-range", format!("bytes {start}-{}/{end}", end - 1))
+            .body(axum::body::Body::from_stream(stream))
+            .unwrap();
+        let router = d.router();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
+            (status, v)
+        })
+    };
+    let (half, rest) = bytes[bytes.len() / 2..].split_at(10);
+    tx.send(half.to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let fusion = {
         let router = d.router();
         let admin = d.admin.clone();
@@ -116,7 +148,9 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, v) = put(&d, &c, "site-c", &bytes, bytes.len() / 2, bytes.len()).await;
+    tx.send(rest.to_vec()).await.unwrap();
+    drop(tx);
+    let (status, v) = last.await.unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "round_fusing");
     let (status, v) = fusion.await.unwrap();

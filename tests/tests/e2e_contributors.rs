@@ -63,7 +63,15 @@ impl Run {
 }
 
 async fn get<T: serde::de::DeserializeOwned>(url: String) -> T {
-    let r = Client::new().get(&url).send().await.unwrap();
+    get_as(url, None).await
+}
+
+async fn get_as<T: serde::de::DeserializeOwned>(url: String, token: Option<&str>) -> T {
+    let mut request = Client::new().get(&url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.unwrap();
     assert!(r.status().is_success(), "{url}: {}", r.status());
     r.json().await.unwrap()
 }
@@ -212,7 +220,17 @@ fn pull(run: &Run, iteration: u64) -> PathBuf {
 
 /// Every fused base is its parent plus the mean of the three diffs the contributors wrote.
 async fn check_fusion_and_lineage(run: &Run) {
-    let lineage: Vec<IterationRecord> = get(format!("{}/v1/lineage", run.server.url)).await;
+    // Anonymous readers see hashes and weights, not who contributed (a token does).
+    let public: Vec<IterationRecord> = get(format!("{}/v1/lineage", run.server.url)).await;
+    assert!(public
+        .iter()
+        .flat_map(|r| &r.contributions)
+        .all(|c| c.contributor.is_empty() && c.metrics.is_empty() && c.num_examples == 0));
+    let lineage: Vec<IterationRecord> = get_as(
+        format!("{}/v1/lineage", run.server.url),
+        Some(&run.tokens[0]),
+    )
+    .await;
     assert_eq!(lineage.len(), ROUNDS + 1, "{lineage:?}");
     for i in 1..=ROUNDS as u64 {
         let record = &lineage[i as usize];
@@ -404,7 +422,11 @@ async fn check_verify(run: &Run, store: &str) {
 /// receipt that was altered, one that claims another key, and one checked against another diff.
 async fn check_receipts(run: &Run) {
     let key: SigningPublicKey = get(format!("{}/v1/signing-key", run.server.url)).await;
-    let lineage: Vec<IterationRecord> = get(format!("{}/v1/lineage", run.server.url)).await;
+    let lineage: Vec<IterationRecord> = get_as(
+        format!("{}/v1/lineage", run.server.url),
+        Some(&run.tokens[0]),
+    )
+    .await;
     let verify = |i: usize, file: &Path, extra: &[&str]| {
         let o = run
             .coldfuse(i)

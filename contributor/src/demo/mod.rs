@@ -3,6 +3,8 @@
 //! over real HTTP, several fused iterations, then every base scored on held-out tasks (linear probe and
 //! few-shot fine-tune, several seeds) against iteration 0.
 
+mod attack;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -67,6 +69,14 @@ pub struct DemoArgs {
     /// Where the run is written (a new subdirectory per run).
     #[arg(long, default_value = "coldfuse-demo")]
     out: PathBuf,
+    /// Adds an attacker site that uploads, each round, the first site's diff times K (repeatable,
+    /// e.g. `--attack 100 --attack 1e20`); rounds are then fused by the admin once all have submitted.
+    #[arg(long = "attack", value_name = "K")]
+    attacks: Vec<f32>,
+    /// Turns the deployment's poisoning defences off (no norm bound, no clip to the median), to
+    /// measure what they prevent.
+    #[arg(long)]
+    no_defences: bool,
 }
 
 /// Runs the demo.
@@ -108,12 +118,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let store_dir = root.join("store");
     std::fs::create_dir_all(&store_dir)?;
     let store = Store::open(&format!("file://{}", store_dir.canonicalize()?.display()))?;
+    let defaults = DeploymentConfig::default();
     let config = DeploymentConfig {
-        quorum: contributors.len(),
+        // With attackers, a rejected one would never complete a quorum: the admin fuses instead.
+        quorum: if args.attacks.is_empty() {
+            contributors.len()
+        } else {
+            usize::MAX
+        },
         fusion: FusionConfig {
             strategy: args.strategy.clone(),
-            ..DeploymentConfig::default().fusion
+            clip_to_median: defaults.fusion.clip_to_median.filter(|_| !args.no_defences),
+            ..defaults.fusion
         },
+        max_relative_norm: defaults.max_relative_norm.filter(|_| !args.no_defences),
         ..DeploymentConfig::default()
     };
     let done = init::init(
@@ -190,6 +208,32 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 report.metrics.get("accuracy").copied().unwrap_or(f64::NAN),
                 if accepted { "accepted" } else { "REJECTED" }
             );
+        }
+        for (k, &scale) in args.attacks.iter().enumerate() {
+            let id = format!("attacker-{}", k + 1);
+            let token = create_token(&url, &admin, &id).await?;
+            let client = Client::new(&url, Some(token))?;
+            let pulled = pull(&client, &cache, None).await?;
+            let honest = root.join(format!("sites/{}/iteration-{iteration}", sites[0].0.name));
+            let out = root.join(format!("sites/{id}/iteration-{iteration}"));
+            let (base_dir, o) = (pulled.dir.clone(), out.clone());
+            tokio::task::spawn_blocking(move || {
+                attack::scaled_copy(&base_dir, &honest, scale, &id, &o)
+            })
+            .await??;
+            let verdict = match submit(&client, &out, 8 << 20).await? {
+                Submitted::Accepted(_) => "accepted".to_string(),
+                Submitted::Rejected { reason, .. } => format!("REJECTED ({reason})"),
+            };
+            println!("  iteration {iteration} attacker ×{scale:e}: {verdict}");
+        }
+        if !args.attacks.is_empty() {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/admin/fuse?wait=true"))
+                .bearer_auth(&admin)
+                .send()
+                .await?
+                .error_for_status()?;
         }
         let round = wait_for_base(&sites[0].1, iteration).await?;
         println!(

@@ -10,8 +10,8 @@ use axum::{
     Json,
 };
 use coldfuse_shared::api::{
-    keys, now_unix, BaseManifest, DeploymentConfig, IterationRecord, LatestPointer, Promotion,
-    PromotionState, Quarantine, Role, TokenRecord, TokenRequest, TokenResponse,
+    keys, now_unix, BaseManifest, DeploymentConfig, ErrorCode, IterationRecord, LatestPointer,
+    Promotion, PromotionState, Quarantine, Role, TokenRecord, TokenRequest, TokenResponse,
 };
 
 use crate::{
@@ -32,7 +32,7 @@ pub async fn fuse(
     auth::require_admin(&c, &headers).await?;
     if let Some(p) = &c.state.read().await.candidate {
         return Err(ApiError::conflict(
-            "candidate_pending",
+            ErrorCode::CandidatePending,
             format!(
                 "iteration {} awaits the promotion gate; promote or discard it first",
                 p.iteration
@@ -41,7 +41,7 @@ pub async fn fuse(
     }
     if c.state.read().await.accepted().is_empty() {
         return Err(ApiError::conflict(
-            "nothing_to_fuse",
+            ErrorCode::NothingToFuse,
             "the round has no accepted contribution",
         ));
     }
@@ -54,7 +54,7 @@ pub async fn fuse(
             .map_err(|e| ApiError::internal(format!("fusion failed, nothing published: {e:#}")))?
             .ok_or_else(|| {
                 ApiError::conflict(
-                    "nothing_to_fuse",
+                    ErrorCode::NothingToFuse,
                     "a fusion is already running, or no accepted contribution is left",
                 )
             })?;
@@ -88,13 +88,13 @@ pub async fn set_config(
 ) -> Result<Json<DeploymentConfig>, ApiError> {
     auth::require_admin(&c, &headers).await?;
     let config: DeploymentConfig = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_config", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadConfig, e.to_string()))?;
     config
         .validate()
-        .map_err(|e| ApiError::bad_request("bad_config", e))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadConfig, e))?;
     if config.quorum == 0 || config.min_contributions == 0 {
         return Err(ApiError::bad_request(
-            "bad_config",
+            ErrorCode::BadConfig,
             "quorum and min_contributions must be at least 1",
         ));
     }
@@ -121,7 +121,7 @@ pub async fn rollback(
 ) -> Result<Json<LatestPointer>, ApiError> {
     auth::require_admin(&c, &headers).await?;
     let Rollback { iteration } = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?;
     let _serial = c.fusion_lock.lock().await;
     if c.store
         .get_json::<IterationRecord>(&keys::iteration_record(iteration))
@@ -139,7 +139,7 @@ pub async fn rollback(
     {
         if p.state != PromotionState::Promoted {
             return Err(ApiError::conflict(
-                "gated",
+                ErrorCode::Gated,
                 format!(
                     "iteration {iteration} is {:?} at the promotion gate; decide it with \
                      /v1/admin/gate/{iteration}/promote instead",
@@ -175,12 +175,12 @@ pub async fn create_token(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     auth::require_admin(&c, &headers).await?;
     let request: TokenRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?;
     match (&request.role, &request.contributor) {
         (Role::Contributor, Some(id)) if keys::valid_contributor_id(id) => {}
         (Role::Contributor, _) => {
             return Err(ApiError::bad_request(
-                "bad_contributor",
+                ErrorCode::BadContributor,
                 "contributor tokens need a `contributor` id of [A-Za-z0-9._-]",
             ))
         }
@@ -254,19 +254,19 @@ pub async fn drop_contribution(
         DropRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?
+            .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?
     };
     let reason = request.reason.unwrap_or_default();
     if reason.len() > 1024 {
         return Err(ApiError::bad_request(
-            "bad_request",
+            ErrorCode::BadRequest,
             "reason is limited to 1024 bytes",
         ));
     }
     let mut s = c.state.write().await;
     if s.fusing.get() {
         return Err(ApiError::conflict(
-            "round_fusing",
+            ErrorCode::RoundFusing,
             "the round is being fused; drop contributions before or after",
         ));
     }

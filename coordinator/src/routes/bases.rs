@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use coldfuse_shared::api::{keys, BaseManifest, IterationRecord};
+use coldfuse_shared::api::{keys, BaseManifest, ErrorCode, IterationRecord};
 
 use crate::{auth, ApiError, Coordinator};
 
@@ -100,7 +100,7 @@ fn parse_range(value: &HeaderValue, size: u64) -> Result<Range<u64>, ApiError> {
     let bad = || {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad_range",
+            ErrorCode::BadRange,
             format!("only one `bytes=a-b` range within the {size}-byte file is supported"),
         )
     };
@@ -134,11 +134,11 @@ pub async fn lineage(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<IterationRecord>>, ApiError> {
-    auth::require_read(&c, &headers).await?;
+    let anonymous = auth::require_read(&c, &headers).await? == auth::Caller::Anonymous;
     let mut records = Vec::new();
     for key in c.store.list(keys::ITERATIONS).await? {
         if let Some(r) = c.store.get_json::<IterationRecord>(&key).await? {
-            records.push(r);
+            records.push(if anonymous { r.redacted() } else { r });
         }
     }
     records.sort_by_key(|r| r.iteration);
@@ -152,11 +152,11 @@ pub async fn lineage_one(
     Path(iteration): Path<u64>,
     headers: HeaderMap,
 ) -> Result<Json<IterationRecord>, ApiError> {
-    auth::require_read(&c, &headers).await?;
+    let anonymous = auth::require_read(&c, &headers).await? == auth::Caller::Anonymous;
     c.store
-        .get_json(&keys::iteration_record(iteration))
+        .get_json::<IterationRecord>(&keys::iteration_record(iteration))
         .await?
-        .map(Json)
+        .map(|r| Json(if anonymous { r.redacted() } else { r }))
         .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} is not committed")))
 }
 

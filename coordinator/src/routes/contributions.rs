@@ -22,6 +22,7 @@ use coldfuse_shared::{
 };
 
 use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
+use coldfuse_shared::api::ErrorCode;
 
 /// `POST /v1/contributions`: announce a contribution to the current round with its manifest.
 #[utoipa::path(post, path = "/v1/contributions", request_body(content = Object, description = "DiffManifest"),
@@ -31,21 +32,23 @@ pub async fn announce(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Announced>), ApiError> {
-    let manifest = DiffManifest::from_json(&body)
-        .map_err(|e| ApiError::bad_request("bad_manifest", format!("manifest JSON: {e}")))?;
+    let manifest = DiffManifest::from_json(&body).map_err(|e| {
+        ApiError::bad_request(ErrorCode::BadManifest, format!("manifest JSON: {e}"))
+    })?;
     let contributor = manifest.contributor.clone();
     if !keys::valid_contributor_id(&contributor) {
         return Err(ApiError::bad_request(
-            "bad_contributor",
+            ErrorCode::BadContributor,
             "contributor ids are 1-64 characters of [A-Za-z0-9._-], not starting with a dot",
         ));
     }
     auth::require_contributor(&c, &headers, &contributor).await?;
     manifest.check_fields().map_err(|e| match e {
-        DiffError::UnsupportedVersion { .. } => {
-            ApiError::bad_request("unsupported_version", format!("{e}; upgrade coldfuse"))
-        }
-        e => ApiError::bad_request(e.reason(), e.to_string()),
+        DiffError::UnsupportedVersion { .. } => ApiError::bad_request(
+            ErrorCode::UnsupportedVersion,
+            format!("{e}; upgrade coldfuse"),
+        ),
+        e => ApiError::bad_request(e.code(), e.to_string()),
     })?;
     // While the announce runs, no upload of this contributor can (and the other way round).
     let _slot = c.uploads.take(&contributor)?;
@@ -55,7 +58,7 @@ pub async fn announce(
     }
     if s.staleness(&manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
-            "stale_base",
+            ErrorCode::StaleBase,
             format!(
                 "diff is against base {}, the current base is iteration {} ({}); pull it and train again",
                 manifest.base.sha256, s.latest.iteration, s.latest.base_sha256
@@ -65,7 +68,7 @@ pub async fn announce(
     if manifest.diff_bytes > s.config.max_diff_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!(
                 "diff of {} bytes exceeds the {}-byte limit",
                 manifest.diff_bytes, s.config.max_diff_bytes
@@ -75,7 +78,7 @@ pub async fn announce(
     if let Some(existing) = s.round.get(&contributor) {
         if existing.quarantined.is_some() {
             return Err(ApiError::conflict(
-                "quarantined",
+                ErrorCode::Quarantined,
                 format!(
                     "{contributor}'s contribution to iteration {} was quarantined; it may contribute \
                      again next round",
@@ -85,7 +88,7 @@ pub async fn announce(
         }
         if existing.counts() && s.staleness(&existing.manifest.base.sha256).is_some() {
             return Err(ApiError::conflict(
-                "duplicate",
+                ErrorCode::Duplicate,
                 format!(
                     "{contributor} already has an accepted contribution to iteration {}",
                     s.round_iteration()
@@ -120,7 +123,7 @@ pub async fn announce(
 
 fn round_fusing() -> ApiError {
     ApiError::conflict(
-        "round_fusing",
+        ErrorCode::RoundFusing,
         "the round is being fused; pull the new base and train again",
     )
 }
@@ -215,7 +218,7 @@ async fn pending(c: &Coordinator, contributor: &str) -> Result<Pending, ApiError
     };
     if entry.verdict.is_some() || entry.quarantined.is_some() {
         return Err(ApiError::conflict(
-            "already_uploaded",
+            ErrorCode::AlreadyUploaded,
             "this contribution already has a verdict; announce again to resubmit",
         ));
     }
@@ -224,7 +227,7 @@ async fn pending(c: &Coordinator, contributor: &str) -> Result<Pending, ApiError
     }
     let Some(base_iteration) = s.bases.get(&entry.manifest.base.sha256).copied() else {
         return Err(ApiError::conflict(
-            "stale_base",
+            ErrorCode::StaleBase,
             "the diff's base is not a committed base",
         ));
     };
@@ -244,7 +247,7 @@ async fn check(
     p: &Pending,
     spool: &std::path::Path,
     bytes: u64,
-) -> Result<Result<DiffStats, (&'static str, String)>, ApiError> {
+) -> Result<Result<DiffStats, (ErrorCode, String)>, ApiError> {
     let hashed = spool.to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed))
         .await
@@ -252,7 +255,7 @@ async fn check(
         .map_err(ApiError::internal)?;
     if bytes != p.manifest.diff_bytes || sha256 != p.manifest.diff_sha256 {
         return Ok(Err((
-            "integrity",
+            ErrorCode::Integrity,
             format!(
                 "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
                 p.manifest.diff_bytes, p.manifest.diff_sha256
@@ -307,7 +310,7 @@ async fn check(
             Ok(Ok(stats))
         }
         Err(e) if e.is_local_io() => Err(ApiError::internal(e)),
-        Err(e) => Ok(Err((e.reason(), e.to_string()))),
+        Err(e) => Ok(Err((e.code(), e.to_string()))),
     }
 }
 
@@ -327,7 +330,7 @@ async fn accept(
     }
     if s.round_iteration() != p.iteration || s.staleness(&p.manifest.base.sha256).is_none() {
         return Err(ApiError::conflict(
-            "stale_base",
+            ErrorCode::StaleBase,
             "the base changed during the upload; pull the new base and train again",
         ));
     }
@@ -336,7 +339,7 @@ async fn accept(
         .is_none_or(|e| e.manifest != p.manifest || e.verdict.is_some() || e.quarantined.is_some())
     {
         return Err(ApiError::conflict(
-            "superseded",
+            ErrorCode::Superseded,
             "the contribution changed during the upload; check its status",
         ));
     }
@@ -348,7 +351,7 @@ async fn accept(
     let key = keys::contribution_file(p.iteration, contributor, keys::VERDICT);
     if !c.store.create_json(&key, &verdict).await? {
         return Err(ApiError::conflict(
-            "duplicate",
+            ErrorCode::Duplicate,
             "a verdict for this contribution already exists",
         ));
     }
@@ -363,11 +366,11 @@ async fn reject(
     c: &Coordinator,
     iteration: u64,
     contributor: &str,
-    reason: &str,
+    reason: ErrorCode,
     message: String,
 ) -> Result<Verdict, ApiError> {
     let verdict = Verdict::Rejected {
-        reason: reason.to_string(),
+        reason,
         message,
         at: now_unix(),
     };
@@ -380,8 +383,8 @@ async fn reject(
     if let Some(entry) = c.state.write().await.round.get_mut(contributor) {
         entry.verdict = Some(verdict.clone());
     }
-    c.metrics.rejected(reason);
-    tracing::info!(%contributor, iteration, reason, "contribution rejected");
+    c.metrics.rejected(reason.as_str());
+    tracing::info!(%contributor, iteration, reason = reason.as_str(), "contribution rejected");
     Ok(verdict)
 }
 
@@ -389,7 +392,7 @@ fn rejection(verdict: Verdict) -> ApiError {
     match verdict {
         Verdict::Rejected {
             reason, message, ..
-        } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, &reason, message),
+        } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason, message),
         Verdict::Accepted { .. } => ApiError::internal("accepted verdict treated as a rejection"),
     }
 }

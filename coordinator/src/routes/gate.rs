@@ -9,7 +9,7 @@ use axum::{
     http::HeaderMap,
     Json,
 };
-use coldfuse_shared::api::{keys, GateConfig, GateEval, Promotion, PromotionState};
+use coldfuse_shared::api::{keys, ErrorCode, GateConfig, GateEval, Promotion, PromotionState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -75,7 +75,7 @@ pub async fn report(
 ) -> Result<Json<Promotion>, ApiError> {
     let admin = auth::require_admin(&c, &headers).await?;
     let eval: GateEval = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_eval", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadEval, e.to_string()))?;
     Ok(Json(gate::report(&c, iteration, eval, &admin.id).await?))
 }
 
@@ -113,7 +113,7 @@ async fn decide(
         Decision::default()
     } else {
         serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?
+            .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?
     };
     Ok(Json(
         gate::decide(c, iteration, state, &admin.id, decision.reason).await?,

@@ -47,8 +47,13 @@ pub async fn round(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,
 ) -> Result<Json<RoundStatus>, ApiError> {
-    auth::require_read(&c, &headers).await?;
-    Ok(Json(c.state.read().await.status()))
+    let caller = auth::require_read(&c, &headers).await?;
+    let mut status = c.state.read().await.status();
+    if caller == auth::Caller::Anonymous {
+        // Who contributes is per-site information (the count stays).
+        status.contributors.clear();
+    }
+    Ok(Json(status))
 }
 
 /// `GET /v1/whoami`: the caller's role and contributor id (401 for an unknown or revoked token).

@@ -39,11 +39,13 @@ impl BaseManifest {
 /// One fused contribution as recorded in lineage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LineageContribution {
-    /// Contributor id.
+    /// Contributor id (omitted for anonymous readers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub contributor: String,
     /// SHA-256 of the diff file.
     pub diff_sha256: String,
-    /// Examples it was trained on.
+    /// Examples it was trained on (omitted for anonymous readers).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub num_examples: u64,
     /// Its weight in the fusion.
     pub weight: f64,
@@ -52,9 +54,14 @@ pub struct LineageContribution {
     /// Iterations between the diff's base and the base it was fused into (0 when synchronous).
     #[serde(default)]
     pub staleness: u64,
-    /// Its local metrics.
+    /// Its local metrics (omitted for anonymous readers).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The lineage record of one iteration; writing it (create-only) is what commits the iteration.
@@ -88,6 +95,20 @@ pub struct IterationRecord {
     pub created_by: String,
     /// Unix time of the commit.
     pub created_at: u64,
+}
+
+impl IterationRecord {
+    /// The record as an anonymous reader sees it: which sites contributed, with how much data and
+    /// how well they did locally, is per-site information; hashes, weights and clip factors (all a
+    /// replay needs besides the diffs, which need a token anyway) stay.
+    pub fn redacted(mut self) -> Self {
+        for c in &mut self.contributions {
+            c.contributor.clear();
+            c.num_examples = 0;
+            c.metrics.clear();
+        }
+        self
+    }
 }
 
 /// The `latest` pointer.

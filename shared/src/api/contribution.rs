@@ -17,7 +17,7 @@ pub enum Verdict {
     /// Refused; nothing of it is fused.
     Rejected {
         /// Machine-readable reason (e.g. `wrong_base`, `non_finite`).
-        reason: String,
+        reason: super::ErrorCode,
         /// Human-readable explanation.
         message: String,
         /// Unix time.

@@ -6,6 +6,7 @@ mod base;
 mod card;
 mod contribution;
 mod deployment;
+mod error_code;
 mod gate;
 pub mod keys;
 mod receipt;
@@ -18,6 +19,7 @@ pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
     DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
 };
+pub use error_code::ErrorCode;
 pub use gate::{EvalMethod, GateConfig, GateEval, Promotion, PromotionState};
 pub use receipt::{
     Receipt, ReceiptError, ReceiptKind, ReceiptSigner, SignedReceipt, SigningPublicKey,

@@ -42,7 +42,7 @@ pub struct ApiErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiErrorDetail {
     /// Stable code, e.g. `stale_base`, `unauthorized`, `non_finite`.
-    pub code: String,
+    pub code: super::ErrorCode,
     /// What happened and what to do.
     pub message: String,
 }

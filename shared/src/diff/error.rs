@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::tensorfile::{Dtype, TensorFileError};
+use crate::{
+    api::ErrorCode,
+    tensorfile::{Dtype, TensorFileError},
+};
 
 /// A diff (or its manifest) that cannot be written, read, or accepted for a base.
 #[derive(Debug, thiserror::Error)]
@@ -147,23 +150,28 @@ impl DiffError {
 
     /// A short machine-readable reason (for rejection records and metrics).
     pub fn reason(&self) -> &'static str {
+        self.code().as_str()
+    }
+
+    /// The API error code a rejection for this reason carries.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::File(_) => "malformed_file",
-            Self::Io { .. } => "io",
-            Self::ManifestJson(_) | Self::Manifest(_) => "bad_manifest",
-            Self::UnsupportedVersion { .. } => "unsupported_version",
-            Self::WrongBase { .. } => "wrong_base",
-            Self::WrongArchitecture { .. } => "wrong_architecture",
-            Self::Integrity { .. } => "integrity",
-            Self::UnknownTensor(_) => "unknown_tensor",
-            Self::HeadTensor(_) => "head_tensor",
-            Self::NotFloat { .. } => "not_float",
-            Self::ShapeMismatch { .. } => "shape_mismatch",
-            Self::Layout { .. } => "layout",
-            Self::NonFinite { .. } => "non_finite",
-            Self::BadIndex { .. } => "bad_index",
-            Self::Empty => "empty",
-            Self::NormBound { .. } => "norm_bound",
+            Self::File(_) => ErrorCode::MalformedFile,
+            Self::Io { .. } => ErrorCode::Io,
+            Self::ManifestJson(_) | Self::Manifest(_) => ErrorCode::BadManifest,
+            Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            Self::WrongBase { .. } => ErrorCode::WrongBase,
+            Self::WrongArchitecture { .. } => ErrorCode::WrongArchitecture,
+            Self::Integrity { .. } => ErrorCode::Integrity,
+            Self::UnknownTensor(_) => ErrorCode::UnknownTensor,
+            Self::HeadTensor(_) => ErrorCode::HeadTensor,
+            Self::NotFloat { .. } => ErrorCode::NotFloat,
+            Self::ShapeMismatch { .. } => ErrorCode::ShapeMismatch,
+            Self::Layout { .. } => ErrorCode::Layout,
+            Self::NonFinite { .. } => ErrorCode::NonFinite,
+            Self::BadIndex { .. } => ErrorCode::BadIndex,
+            Self::Empty => ErrorCode::Empty,
+            Self::NormBound { .. } => ErrorCode::NormBound,
         }
     }
 }
