@@ -190,6 +190,48 @@ pub async fn call_with(
     (status, bytes)
 }
 
+/// A request whose body the test feeds piece by piece (an upload that stalls until told to go on),
+/// answered on its own task.
+pub struct StalledRequest {
+    /// Sends the next piece of the body; dropping it ends the body.
+    pub body: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// The answer, once the body has ended.
+    pub answer: tokio::task::JoinHandle<(StatusCode, serde_json::Value)>,
+}
+
+/// Starts `method uri` with `token` and extra `headers` against `router`, its body fed through
+/// [`StalledRequest::body`].
+pub fn stalled_request(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    headers: &[(&str, String)],
+) -> StalledRequest {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
+    });
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let request = request.body(Body::from_stream(stream)).unwrap();
+    let router = router.clone();
+    let answer = tokio::spawn(async move {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    });
+    StalledRequest { body: tx, answer }
+}
+
 /// A contribution from `seed`: every body weight of the current base moved by a small amount.
 pub fn make_diff(
     base_dir: &Path,

@@ -8,7 +8,8 @@ use std::path::Path;
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
-    call, call_raw, call_with, contribute, latest, make_diff, shaped_diff, Deployment,
+    call, call_raw, call_with, contribute, latest, make_diff, shaped_diff, stalled_request,
+    Deployment,
 };
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
@@ -225,31 +226,21 @@ async fn a_reannounce_cannot_replace_the_manifest_under_a_running_upload() {
     // D1's upload: a body that stalls after its first half until the test releases it.
     let bytes = diff_bytes(d1.path());
     let half = bytes.len() / 2;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
-    });
-    let request = axum::http::Request::builder()
-        .method("PUT")
-        .uri("/v1/contributions/site-a/diff")
-        .header("authorization", format!("Bearer {token}"))
-        .body(axum::body::Body::from_stream(stream))
-        .unwrap();
-    let router = d.router();
-    let upload = tokio::spawn(async move {
-        use tower::ServiceExt;
-        router.oneshot(request).await.unwrap().status()
-    });
-    tx.send(bytes[..half].to_vec()).await.unwrap();
+    let upload = stalled_request(
+        &d.router(),
+        "PUT",
+        "/v1/contributions/site-a/diff",
+        &token,
+        &[],
+    );
+    upload.body.send(bytes[..half].to_vec()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (status, v) = announce(&d, &token, &m2).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "upload_in_progress");
-    tx.send(bytes[half..].to_vec()).await.unwrap();
-    drop(tx);
-    assert_eq!(upload.await.unwrap(), StatusCode::OK);
+    upload.body.send(bytes[half..].to_vec()).await.unwrap();
+    drop(upload.body);
+    assert_eq!(upload.answer.await.unwrap().0, StatusCode::OK);
     let store = Store::open(&d.store_url).unwrap();
     let stored: DiffManifest = store
         .get_json(&keys::contribution_file(1, "site-a", MANIFEST_FILE))

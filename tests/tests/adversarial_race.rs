@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
-use coldfuse_e2e::coordinator::{call, call_with, contribute, latest, make_diff, Deployment};
+use coldfuse_e2e::coordinator::{
+    call, call_with, contribute, latest, make_diff, stalled_request, Deployment, StalledRequest,
+};
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, Quarantine, RoundStatus, Verdict},
     diff::{DiffManifest, DIFF_FILE},
@@ -69,6 +71,18 @@ async fn put(
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
+/// The second half of `bytes` as one `Content-Range` chunk whose body the test feeds.
+fn last_chunk(d: &Deployment, token: &str, name: &str, bytes: &[u8]) -> StalledRequest {
+    let (start, end) = (bytes.len() / 2, bytes.len());
+    stalled_request(
+        &d.router(),
+        "PUT",
+        &format!("/v1/contributions/{name}/diff"),
+        token,
+        &[("content-range", format!("bytes {start}-{}/{end}", end - 1))],
+    )
+}
+
 async fn accept_one(d: &Deployment, token: &str, name: &str, seed: u64) {
     let base = latest(d).await;
     let (dir, m) = make_diff(
@@ -95,35 +109,9 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
     let (bytes, _) = half_upload(&d, &c, "site-c", 2).await;
     // The last chunk starts before the fusion (so it passes the checks at the start of an upload)
     // and its body stalls until the fusion runs.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    let last = {
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
-        });
-        let (start, end) = (bytes.len() / 2, bytes.len());
-        let request = axum::http::Request::builder()
-            .method("PUT")
-            .uri("/v1/contributions/site-c/diff")
-            .header("authorization", format!("Bearer {c}"))
-            .header("content-range", format!("bytes {start}-{}/{end}", end - 1))
-            .body(axum::body::Body::from_stream(stream))
-            .unwrap();
-        let router = d.router();
-        tokio::spawn(async move {
-            use tower::ServiceExt;
-            let response = router.oneshot(request).await.unwrap();
-            let status = response.status();
-            let body = http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
-            (status, v)
-        })
-    };
-    let (half, rest) = bytes[bytes.len() / 2..].split_at(10);
-    tx.send(half.to_vec()).await.unwrap();
+    let last = last_chunk(&d, &c, "site-c", &bytes);
+    let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
+    last.body.send(head.to_vec()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fusion = {
         let router = d.router();
@@ -148,9 +136,9 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tx.send(rest.to_vec()).await.unwrap();
-    drop(tx);
-    let (status, v) = last.await.unwrap();
+    last.body.send(rest.to_vec()).await.unwrap();
+    drop(last.body);
+    let (status, v) = last.answer.await.unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "round_fusing");
     let (status, v) = fusion.await.unwrap();
@@ -178,21 +166,25 @@ async fn a_revoked_token_loses_its_pending_and_accepted_contributions() {
     accept_one(&d, &a, "site-a", 0).await;
     accept_one(&d, &b, "site-b", 1).await;
     let (bytes, _) = half_upload(&d, &c, "site-c", 2).await;
+    // site-c's last chunk is in flight (it passed the token check at its start) when its token goes.
+    let last = last_chunk(&d, &c, "site-c", &bytes);
+    let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
+    last.body.send(head.to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for (token, name) in [(&b, "site-b"), (&c, "site-c")] {
         let (_, who) = call(&d.router(), "GET", "/v1/whoami", Some(token), vec![]).await;
         let id = who["token_id"].as_str().unwrap().to_string();
-        let (status, v) = call(
-            &d.router(),
-            "DELETE",
-            &format!("/v1/admin/tokens/{id}"),
-            Some(&d.admin),
-            vec![],
-        )
-        .await;
+        let uri = format!("/v1/admin/tokens/{id}");
+        let (status, v) = call(&d.router(), "DELETE", &uri, Some(&d.admin), vec![]).await;
         assert_eq!(status, StatusCode::OK, "{name}: {v}");
     }
-    let (status, _) = put(&d, &c, "site-c", &bytes, bytes.len() / 2, bytes.len()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    last.body.send(rest.to_vec()).await.unwrap();
+    drop(last.body);
+    let (status, v) = last.answer.await.unwrap();
+    assert!(
+        status == StatusCode::UNAUTHORIZED || status == StatusCode::CONFLICT,
+        "a revoked token finished its upload: {status} {v}"
+    );
     let store = Store::open(&d.store_url).unwrap();
     let q: Quarantine = store
         .get_json(&keys::contribution_file(1, "site-b", keys::QUARANTINE))
