@@ -84,9 +84,10 @@ pub async fn require_contributor(
     }
 }
 
-/// Requires a token allowed to read `contributor`'s fused diffs: an admin, an auditor, or that
-/// contributor's own token (a diff carries information about a site's data).
-pub async fn require_diff_reader(
+/// Requires a token allowed to read what belongs to site `contributor` (its fused diffs, its
+/// contribution's status): an admin, an auditor, or that contributor's own token (a diff carries
+/// information about a site's data).
+pub async fn require_site_reader(
     c: &Coordinator,
     headers: &HeaderMap,
     contributor: &str,

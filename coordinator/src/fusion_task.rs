@@ -21,25 +21,42 @@ use crate::{
     Coordinator,
 };
 
-/// Runs forever: waits for a wake-up or the round's deadline, and fuses when the round is due.
+/// Runs forever: waits for a wake-up or the round's deadline, and fuses when the round is due. After
+/// a failure it waits before the next attempt, doubling from 5 s to 10 min (a wake-up, e.g. a new
+/// acceptance or an admin, still tries at once).
 pub async fn run(c: Arc<Coordinator>) {
+    let mut backoff: Option<Duration> = None;
     loop {
         let wait = {
             let s = c.state.read().await;
-            s.deadline()
+            let due = s
+                .deadline()
                 .map(|d| Duration::from_secs(d.saturating_sub(now_unix()).max(1)))
-                .unwrap_or(Duration::from_secs(3600))
+                .unwrap_or(Duration::from_secs(3600));
+            backoff.map_or(due, |b| due.max(b))
         };
         tokio::select! {
             _ = c.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
-        if let Err(e) = fuse_round(&c, false).await {
-            tracing::error!(error = %format!("{e:#}"), "fusion failed; nothing was published");
-            c.metrics.fusion_failed();
+        match fuse_round(&c, false).await {
+            Ok(_) => backoff = None,
+            Err(e) => {
+                let next = backoff.map_or(Duration::from_secs(5), |b| (b * 2).min(MAX_BACKOFF));
+                tracing::error!(
+                    error = %format!("{e:#}"),
+                    retry_in_s = next.as_secs(),
+                    "fusion failed; nothing was published"
+                );
+                c.metrics.fusion_failed();
+                backoff = Some(next);
+            }
         }
     }
 }
+
+/// The longest wait between failed fusion attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Fuses the current round if it is due (or, with `force`, if it has any accepted contribution).
 /// Returns the committed lineage record, or None when there was nothing to do. A contribution whose
@@ -50,7 +67,11 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
     let _serial = c.fusion_lock.lock().await;
     loop {
         let (guard, iteration, latest, config, accepted) = {
-            let s = c.state.write().await;
+            let mut s = c.state.write().await;
+            for contributor in c.take_revocations() {
+                let message = "its token was revoked during the previous fusion".to_string();
+                quarantine(c, &mut s, &contributor, Why::Revoked, message).await?;
+            }
             let due = s.should_fuse(now_unix())
                 || (force && !s.fusing.get() && s.candidate.is_none() && !s.accepted().is_empty());
             if !due {
@@ -90,9 +111,18 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
                 return Ok(Some(record));
             }
             Err(e) => {
-                if let Some(FusionError::Diff { contributor, .. }) = e.downcast_ref::<FusionError>()
+                if let Some(FusionError::Diff {
+                    contributor,
+                    source,
+                    ..
+                }) = e.downcast_ref::<FusionError>()
                 {
-                    let message = format!("fusing it failed: {e:#}");
+                    tracing::error!(%contributor, error = %format!("{e:#}"), "a diff failed the fusion");
+                    // The reason, not the coordinator's paths (they are in the log).
+                    let message = format!(
+                        "fusing it failed ({}); the rest of the round was fused without it",
+                        source.code()
+                    );
                     quarantine(c, &mut s, contributor, Why::FusionFailed, message).await?;
                     drop((s, guard));
                     continue;

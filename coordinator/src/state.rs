@@ -177,6 +177,10 @@ pub struct Coordinator {
     pub signer: ReceiptSigner,
     /// L2 norm of each base body diffs were bounded against, by weights SHA-256.
     base_norms: std::sync::Mutex<HashMap<String, f64>>,
+    /// Diff validations running at once (hashing and scanning are CPU- and disk-bound).
+    pub validations: tokio::sync::Semaphore,
+    /// Contributors whose token was revoked while a fusion ran: quarantined before the next snapshot.
+    revocations: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A failure to start.
@@ -243,6 +247,10 @@ impl Coordinator {
             uploads: Default::default(),
             signer,
             base_norms: Default::default(),
+            revocations: Default::default(),
+            validations: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         });
         let (latest, committed) = {
             let s = coordinator.state.read().await;
@@ -304,6 +312,18 @@ impl Coordinator {
             .iter()
             .find(|(_, r)| r.id == id)
             .map(|(h, r)| (h.clone(), r.clone()))
+    }
+
+    /// Remembers that `contributor`'s token was revoked while a fusion ran.
+    pub fn defer_revocation(&self, contributor: &str) {
+        let mut r = self.revocations.lock().unwrap_or_else(|e| e.into_inner());
+        r.insert(contributor.to_string());
+    }
+
+    /// Takes the revocations deferred while a fusion ran.
+    pub fn take_revocations(&self) -> std::collections::BTreeSet<String> {
+        let mut r = self.revocations.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *r)
     }
 
     /// The body L2 norm of the base with weights `sha256`, if measured.
@@ -408,7 +428,11 @@ async fn roll_forward(
     committed: u64,
 ) -> Result<u64, StoreError> {
     let pointer = pointer.unwrap_or(LatestPointer::to(committed));
-    if pointer.iteration >= committed || pointer.rollback {
+    // A rollback holds `latest` back only until something is committed after it.
+    let rolled_back = pointer
+        .rolled_back_at
+        .is_some_and(|newest| committed <= newest);
+    if pointer.iteration >= committed || rolled_back {
         return Ok(pointer.iteration);
     }
     let gate = store

@@ -437,3 +437,52 @@ fn diff_private_body_is_clipped_to_the_norm_and_recorded() {
     let std = (sq / n as f64).sqrt();
     assert!((std - 0.05).abs() < 0.005, "noise std {std} for σ·C = 0.05");
 }
+
+/// A top-k diff whose first tensor keeps nothing: its empty index part sits at the same offset as the
+/// next tensor's indices. Decoding must not take one for the other (a cache keyed by offset alone read
+/// the second tensor as zeros, so its NaN passed validation and its norm was never counted).
+#[test]
+fn an_empty_sparse_part_cannot_stand_in_for_another_tensors_indices() {
+    let base = synth::base(Dtype::F32, 21);
+    let info = base.info();
+    let (a_name, a_shape) = BODY[1];
+    let (b_name, b_shape) = BODY[0];
+    let only_b: BTreeMap<String, Vec<f32>> = synth::random_diff(3, 1e-3)
+        .into_iter()
+        .filter(|(k, _)| k == b_name)
+        .collect();
+    let c = synth::contribute(&base, "a", &only_b, Encoding::TopK { density: 0.25 }, 10);
+    let mut m = c.manifest.clone();
+    let kept = m.tensors[0].kept.unwrap();
+    let mut empty = m.tensors[0].clone();
+    empty.name = a_name.into();
+    empty.shape = a_shape.to_vec();
+    empty.kept = Some(0);
+    m.tensors.insert(0, empty);
+    let specs = [
+        (format!("{a_name}::indices"), Dtype::U32, vec![0]),
+        (format!("{a_name}::values"), Dtype::Bf16, vec![0]),
+        (format!("{b_name}::indices"), Dtype::U32, vec![kept]),
+        (format!("{b_name}::values"), Dtype::Bf16, vec![kept]),
+    ]
+    .map(|(name, dtype, shape)| TensorSpec { name, dtype, shape });
+    let numel: usize = b_shape.iter().product();
+    let indices: Vec<u8> = (0..kept as u32)
+        .map(|i| i * (numel / kept) as u32)
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    let mut values = vec![1e-3f32; kept];
+    values[kept / 2] = f32::NAN;
+    let data = [
+        vec![],
+        vec![],
+        indices,
+        synth::to_bytes(Dtype::Bf16, &values),
+    ];
+    let path = c.diff_path();
+    synth::write_tensors(&path, &specs, &data);
+    m.diff_bytes = std::fs::metadata(&path).unwrap().len();
+    m.diff_sha256 = sha256_file(&path).unwrap();
+    let err = validate(&path, m, &info).unwrap_err();
+    assert!(matches!(err, DiffError::NonFinite { .. }), "{err}");
+}

@@ -232,6 +232,20 @@ pub fn stalled_request(
     StalledRequest { body: tx, answer }
 }
 
+/// Waits (up to 30 s) until the coordinator holds at least `bytes` of `contributor`'s upload, i.e.
+/// the upload is past its checks and writing; panics otherwise.
+pub async fn wait_received(d: &Deployment, token: &str, contributor: &str, bytes: u64) {
+    let uri = format!("/v1/contributions/{contributor}");
+    for _ in 0..3000 {
+        let (_, v) = call(&d.router(), "GET", &uri, Some(token), vec![]).await;
+        if v["received_bytes"].as_u64().is_some_and(|n| n >= bytes) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{contributor}'s upload never reached {bytes} bytes");
+}
+
 /// A contribution from `seed`: every body weight of the current base moved by a small amount.
 pub fn make_diff(
     base_dir: &Path,

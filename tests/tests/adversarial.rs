@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
     call, call_raw, call_with, contribute, latest, make_diff, shaped_diff, stalled_request,
-    Deployment,
+    wait_received, Deployment,
 };
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
@@ -234,7 +234,7 @@ async fn a_reannounce_cannot_replace_the_manifest_under_a_running_upload() {
         &[],
     );
     upload.body.send(bytes[..half].to_vec()).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_received(&d, &token, "site-a", half as u64).await;
     let (status, v) = announce(&d, &token, &m2).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "upload_in_progress");
@@ -328,9 +328,12 @@ async fn a_header_bomb_is_refused_before_it_is_parsed() {
     let (status, v) = contribute(&d, &token, dir.path(), &m).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "malformed_file");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("exceeds"), "{v}");
+    let work = d.work().to_str().unwrap();
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("exceeds"),
-        "{v}"
+        !message.contains(work),
+        "the rejection names a coordinator path: {message}"
     );
 }
 
@@ -405,6 +408,28 @@ async fn a_restart_rolls_latest_forward_unless_an_admin_rolled_back() {
     assert_eq!(status, StatusCode::OK, "{v}");
     d.reload().await;
     assert_eq!(latest(&d).await.iteration, 0, "the rollback is kept");
+    // A fusion after the rollback commits iteration 2 on top of 0; a crash before its switch must
+    // not leave the rollback holding `latest` at 0 (iteration 3 would fork from 0 again).
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        1,
+        false,
+    );
+    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    assert_eq!(d.fuse_now().await.0, StatusCode::OK);
+    let rolled_back: LatestPointer = serde_json::from_value(serde_json::json!(
+        {"iteration": 0, "rolled_back_at": 1}
+    ))
+    .unwrap();
+    store.put_json(keys::LATEST, &rolled_back).await.unwrap();
+    d.reload().await;
+    assert_eq!(
+        latest(&d).await.iteration,
+        2,
+        "rolled forward past the rollback"
+    );
 }
 
 /// Attack 12: a Range end of u64::MAX overflowed (a debug build panicked the handler).

@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
-    call, call_with, contribute, latest, make_diff, stalled_request, Deployment, StalledRequest,
+    call, call_with, contribute, latest, make_diff, stalled_request, wait_received, Deployment,
+    StalledRequest,
 };
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, Quarantine, RoundStatus, Verdict},
@@ -112,7 +113,7 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
     let last = last_chunk(&d, &c, "site-c", &bytes);
     let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
     last.body.send(head.to_vec()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_received(&d, &c, "site-c", (bytes.len() / 2 + head.len()) as u64).await;
     let fusion = {
         let router = d.router();
         let admin = d.admin.clone();
@@ -170,7 +171,7 @@ async fn a_revoked_token_loses_its_pending_and_accepted_contributions() {
     let last = last_chunk(&d, &c, "site-c", &bytes);
     let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
     last.body.send(head.to_vec()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_received(&d, &c, "site-c", (bytes.len() / 2 + head.len()) as u64).await;
     for (token, name) in [(&b, "site-b"), (&c, "site-c")] {
         let (_, who) = call(&d.router(), "GET", "/v1/whoami", Some(token), vec![]).await;
         let id = who["token_id"].as_str().unwrap().to_string();

@@ -184,8 +184,18 @@ async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("non_finite")),
         "{v}"
     );
-    let (_, v) = call(&router, "GET", "/v1/contributions/site-a", None, vec![]).await;
+    let (_, v) = call(
+        &router,
+        "GET",
+        "/v1/contributions/site-a",
+        Some(&token),
+        vec![],
+    )
+    .await;
     assert_eq!(v["verdict"]["reason"], "non_finite");
+    // A site's contribution status is its own (norm, progress, verdict): not for anonymous readers.
+    let (status, _) = call(&router, "GET", "/v1/contributions/site-a", None, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Truncated upload: integrity.
     let (status, v) = call(
         &router,

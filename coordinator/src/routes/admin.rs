@@ -156,7 +156,7 @@ pub async fn rollback(
     c.cache_base(&manifest).await.map_err(ApiError::internal)?;
     let pointer = LatestPointer {
         iteration,
-        rollback: true,
+        rolled_back_at: Some(c.state.read().await.committed),
     };
     c.store.put_json(keys::LATEST, &pointer).await?;
     let mut s = c.state.write().await;
@@ -209,6 +209,15 @@ pub async fn revoke_token(
     headers: HeaderMap,
 ) -> Result<Json<TokenRecord>, ApiError> {
     auth::require_admin(&c, &headers).await?;
+    // On its own task: an admin who hangs up cannot leave the store and memory disagreeing.
+    tokio::spawn(revoke(c, id))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Marks the token revoked (store, then memory) and quarantines its contributor's contribution to the
+/// open round; while a fusion runs, that happens before the next fusion attempt takes its snapshot.
+async fn revoke(c: Arc<Coordinator>, id: String) -> Result<Json<TokenRecord>, ApiError> {
     let (hash, mut record) = c
         .token_hash_by_id(&id)
         .await
@@ -218,11 +227,15 @@ pub async fn revoke_token(
         .put_private_json(&keys::token(&hash), &record)
         .await?;
     c.remember_token(hash, record.clone()).await;
-    // Its contribution to the open round goes too, unless a running fusion already holds it.
     if let Some(contributor) = record.contributor.as_deref() {
         let mut s = c.state.write().await;
         if s.fusing.get() {
-            tracing::warn!(%contributor, "token revoked while a fusion runs; its contribution may be in it");
+            tracing::warn!(
+                %contributor,
+                "token revoked while a fusion runs: its contribution, if in that fusion, stays; \
+                 else it is quarantined before the next attempt"
+            );
+            c.defer_revocation(contributor);
         } else {
             let message = format!("token {id} was revoked");
             quarantine(&c, &mut s, contributor, Why::Revoked, message).await?;
@@ -263,20 +276,25 @@ pub async fn drop_contribution(
             "reason is limited to 1024 bytes",
         ));
     }
-    let mut s = c.state.write().await;
-    if s.fusing.get() {
-        return Err(ApiError::conflict(
-            ErrorCode::RoundFusing,
-            "the round is being fused; drop contributions before or after",
-        ));
-    }
+    // On its own task: an admin who hangs up cannot leave the store and memory disagreeing.
     let message = format!("dropped by admin token {}: {reason}", admin.id);
-    quarantine(&c, &mut s, &contributor, Why::Dropped, message)
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "{contributor} has no contribution in the open round"
-            ))
-        })
+    tokio::spawn(async move {
+        let mut s = c.state.write().await;
+        if s.fusing.get() {
+            return Err(ApiError::conflict(
+                ErrorCode::RoundFusing,
+                "the round is being fused; drop contributions before or after",
+            ));
+        }
+        quarantine(&c, &mut s, &contributor, Why::Dropped, message)
+            .await?
+            .map(Json)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "{contributor} has no contribution in the open round"
+                ))
+            })
+    })
+    .await
+    .map_err(ApiError::internal)?
 }

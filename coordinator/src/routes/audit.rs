@@ -39,7 +39,7 @@ async fn fused(
     iteration: u64,
     contributor: &str,
 ) -> Result<IterationRecord, ApiError> {
-    auth::require_diff_reader(c, headers, contributor).await?;
+    auth::require_site_reader(c, headers, contributor).await?;
     let r = record(c, headers, iteration).await?;
     if !r.contributions.iter().any(|x| x.contributor == contributor) {
         return Err(ApiError::not_found(format!(

@@ -50,6 +50,19 @@ pub async fn announce(
         ),
         e => ApiError::bad_request(e.code(), e.to_string()),
     })?;
+    // The rest writes the store, then memory: on its own task, so a client that hangs up cannot
+    // leave one without the other.
+    tokio::spawn(record_announce(c, manifest))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// The announce's state change: manifest stored, old spools gone, round entry replaced.
+async fn record_announce(
+    c: Arc<Coordinator>,
+    manifest: DiffManifest,
+) -> Result<(StatusCode, Json<Announced>), ApiError> {
+    let contributor = manifest.contributor.clone();
     // While the announce runs, no upload of this contributor can (and the other way round).
     let _slot = c.uploads.take(&contributor)?;
     let mut s = c.state.write().await;
@@ -149,7 +162,7 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<ContributionStatus>), ApiError> {
     auth::require_contributor(&c, &headers, &contributor).await?;
     // The slot first: the manifest read below cannot be replaced by an announce until this returns.
-    let _slot = c.uploads.take(&contributor)?;
+    let slot = c.uploads.take(&contributor)?;
     let p = pending(&c, &contributor).await?;
     let total = p.manifest.diff_bytes;
     let chunk = upload::content_range(&headers, total)?;
@@ -178,10 +191,36 @@ pub async fn upload(
             size
         }
     };
+    // Checking, storing and recording the verdict run on their own task, which holds the slot: a
+    // client that hangs up can neither split the store from memory nor start a second validation.
+    let task = tokio::spawn(finish_upload(
+        c,
+        headers,
+        p,
+        contributor,
+        spool,
+        bytes,
+        slot,
+    ));
+    task.await.map_err(ApiError::internal)?
+}
+
+/// Checks a complete upload and records its verdict (stored first, then in memory).
+async fn finish_upload(
+    c: Arc<Coordinator>,
+    headers: HeaderMap,
+    p: Pending,
+    contributor: String,
+    spool: std::path::PathBuf,
+    bytes: u64,
+    _slot: upload::UploadSlot,
+) -> Result<(StatusCode, Json<ContributionStatus>), ApiError> {
     let stats = match check(&c, &p, &spool, bytes).await? {
         Ok(stats) => stats,
         Err((reason, message)) => {
             let _ = tokio::fs::remove_file(&spool).await;
+            // The contributor learns why, never where the coordinator keeps its files.
+            let message = message.replace(&spool.display().to_string(), "diff.safetensors");
             let verdict = reject(&c, p.iteration, &contributor, reason, message).await?;
             return Err(rejection(verdict));
         }
@@ -248,6 +287,9 @@ async fn check(
     spool: &std::path::Path,
     bytes: u64,
 ) -> Result<Result<DiffStats, (ErrorCode, String)>, ApiError> {
+    // Hashing and scanning a diff is the costliest thing a contributor can make us do: as many at a
+    // time as there are cores, whatever the number of contributors.
+    let _permit = c.validations.acquire().await.map_err(ApiError::internal)?;
     let hashed = spool.to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed))
         .await
@@ -277,41 +319,56 @@ async fn check(
         .cache_base(&base_manifest)
         .await
         .map_err(ApiError::internal)?;
-    let base_sha = base_manifest.base_sha256.clone();
-    let known_norm = c.base_norm(&base_sha);
-    let (path, m, ratio) = (spool.to_path_buf(), p.manifest.clone(), p.max_relative_norm);
+    let bound = match p.max_relative_norm {
+        Some(ratio) => Some((ratio, base_norm(c, &base_dir, &base_manifest).await?)),
+        None => None,
+    };
+    let (path, m, sha) = (
+        spool.to_path_buf(),
+        p.manifest.clone(),
+        base_manifest.base_sha256,
+    );
     let checked = tokio::task::spawn_blocking(move || {
-        let base = BaseInfo::open_with_sha256(&base_dir, base_sha)?;
+        let base = BaseInfo::open_with_sha256(&base_dir, sha)?;
         let stats = validate(&path, m, &base).map(|(_, stats)| stats)?;
-        let norm = match (ratio, known_norm) {
-            (None, _) => None,
-            (Some(_), Some(n)) => Some(n),
-            (Some(_), None) => Some(base.body_l2_norm()?),
-        };
-        if let (Some(ratio), Some(base_norm)) = (ratio, norm) {
-            let bound = ratio * base_norm;
-            if stats.l2_norm > bound {
-                return Err(DiffError::NormBound {
+        match bound {
+            Some((ratio, base_norm)) if stats.l2_norm > ratio * base_norm => {
+                Err(DiffError::NormBound {
                     norm: stats.l2_norm,
-                    bound,
+                    bound: ratio * base_norm,
                     ratio,
-                });
+                })
             }
+            _ => Ok(stats),
         }
-        Ok((stats, norm))
     })
     .await
     .map_err(ApiError::internal)?;
     match checked {
-        Ok((stats, norm)) => {
-            if let Some(n) = norm {
-                c.remember_base_norm(&base_manifest.base_sha256, n);
-            }
-            Ok(Ok(stats))
-        }
+        Ok(stats) => Ok(Ok(stats)),
         Err(e) if e.is_local_io() => Err(ApiError::internal(e)),
         Err(e) => Ok(Err((e.code(), e.to_string()))),
     }
+}
+
+/// The body L2 norm of a cached base, measured once per base (whatever the diffs sent against it).
+async fn base_norm(
+    c: &Coordinator,
+    dir: &std::path::Path,
+    base: &coldfuse_shared::api::BaseManifest,
+) -> Result<f64, ApiError> {
+    if let Some(n) = c.base_norm(&base.base_sha256) {
+        return Ok(n);
+    }
+    let (dir, sha) = (dir.to_path_buf(), base.base_sha256.clone());
+    let norm = tokio::task::spawn_blocking(move || {
+        BaseInfo::open_with_sha256(&dir, sha).and_then(|b| b.body_l2_norm())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    c.remember_base_norm(&base.base_sha256, norm);
+    Ok(norm)
 }
 
 /// Records the accepted verdict, once the round is still the one the diff was validated for, no fusion
@@ -397,14 +454,15 @@ fn rejection(verdict: Verdict) -> ApiError {
     }
 }
 
-/// `GET /v1/contributions/{contributor}`: the contributor's contribution to the current round.
-#[utoipa::path(get, path = "/v1/contributions/{contributor}", params(("contributor" = String, Path)), responses((status = 200, body = ContributionStatus), (status = 404)))]
+/// `GET /v1/contributions/{contributor}`: the contributor's contribution to the current round (for
+/// that site's own token, admins and auditors: its norm, progress and any quarantine are the site's).
+#[utoipa::path(get, path = "/v1/contributions/{contributor}", params(("contributor" = String, Path)), responses((status = 200, body = ContributionStatus), (status = 401), (status = 403), (status = 404)))]
 pub async fn status(
     State(c): State<Arc<Coordinator>>,
     Path(contributor): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ContributionStatus>, ApiError> {
-    auth::require_read(&c, &headers).await?;
+    auth::require_site_reader(&c, &headers, &contributor).await?;
     let s = c.state.read().await;
     let entry = s.round.get(&contributor).ok_or_else(|| {
         ApiError::not_found(format!(

@@ -116,11 +116,11 @@ impl IterationRecord {
 pub struct LatestPointer {
     /// The iteration served as latest.
     pub iteration: u64,
-    /// Set by an admin rollback: `latest` deliberately trails the newest committed iteration. Without
-    /// it, a pointer behind the newest commit is a crash between commit and switch, and a restart
-    /// rolls it forward.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rollback: bool,
+    /// Set by an admin rollback to the newest committed iteration at that time: `latest` deliberately
+    /// trails it. Otherwise (or once a later iteration is committed) a pointer behind the newest
+    /// commit is a crash between commit and switch, and a restart rolls it forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<u64>,
 }
 
 impl LatestPointer {
@@ -128,7 +128,7 @@ impl LatestPointer {
     pub fn to(iteration: u64) -> Self {
         Self {
             iteration,
-            rollback: false,
+            rolled_back_at: None,
         }
     }
 }

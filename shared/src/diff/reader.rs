@@ -38,12 +38,14 @@ pub struct DiffTensor {
 pub struct Scratch {
     halves: Vec<u16>,
     bytes: Vec<u8>,
-    indices: Vec<u32>,
-    /// Which reader and index part `indices` holds, so decoding a sparse tensor chunk by chunk reads
-    /// its indices once, not once per chunk.
-    indices_of: Option<(usize, u64)>,
+    /// Per reader (by [`DiffReader`] id): the index part (offset, bytes) last decoded and its
+    /// indices, so decoding a sparse tensor chunk by chunk reads its indices once, not once per chunk.
+    indices: std::collections::HashMap<u64, ((u64, u64), Vec<u32>)>,
     values: Vec<f32>,
 }
+
+/// Ids that tell open readers apart (an address could be reused by a later reader).
+static NEXT_READER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What a full read of a diff found.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +63,7 @@ pub struct DiffReader {
     pub manifest: DiffManifest,
     /// Extra factor applied to this contribution when fused (asynchronous staleness); 1 by default.
     pub scale: f32,
+    id: u64,
     file: TensorFile,
     tensors: Vec<DiffTensor>,
 }
@@ -129,6 +132,7 @@ impl DiffReader {
         Ok(Self {
             manifest,
             scale: 1.0,
+            id: NEXT_READER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             file,
             tensors,
         })
@@ -175,24 +179,27 @@ impl DiffReader {
                 }
             }
             Layout::Sparse { indices, values } => {
-                let key = (self as *const Self as usize, indices.offset);
-                if scratch.indices_of != Some(key) {
-                    scratch.indices_of = None;
-                    self.read_indices(indices, &mut scratch.indices)?;
-                    scratch.indices_of = Some(key);
+                // Keyed by the part's offset *and* size: an empty part may share its offset with
+                // another tensor's indices, and must not be taken for them.
+                let part = (indices.offset, indices.nbytes);
+                let (cached, idx) = scratch
+                    .indices
+                    .entry(self.id)
+                    .or_insert_with(|| ((u64::MAX, 0), Vec::new()));
+                if *cached != part {
+                    *cached = (u64::MAX, 0);
+                    self.read_indices(indices, idx)?;
+                    *cached = part;
                 }
+                let idx = &scratch.indices[&self.id].1;
                 let end = (start + out.len()) as u32;
-                let lo = scratch.indices.partition_point(|&i| i < start as u32);
-                let hi = scratch.indices.partition_point(|&i| i < end);
+                let lo = idx.partition_point(|&i| i < start as u32);
+                let hi = idx.partition_point(|&i| i < end);
                 scratch.values.resize(hi - lo, 0.0);
                 self.file
                     .read_f32(values, lo, &mut scratch.values, &mut scratch.halves)?;
                 out.fill(0.0);
-                for (k, (&i, &v)) in scratch.indices[lo..hi]
-                    .iter()
-                    .zip(&scratch.values)
-                    .enumerate()
-                {
+                for (k, (&i, &v)) in idx[lo..hi].iter().zip(&scratch.values).enumerate() {
                     let slot = (i as usize)
                         .checked_sub(start)
                         .and_then(|j| out.get_mut(j))

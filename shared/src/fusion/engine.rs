@@ -414,9 +414,21 @@ impl Worker {
         for (i, reader) in inputs.diffs.iter().enumerate() {
             let row = &mut self.rows[i][..len];
             match plan.diffs[i] {
-                Some(t) => reader
-                    .decode(t, start, row, inputs.factors[i], &mut self.scratch)
-                    .map_err(|e| diff_error(reader, e))?,
+                Some(t) => {
+                    reader
+                        .decode(t, start, row, inputs.factors[i], &mut self.scratch)
+                        .map_err(|e| diff_error(reader, e))?;
+                    // Validated finite at acceptance; checked again so that a diff that is not
+                    // (a file changed since) is named, and quarantined, rather than failing the round.
+                    if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                        let source = DiffError::NonFinite {
+                            name: t.name.clone(),
+                            index: start + j,
+                            value: row[j],
+                        };
+                        return Err(diff_error(reader, source));
+                    }
+                }
                 None => row.fill(0.0),
             }
         }
