@@ -8,10 +8,10 @@ use anyhow::Context;
 use coldfuse_shared::{
     api::{
         keys, model_card, now_unix, CardOrigin, IterationRecord, LatestPointer,
-        LineageContribution, Promotion, MODEL_CARD,
+        LineageContribution, Promotion, Verdict, MODEL_CARD,
     },
     diff::{DiffManifest, DIFF_FILE},
-    fusion::{replay, FusionError, RecordedDiff, ReplayInputs},
+    fusion::{clip_bound, replay, FusionError, RecordedDiff, ReplayInputs},
     hash::sha256_file,
 };
 
@@ -71,6 +71,9 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
             for contributor in c.take_revocations() {
                 let message = "its token was revoked during the previous fusion".to_string();
                 quarantine(c, &mut s, &contributor, Why::Revoked, message).await?;
+            }
+            for (contributor, message) in outliers(&s) {
+                quarantine(c, &mut s, &contributor, Why::NormOutlier, message).await?;
             }
             let due = s.should_fuse(now_unix())
                 || (force && !s.fusing.get() && s.candidate.is_none() && !s.accepted().is_empty());
@@ -135,6 +138,37 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
             }
         }
     }
+}
+
+/// The accepted contributions whose L2 norm is above the deployment's `exclude_above_median` × the
+/// median of the round's accepted norms (`fusion::clip_bound`), each with the reason recorded for it.
+fn outliers(s: &crate::state::State) -> Vec<(String, String)> {
+    let Some(k) = s.config.exclude_above_median else {
+        return Vec::new();
+    };
+    let norms: Vec<(String, f64)> = s
+        .accepted()
+        .into_iter()
+        .filter_map(|id| match s.round[id].verdict {
+            Some(Verdict::Accepted { l2_norm, .. }) => Some((id.to_string(), l2_norm)),
+            _ => None,
+        })
+        .collect();
+    let values: Vec<f64> = norms.iter().map(|(_, n)| *n).collect();
+    let Some(bound) = clip_bound(&values, None, Some(k)) else {
+        return Vec::new();
+    };
+    norms
+        .into_iter()
+        .filter(|(_, n)| *n > bound)
+        .map(|(id, n)| {
+            let why = format!(
+                "its L2 norm {n:.4e} is above {k} × the median of the round's accepted norms \
+                 ({bound:.4e}); the rest of the round was fused without it"
+            );
+            (id, why)
+        })
+        .collect()
 }
 
 async fn fuse_and_commit(

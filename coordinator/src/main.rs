@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{fusion_task, init, routes, signing, upload, Coordinator, Store};
 use coldfuse_shared::{
-    api::{keys, DeploymentConfig, GateConfig, DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM},
+    api::{
+        keys, DeploymentConfig, GateConfig, DEFAULT_EXCLUDE_ABOVE_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
+    },
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
 };
 
@@ -49,10 +51,15 @@ enum Command {
         /// Scale down any diff whose L2 norm exceeds this.
         #[arg(long)]
         clip_norm: Option<f64>,
-        /// Scale down any diff whose L2 norm exceeds K × the lower median of the round's diff
-        /// norms (poisoning defence; 0 turns it off).
-        #[arg(long, value_name = "K", default_value_t = DEFAULT_CLIP_TO_MEDIAN)]
-        clip_to_median: f64,
+        /// Scale down any diff whose L2 norm exceeds K × the median of the round's diff norms
+        /// (recorded in lineage; off by default: outliers are excluded instead).
+        #[arg(long, value_name = "K")]
+        clip_to_median: Option<f64>,
+        /// Leave out of the fusion (quarantine as `norm_outlier`) any accepted diff whose L2 norm
+        /// exceeds K × the median of the round's accepted norms (poisoning defence; 0 turns it
+        /// off).
+        #[arg(long, value_name = "K", default_value_t = DEFAULT_EXCLUDE_ABOVE_MEDIAN)]
+        exclude_above_median: f64,
         /// Reject diffs whose L2 norm exceeds this fraction of the base body's L2 norm
         /// (poisoning defence; 0 turns it off).
         #[arg(long, value_name = "R", default_value_t = DEFAULT_MAX_RELATIVE_NORM)]
@@ -126,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             strategy,
             clip_norm,
             clip_to_median,
+            exclude_above_median,
             max_relative_norm,
             server_optimizer,
             max_diff_bytes,
@@ -139,8 +147,9 @@ fn main() -> anyhow::Result<()> {
                 fusion: FusionConfig {
                     strategy,
                     clip_norm,
-                    clip_to_median: (clip_to_median != 0.0).then_some(clip_to_median),
+                    clip_to_median,
                 },
+                exclude_above_median: (exclude_above_median != 0.0).then_some(exclude_above_median),
                 max_relative_norm: (max_relative_norm != 0.0).then_some(max_relative_norm),
                 quorum,
                 min_contributions,

@@ -15,6 +15,8 @@ pub enum Why {
     Revoked,
     /// Fusing it failed (the rest of the round was fused without it).
     FusionFailed,
+    /// Its norm is far above the round's others (`exclude_above_median`).
+    NormOutlier,
 }
 
 impl Why {
@@ -24,6 +26,7 @@ impl Why {
             Self::Dropped => "dropped",
             Self::Revoked => "revoked",
             Self::FusionFailed => "fusion_failed",
+            Self::NormOutlier => "norm_outlier",
         }
     }
 }

@@ -379,6 +379,62 @@ fn a_partial_diff_counts_as_zeros_where_it_is_silent() {
     }
 }
 
+/// `clip_to_median: K` scales each diff down to K × the lower median of the round's norms: with three
+/// diffs, the middle one's, so the oversized third sets no bound of its own.
+#[test]
+fn fusion_clips_to_k_times_the_lower_median_norm() {
+    let base = synth::base(Dtype::F32, 22);
+    let small = synth::random_diff(1, 1e-3);
+    let scaled = |k: f32| -> BTreeMap<String, Vec<f32>> {
+        small
+            .iter()
+            .map(|(n, v)| (n.clone(), v.iter().map(|x| x * k).collect()))
+            .collect()
+    };
+    let diffs = [small.clone(), scaled(1.5), scaled(100.0)];
+    let cs: Vec<_> = diffs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| synth::contribute(&base, &format!("c{i}"), d, Encoding::F32, 1))
+        .collect();
+    let info = base.info();
+    let config = FusionConfig {
+        strategy: "mean".parse().unwrap(),
+        clip_norm: None,
+        clip_to_median: Some(2.0),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("fused.safetensors");
+    let report = fuse_weights(
+        &info,
+        &readers(&info, &cs),
+        &config,
+        &path,
+        &FuseOptions::default(),
+    )
+    .unwrap();
+    let factor = |name: &str| {
+        report
+            .contributions
+            .iter()
+            .find(|c| c.contributor == name)
+            .unwrap()
+            .clip_factor
+    };
+    assert_eq!((factor("c0"), factor("c1")), (1.0, 1.0));
+    // Bound 2 × (1.5 × ‖small‖) for a diff of 100 × ‖small‖.
+    assert!((factor("c2") - 0.03).abs() < 1e-4, "{}", factor("c2"));
+    let want = reference(&base, &diffs, |c| {
+        (c[0] as f64 + c[1] as f64 + c[2] as f64 * 0.03) / 3.0
+    });
+    assert_close(
+        &synth::read_all(&path),
+        &want,
+        1e-6,
+        "mean clipped to the median",
+    );
+}
+
 #[test]
 fn fusion_refuses_mismatched_or_insufficient_contributions() {
     let base = synth::base(Dtype::F32, 17);

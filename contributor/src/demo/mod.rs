@@ -128,10 +128,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         fusion: FusionConfig {
             strategy: args.strategy.clone(),
-            clip_to_median: defaults.fusion.clip_to_median.filter(|_| !args.no_defences),
             ..defaults.fusion
         },
         max_relative_norm: defaults.max_relative_norm.filter(|_| !args.no_defences),
+        exclude_above_median: defaults.exclude_above_median.filter(|_| !args.no_defences),
         ..DeploymentConfig::default()
     };
     let done = init::init(

@@ -18,7 +18,10 @@ use axum::{
 use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
     api::{keys, now_unix, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
-    diff::{validate, BaseInfo, DiffError, DiffManifest, DiffStats, DIFF_FILE, MANIFEST_FILE},
+    diff::{
+        check_announced, validate, BaseInfo, DiffError, DiffManifest, DiffStats, DIFF_FILE,
+        MANIFEST_FILE,
+    },
 };
 
 use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
@@ -63,6 +66,17 @@ async fn record_announce(
     manifest: DiffManifest,
 ) -> Result<(StatusCode, Json<Announced>), ApiError> {
     let contributor = manifest.contributor.clone();
+    let largest = check_against_base(&c, &manifest).await?;
+    if manifest.diff_bytes > largest {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!(
+                "diff_bytes {} exceeds the {largest} bytes any diff of these tensors can take",
+                manifest.diff_bytes
+            ),
+        ));
+    }
     // While the announce runs, no upload of this contributor can (and the other way round).
     let _slot = c.uploads.take(&contributor)?;
     let mut s = c.state.write().await;
@@ -70,13 +84,7 @@ async fn record_announce(
         return Err(round_fusing());
     }
     if s.staleness(&manifest.base.sha256).is_none() {
-        return Err(ApiError::conflict(
-            ErrorCode::StaleBase,
-            format!(
-                "diff is against base {}, the current base is iteration {} ({}); pull it and train again",
-                manifest.base.sha256, s.latest.iteration, s.latest.base_sha256
-            ),
-        ));
+        return Err(stale_base(&s, &manifest.base.sha256));
     }
     if manifest.diff_bytes > s.config.max_diff_bytes {
         return Err(ApiError::new(
@@ -132,6 +140,48 @@ async fn record_announce(
             max_bytes,
         }),
     ))
+}
+
+/// Checks the manifest against the base it names (tensors, shapes, dtypes, architecture) before any
+/// byte is uploaded; answers the largest diff file it can describe. 409 `stale_base` when the base is
+/// not one contributions are taken against.
+async fn check_against_base(c: &Coordinator, manifest: &DiffManifest) -> Result<u64, ApiError> {
+    let base_iteration = {
+        let s = c.state.read().await;
+        let sha = &manifest.base.sha256;
+        match s.staleness(sha).and_then(|_| s.bases.get(sha)) {
+            Some(&i) => i,
+            None => return Err(stale_base(&s, sha)),
+        }
+    };
+    let base: coldfuse_shared::api::BaseManifest = c
+        .store
+        .get_json(&keys::base_file(base_iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("iteration {base_iteration} has no manifest")))?;
+    let dir = c.cache_base(&base).await.map_err(ApiError::internal)?;
+    let m = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let base = BaseInfo::open_with_sha256(&dir, base.base_sha256)?;
+        check_announced(&m, &base)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        e if e.is_local_io() => ApiError::internal(e),
+        e => ApiError::bad_request(e.code(), e.to_string()),
+    })
+}
+
+/// 409 `stale_base`: a diff against `sha`, which is not a base contributions are taken for.
+fn stale_base(s: &crate::state::State, sha: &str) -> ApiError {
+    ApiError::conflict(
+        ErrorCode::StaleBase,
+        format!(
+            "diff is against base {sha}, the current base is iteration {} ({}); pull it and train again",
+            s.latest.iteration, s.latest.base_sha256
+        ),
+    )
 }
 
 fn round_fusing() -> ApiError {

@@ -40,12 +40,16 @@ impl SyncMode {
 /// what wrecks a base (see ARCHITECTURE.md, "Threat model").
 pub const DEFAULT_MAX_RELATIVE_NORM: f64 = 0.5;
 
-/// Default K of [`FusionConfig::clip_to_median`] for new deployments: a diff is scaled down to at most
-/// 4 × the lower median of the round's diff norms.
-pub const DEFAULT_CLIP_TO_MEDIAN: f64 = 4.0;
+/// Default K of [`DeploymentConfig::exclude_above_median`]: a diff whose L2 norm is above 4 × the
+/// median of the round's accepted norms is left out of the fusion.
+pub const DEFAULT_EXCLUDE_ABOVE_MEDIAN: f64 = 4.0;
 
 fn default_max_relative_norm() -> Option<f64> {
     Some(DEFAULT_MAX_RELATIVE_NORM)
+}
+
+fn default_exclude_above_median() -> Option<f64> {
+    Some(DEFAULT_EXCLUDE_ABOVE_MEDIAN)
 }
 
 /// Settings of one deployment, stored at `deployment.json`.
@@ -69,6 +73,11 @@ pub struct DeploymentConfig {
     /// (`norm_bound`); null disables the bound. Default [`DEFAULT_MAX_RELATIVE_NORM`].
     #[serde(default = "default_max_relative_norm")]
     pub max_relative_norm: Option<f64>,
+    /// At fusion, accepted diffs whose L2 norm exceeds K × the median of the round's accepted
+    /// norms are quarantined (`norm_outlier`) and the rest fused; null disables it. Default
+    /// [`DEFAULT_EXCLUDE_ABOVE_MEDIAN`].
+    #[serde(default = "default_exclude_above_median")]
+    pub exclude_above_median: Option<f64>,
     /// Whether bases, lineage and round status can be read without a token.
     pub public_read: bool,
     /// Staleness policy.
@@ -87,13 +96,13 @@ impl DeploymentConfig {
     /// Checks the fusion strategy, the server optimiser and the gate.
     pub fn validate(&self) -> Result<(), String> {
         self.fusion.validate().map_err(|e| e.to_string())?;
-        if let Some(r) = self
-            .max_relative_norm
-            .filter(|r| !(r.is_finite() && *r > 0.0))
-        {
-            return Err(format!(
-                "max_relative_norm must be a positive number, got {r}"
-            ));
+        for (name, value) in [
+            ("max_relative_norm", self.max_relative_norm),
+            ("exclude_above_median", self.exclude_above_median),
+        ] {
+            if let Some(r) = value.filter(|r| !(r.is_finite() && *r > 0.0)) {
+                return Err(format!("{name} must be a positive number, got {r}"));
+            }
         }
         self.server_optimizer
             .validate()
@@ -108,15 +117,13 @@ impl DeploymentConfig {
 impl Default for DeploymentConfig {
     fn default() -> Self {
         Self {
-            fusion: FusionConfig {
-                clip_to_median: Some(DEFAULT_CLIP_TO_MEDIAN),
-                ..FusionConfig::default()
-            },
+            fusion: FusionConfig::default(),
             quorum: 3,
             min_contributions: 1,
             deadline_secs: None,
             max_diff_bytes: 8 << 30,
             max_relative_norm: default_max_relative_norm(),
+            exclude_above_median: default_exclude_above_median(),
             public_read: true,
             mode: SyncMode::Synchronous,
             server_optimizer: ServerOptimizer::None,

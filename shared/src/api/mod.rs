@@ -17,7 +17,7 @@ pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};
 pub use contribution::{Announced, ContributionStatus, Quarantine, Verdict};
 pub use deployment::{
     DeploymentConfig, Role, SyncMode, TokenRecord, TokenRequest, TokenResponse, WhoAmI,
-    DEFAULT_CLIP_TO_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
+    DEFAULT_EXCLUDE_ABOVE_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
 };
 pub use error_code::ErrorCode;
 pub use gate::{EvalMethod, GateConfig, GateEval, Promotion, PromotionState};

@@ -23,4 +23,4 @@ pub use encoding::Encoding;
 pub use error::DiffError;
 pub use manifest::{BaseRef, DiffManifest, TensorEntry, FORMAT_VERSION};
 pub use privacy::{privatize, DpConfig, DpReport};
-pub use reader::{validate, DiffReader, DiffStats, DiffTensor, Scratch};
+pub use reader::{check_announced, validate, DiffReader, DiffStats, DiffTensor, Scratch};

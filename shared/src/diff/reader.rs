@@ -92,7 +92,7 @@ impl DiffReader {
     /// Opens the diff at `path` and checks the manifest against `base` and the file's layout
     /// (no values are read; see [`validate`] for the full check).
     pub fn open(path: &Path, manifest: DiffManifest, base: &BaseInfo) -> Result<Self, DiffError> {
-        check_manifest(&manifest, base)?;
+        check_announced(&manifest, base)?;
         let len = std::fs::metadata(path)
             .map_err(|e| DiffError::io(path, e))?
             .len();
@@ -103,24 +103,9 @@ impl DiffReader {
                 actual: len.to_string(),
             });
         }
-        if manifest.tensors.len() > base.file.header.tensors.len() {
-            return Err(DiffError::Manifest(format!(
-                "{} tensors listed; the base has {}",
-                manifest.tensors.len(),
-                base.file.header.tensors.len()
-            )));
-        }
         let file = TensorFile::open_limited(path, header_limit(&manifest))?;
         let mut tensors = Vec::with_capacity(manifest.tensors.len());
-        let mut seen = std::collections::HashSet::new();
         for entry in &manifest.tensors {
-            if !seen.insert(entry.name.as_str()) {
-                return Err(DiffError::Layout {
-                    name: entry.name.clone(),
-                    message: "listed twice in the manifest".into(),
-                });
-            }
-            check_against_base(entry, base)?;
             tensors.push(layout(&file, entry, manifest.encoding)?);
         }
         if let Some(extra) = file.header.names().find(|n| !expected_part(&manifest, n)) {
@@ -272,6 +257,42 @@ fn header_limit(m: &DiffManifest) -> u64 {
         .map(|t| 2 * (t.name.len() as u64 + 64 + 24 * t.shape.len() as u64 + 64))
         .sum();
     64 * 1024 + parts
+}
+
+/// Checks a manifest against the base it names, before any byte of the diff exists: its fields, the
+/// base hash and architecture, and every listed tensor (in the base, once, not a head, a float weight
+/// of the same shape and dtype). Answers the largest diff file such a manifest can describe (its
+/// header limit plus every part at its encoding's size), so an upload can be bounded by it.
+pub fn check_announced(m: &DiffManifest, base: &BaseInfo) -> Result<u64, DiffError> {
+    check_manifest(m, base)?;
+    if m.tensors.len() > base.file.header.tensors.len() {
+        return Err(DiffError::Manifest(format!(
+            "{} tensors listed; the base has {}",
+            m.tensors.len(),
+            base.file.header.tensors.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut data = 0u64;
+    for entry in &m.tensors {
+        if !seen.insert(entry.name.as_str()) {
+            return Err(DiffError::Layout {
+                name: entry.name.clone(),
+                message: "listed twice in the manifest".into(),
+            });
+        }
+        check_against_base(entry, base)?;
+        let numel = entry.shape.iter().product::<usize>() as u64;
+        data += numel
+            * match m.encoding {
+                Encoding::F32 => 4,
+                Encoding::Bf16 | Encoding::F16 => 2,
+                Encoding::Int8 => 1,
+                // A u32 index and a bf16 value per kept element, at most every element.
+                Encoding::TopK { .. } => 6,
+            };
+    }
+    Ok(8 + header_limit(m) + data)
 }
 
 fn check_manifest(m: &DiffManifest, base: &BaseInfo) -> Result<(), DiffError> {

@@ -1,8 +1,10 @@
 //! Per-contribution norm clipping: a diff whose global L2 norm exceeds C is scaled down to norm C.
 
-/// The norm bound of a round: the smaller of `clip_norm` and K × the lower median of `norms` (the
-/// ⌊(n−1)/2⌋-th smallest, so with two diffs it is the smaller one: a single oversized diff never
-/// sets its own bound); None when neither is configured.
+/// The norm bound of a round: the smaller of `clip_norm` and K × the median of `norms` (for an even
+/// count the upper of the two middle values, the ⌊n/2⌋-th smallest from 0: unless more than half of
+/// the diffs are tiny, no honest diff falls above it, and unless half or more are oversized, an
+/// oversized one never sets its own bound); None when neither is configured. With two diffs nothing
+/// exceeds K × the larger: two cannot tell which one is the outlier.
 pub fn clip_bound(
     norms: &[f64],
     clip_norm: Option<f64>,
@@ -11,7 +13,7 @@ pub fn clip_bound(
     let median = clip_to_median.and_then(|k| {
         let mut sorted = norms.to_vec();
         sorted.sort_by(f64::total_cmp);
-        sorted.get(norms.len().saturating_sub(1) / 2).map(|m| k * m)
+        sorted.get(norms.len() / 2).map(|m| k * m)
     });
     match (clip_norm, median) {
         (Some(a), Some(b)) => Some(a.min(b)),

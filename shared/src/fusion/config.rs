@@ -144,8 +144,9 @@ pub struct FusionConfig {
     /// Scale every diff whose global L2 norm exceeds this down to it before fusing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f64>,
-    /// Scale every diff whose L2 norm exceeds K × the lower median of the round's diff norms down to
-    /// that (robust to a minority of oversized diffs; absent in records of fusions made without it).
+    /// Scale every diff whose L2 norm exceeds K × the median of the round's diff norms (the upper one
+    /// for an even count) down to that (robust to a minority of oversized diffs; absent in records of
+    /// fusions made without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_to_median: Option<f64>,
 }

@@ -502,18 +502,19 @@ impl Worker {
 fn add_update(base: &mut [f32], update: &[f32]) -> (f64, bool) {
     const LANES: usize = 8;
     const EXP: u32 = 0x7f80_0000;
-    let mut sq = [0f32; LANES];
+    // Squares in f64: an update beyond 1.8e19 (a poisoned one) would overflow f32 to inf.
+    let mut sq = [0f64; LANES];
     let mut bad = [0u32; LANES];
     let mut b_chunks = base.chunks_exact_mut(LANES);
     let mut u_chunks = update.chunks_exact(LANES);
     for (b, u) in (&mut b_chunks).zip(&mut u_chunks) {
         for k in 0..LANES {
             b[k] += u[k];
-            sq[k] += u[k] * u[k];
+            sq[k] += u[k] as f64 * u[k] as f64;
             bad[k] |= u32::from(b[k].to_bits() & EXP == EXP);
         }
     }
-    let mut sum: f64 = sq.iter().map(|&v| v as f64).sum();
+    let mut sum: f64 = sq.iter().sum();
     let mut any_bad = bad.iter().any(|&b| b != 0);
     for (b, &u) in b_chunks
         .into_remainder()
@@ -521,7 +522,7 @@ fn add_update(base: &mut [f32], update: &[f32]) -> (f64, bool) {
         .zip(u_chunks.remainder())
     {
         *b += u;
-        sum += (u * u) as f64;
+        sum += u as f64 * u as f64;
         any_bad |= !b.is_finite();
     }
     (sum, !any_bad)
