@@ -72,13 +72,19 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
                 let message = "its token was revoked during the previous fusion".to_string();
                 quarantine(c, &mut s, &contributor, Why::Revoked, message).await?;
             }
-            for (contributor, message) in outliers(&s) {
-                quarantine(c, &mut s, &contributor, Why::NormOutlier, message).await?;
-            }
             let due = s.should_fuse(now_unix())
                 || (force && !s.fusing.get() && s.candidate.is_none() && !s.accepted().is_empty());
             if !due {
                 return Ok(None);
+            }
+            // Outliers are judged against the round about to be fused (not a partial one), then the
+            // round is judged due again without them (the quorum counts what would be fused).
+            let outliers = outliers(&s);
+            if !outliers.is_empty() {
+                for (contributor, message) in outliers {
+                    quarantine(c, &mut s, &contributor, Why::NormOutlier, message).await?;
+                }
+                continue;
             }
             let guard = s.fusing.start();
             let accepted: Vec<(String, DiffManifest, u64)> = s

@@ -200,11 +200,23 @@ fn diff_with_garbage_header_is_refused() {
         ),
         (
             [4u64.to_le_bytes().to_vec(), b"[1] ".to_vec()].concat(),
-            "not a JSON object",
+            "expected a JSON object",
         ),
         (
             [4u64.to_le_bytes().to_vec(), b"{{{{".to_vec()].concat(),
             "invalid header",
+        ),
+        (
+            {
+                let entry = r#"{"dtype":"F32","shape":[0],"data_offsets":[0,0]}"#;
+                let json = format!(r#"{{"x":{entry},"x":{entry}}}"#);
+                [
+                    (json.len() as u64).to_le_bytes().to_vec(),
+                    json.into_bytes(),
+                ]
+                .concat()
+            },
+            "listed twice",
         ),
     ];
     for (bytes, expect) in cases {

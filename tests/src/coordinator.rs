@@ -335,6 +335,16 @@ pub async fn contribute(
     call(&router, "PUT", &url, Some(token), bytes).await
 }
 
+/// A fresh diff of `name` (from `seed`) against the latest base, announced and uploaded; asserts it
+/// was accepted.
+pub async fn contribute_accepted(d: &Deployment, token: &str, name: &str, seed: u64) {
+    let base = latest(d).await;
+    let base_dir = d.coordinator.base_dir(base.iteration);
+    let (dir, m) = make_diff(&base_dir, &base.base_sha256, name, seed, false);
+    let (status, v) = contribute(d, token, dir.path(), &m).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
 /// The latest base's manifest.
 pub async fn latest(d: &Deployment) -> BaseManifest {
     let (_, v) = call(&d.router(), "GET", "/v1/bases/latest", None, vec![]).await;

@@ -111,6 +111,25 @@ impl Drop for Server {
     }
 }
 
+/// `coldfuse-coordinator init` of the tiny BERT fixture into `store` with `quorum`; answers the admin
+/// token (written through a file in `work`).
+pub fn init_fixture(store: &str, work: &std::path::Path, quorum: usize) -> String {
+    let admin_file = work.join("admin-token");
+    let status = Command::new(bin("coldfuse-coordinator"))
+        .args(["init", "--quorum", &quorum.to_string(), "--store", store])
+        .arg("--admin-token-file")
+        .arg(&admin_file)
+        .arg("--base")
+        .arg(crate::coordinator::fixture())
+        .status()
+        .expect("coldfuse-coordinator init");
+    assert!(status.success(), "coldfuse-coordinator init failed");
+    std::fs::read_to_string(&admin_file)
+        .expect("the admin token file")
+        .trim()
+        .to_string()
+}
+
 /// A new contributor token for `contributor` from the coordinator at `url` (admin token `admin`).
 pub async fn contributor_token(url: &str, admin: &str, contributor: &str) -> String {
     let v: serde_json::Value = reqwest::Client::new()

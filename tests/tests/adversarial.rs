@@ -8,8 +8,8 @@ use std::path::Path;
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
-    call, call_raw, call_with, contribute, latest, make_diff, shaped_diff, stalled_request,
-    wait_received, Deployment,
+    call, call_raw, call_with, contribute, contribute_accepted, latest, make_diff, shaped_diff,
+    stalled_request, wait_received, Deployment,
 };
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
@@ -395,15 +395,7 @@ async fn a_fusion_whose_client_hangs_up_does_not_wedge_the_round() {
     }
     let r = round(&d).await;
     assert_eq!((r.iteration, r.fusing), (2, false), "{r:?}");
-    let base1 = latest(&d).await;
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(1),
-        &base1.base_sha256,
-        "site-a",
-        1,
-        false,
-    );
-    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    contribute_accepted(&d, &t, "site-a", 1).await;
 }
 
 /// Attack 9: a crash between the commit (`iterations/{i}.json`) and the switch of `latest.json`. The
@@ -412,16 +404,8 @@ async fn a_fusion_whose_client_hangs_up_does_not_wedge_the_round() {
 #[tokio::test]
 async fn a_restart_rolls_latest_forward_unless_an_admin_rolled_back() {
     let mut d = Deployment::new(config(10)).await;
-    let base = latest(&d).await;
     let t = d.token("site-a").await;
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(0),
-        &base.base_sha256,
-        "site-a",
-        0,
-        false,
-    );
-    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    contribute_accepted(&d, &t, "site-a", 0).await;
     assert_eq!(d.fuse_now().await.0, StatusCode::OK);
     let store = Store::open(&d.store_url).unwrap();
     // The crash: the pointer still names the parent.
@@ -447,14 +431,7 @@ async fn a_restart_rolls_latest_forward_unless_an_admin_rolled_back() {
     assert_eq!(latest(&d).await.iteration, 0, "the rollback is kept");
     // A fusion after the rollback commits iteration 2 on top of 0; a crash before its switch must
     // not leave the rollback holding `latest` at 0 (iteration 3 would fork from 0 again).
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(0),
-        &base.base_sha256,
-        "site-a",
-        1,
-        false,
-    );
-    assert_eq!(contribute(&d, &t, dir.path(), &m).await.0, StatusCode::OK);
+    contribute_accepted(&d, &t, "site-a", 1).await;
     assert_eq!(d.fuse_now().await.0, StatusCode::OK);
     let rolled_back: LatestPointer = serde_json::from_value(serde_json::json!(
         {"iteration": 0, "rolled_back_at": 1}
@@ -577,13 +554,8 @@ async fn reads_follow_the_data_owner() {
         serde_json::from_value::<coldfuse_shared::api::BaseManifest>(v).unwrap()
     };
     let (a, b) = (d.token("site-a").await, d.token("site-b").await);
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(0),
-        &base.base_sha256,
-        "site-a",
-        0,
-        false,
-    );
+    let base_dir = d.coordinator.base_dir(0);
+    let (dir, m) = make_diff(&base_dir, &base.base_sha256, "site-a", 0, false);
     assert_eq!(contribute(&d, &a, dir.path(), &m).await.0, StatusCode::OK);
     assert_eq!(d.fuse_now().await.0, StatusCode::OK);
     let (_, v) = call(

@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
-    call, call_with, contribute, latest, make_diff, stalled_request, wait_received, Deployment,
-    StalledRequest,
+    call, call_with, contribute_accepted, latest, make_diff, stalled_request, wait_received,
+    Deployment, StalledRequest,
 };
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, Quarantine, RoundStatus, Verdict},
@@ -84,19 +84,6 @@ fn last_chunk(d: &Deployment, token: &str, name: &str, bytes: &[u8]) -> StalledR
     )
 }
 
-async fn accept_one(d: &Deployment, token: &str, name: &str, seed: u64) {
-    let base = latest(d).await;
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(base.iteration),
-        &base.base_sha256,
-        name,
-        seed,
-        false,
-    );
-    let (status, v) = contribute(d, token, dir.path(), &m).await;
-    assert_eq!(status, StatusCode::OK, "{v}");
-}
-
 /// Attack 5: an upload that completes while a fusion runs used to get 200 and a signed *accepted*
 /// receipt, be left out of the fused snapshot and be wiped with the round. It now gets 409
 /// `round_fusing` (train again on the new base) and nothing says it was accepted.
@@ -106,7 +93,7 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
     let d = Deployment::new(config()).await;
     let a = d.token("site-a").await;
     let c = d.token("site-c").await;
-    accept_one(&d, &a, "site-a", 0).await;
+    contribute_accepted(&d, &a, "site-a", 0).await;
     let (bytes, _) = half_upload(&d, &c, "site-c", 2).await;
     // The last chunk starts before the fusion (so it passes the checks at the start of an upload)
     // and its body stalls until the fusion runs.
@@ -164,8 +151,8 @@ async fn a_revoked_token_loses_its_pending_and_accepted_contributions() {
         d.token("site-b").await,
         d.token("site-c").await,
     );
-    accept_one(&d, &a, "site-a", 0).await;
-    accept_one(&d, &b, "site-b", 1).await;
+    contribute_accepted(&d, &a, "site-a", 0).await;
+    contribute_accepted(&d, &b, "site-b", 1).await;
     let (bytes, _) = half_upload(&d, &c, "site-c", 2).await;
     // site-c's last chunk is in flight (it passed the token check at its start) when its token goes.
     let last = last_chunk(&d, &c, "site-c", &bytes);

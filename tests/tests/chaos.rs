@@ -7,8 +7,8 @@
 use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use coldfuse_e2e::{
-    coordinator::{fixture, make_diff},
-    process::{bin, contributor_token, Server},
+    coordinator::make_diff,
+    process::{bin, contributor_token, init_fixture, Server},
 };
 use coldfuse_shared::{
     api::{keys, BaseManifest, IterationRecord, LatestPointer, Quarantine, RoundStatus},
@@ -70,26 +70,7 @@ async fn kill_9_at_random_points_loses_nothing_and_forks_nothing() {
     let store_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let store = format!("file://{}", store_dir.path().display());
-    let admin_file = work.path().join("admin-token");
-    let ok = Command::new(bin("coldfuse-coordinator"))
-        .args([
-            "init",
-            "--quorum",
-            "2",
-            "--store",
-            &store,
-            "--admin-token-file",
-        ])
-        .arg(&admin_file)
-        .arg("--base")
-        .arg(fixture())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let admin = std::fs::read_to_string(&admin_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin = init_fixture(&store, work.path(), 2);
     let client = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

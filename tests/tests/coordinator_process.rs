@@ -2,11 +2,11 @@
 //! killed mid-upload and between publishing a fused base and committing it — with restarts that
 //! lose nothing accepted and never show a half base.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use coldfuse_e2e::{
-    coordinator::{fixture, make_diff},
-    process::{bin, contributor_token, Server},
+    coordinator::make_diff,
+    process::{contributor_token, init_fixture, Server},
 };
 use coldfuse_shared::{
     api::{BaseManifest, RoundStatus},
@@ -52,26 +52,7 @@ async fn coordinator_process_survives_crashes_mid_upload_and_mid_fusion() {
     let store_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let store = format!("file://{}", store_dir.path().display());
-    let admin_file = work.path().join("admin-token");
-    let status = Command::new(bin("coldfuse-coordinator"))
-        .args([
-            "init",
-            "--quorum",
-            "2",
-            "--store",
-            &store,
-            "--admin-token-file",
-        ])
-        .arg(&admin_file)
-        .arg("--base")
-        .arg(fixture())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let admin = std::fs::read_to_string(&admin_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin = init_fixture(&store, work.path(), 2);
     let client = Client::new();
 
     let server = Server::start(&store, &work.path().join("w"), &[]);

@@ -52,20 +52,13 @@ impl Header {
             path: path.to_path_buf(),
             message,
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| header_err(e.to_string()))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| header_err("not a JSON object".into()))?;
+        // Typed, entry by entry: no generic JSON tree of an untrusted header in memory.
+        let raw: RawHeader = serde_json::from_slice(json).map_err(|e| header_err(e.to_string()))?;
         let data_start = 8 + json.len() as u64;
         let data_len = file_len - data_start;
-        let mut metadata = BTreeMap::new();
-        let mut tensors = Vec::with_capacity(object.len());
-        for (name, entry) in object {
-            if name == "__metadata__" {
-                metadata = parse_metadata(entry).map_err(header_err)?;
-                continue;
-            }
+        let metadata = raw.metadata;
+        let mut tensors = Vec::with_capacity(raw.entries.len());
+        for (name, entry) in &raw.entries {
             let info = parse_entry(name, entry, data_start, data_len).map_err(|message| {
                 TensorFileError::Entry {
                     path: path.to_path_buf(),
@@ -119,42 +112,74 @@ impl Header {
     }
 }
 
-fn parse_metadata(entry: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
-    let map = entry.as_object().ok_or("`__metadata__` is not an object")?;
-    map.iter()
-        .map(|(k, v)| match v.as_str() {
-            Some(s) => Ok((k.clone(), s.to_string())),
-            None => Err(format!("`__metadata__.{k}` is not a string")),
-        })
-        .collect()
+/// One tensor entry as a safetensors header writes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// A header object: its tensor entries in file order and `__metadata__`.
+struct RawHeader {
+    entries: Vec<(String, RawEntry)>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawHeader;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawHeader, A::Error> {
+                use serde::de::Error;
+                let mut out = RawHeader {
+                    entries: Vec::new(),
+                    metadata: BTreeMap::new(),
+                };
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(A::Error::custom(format!("`{key}` is listed twice")));
+                    }
+                    if key == "__metadata__" {
+                        out.metadata = map.next_value()?;
+                    } else {
+                        let entry = map.next_value()?;
+                        out.entries.push((key, entry));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
 fn parse_entry(
     name: &str,
-    entry: &serde_json::Value,
+    entry: &RawEntry,
     data_start: u64,
     data_len: u64,
 ) -> Result<TensorInfo, String> {
-    let dtype_str = entry
-        .get("dtype")
-        .and_then(|v| v.as_str())
-        .ok_or("no `dtype` string")?;
-    let dtype = Dtype::parse(dtype_str).ok_or_else(|| format!("unknown dtype `{dtype_str}`"))?;
+    let dtype =
+        Dtype::parse(&entry.dtype).ok_or_else(|| format!("unknown dtype `{}`", entry.dtype))?;
     let shape = entry
-        .get("shape")
-        .and_then(|v| v.as_array())
-        .ok_or("no `shape` array")?
+        .shape
         .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .map(|&d| usize::try_from(d).ok())
         .collect::<Option<Vec<usize>>>()
-        .ok_or("`shape` holds a value that is not a non-negative integer")?;
-    let offsets = entry
-        .get("data_offsets")
-        .and_then(|v| v.as_array())
-        .filter(|a| a.len() == 2)
-        .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-        .ok_or("`data_offsets` is not a pair of non-negative integers")?;
-    let (begin, end) = offsets;
+        .ok_or("`shape` holds a dimension too large for this machine")?;
+    let [begin, end] = entry.data_offsets;
     if begin > end || end > data_len {
         return Err(format!(
             "data_offsets [{begin}, {end}] outside the {data_len}-byte data section"
