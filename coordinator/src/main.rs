@@ -148,6 +148,7 @@ fn main() -> anyhow::Result<()> {
                     strategy,
                     clip_norm,
                     clip_to_median,
+                    ..DeploymentConfig::default().fusion
                 },
                 exclude_above_median: (exclude_above_median != 0.0).then_some(exclude_above_median),
                 max_relative_norm: (max_relative_norm != 0.0).then_some(max_relative_norm),

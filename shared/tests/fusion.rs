@@ -31,6 +31,7 @@ fn fuse(
         strategy: strategy.parse().unwrap(),
         clip_norm: clip,
         clip_to_median: None,
+        cap_examples_to_median: None,
     };
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("fused.safetensors");
@@ -402,6 +403,7 @@ fn fusion_clips_to_k_times_the_lower_median_norm() {
         strategy: "mean".parse().unwrap(),
         clip_norm: None,
         clip_to_median: Some(2.0),
+        cap_examples_to_median: None,
     };
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("fused.safetensors");
@@ -435,6 +437,58 @@ fn fusion_clips_to_k_times_the_lower_median_norm() {
     );
 }
 
+/// `cap_examples_to_median: K`: under `weighted`, a self-reported example count above K × the median
+/// count weighs as that much, so a site claiming 10¹² examples cannot take the whole weight.
+#[test]
+fn weighted_fusion_caps_example_counts_at_k_times_the_median() {
+    let base = synth::base(Dtype::F32, 23);
+    let diffs: Vec<_> = (0..3).map(|i| synth::random_diff(30 + i, 1e-3)).collect();
+    let counts = [10u64, 20, 1_000_000_000_000];
+    let cs: Vec<_> = diffs
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(i, (d, n))| synth::contribute(&base, &format!("c{i}"), d, Encoding::F32, n))
+        .collect();
+    let info = base.info();
+    let config = FusionConfig {
+        strategy: "weighted".parse().unwrap(),
+        clip_norm: None,
+        clip_to_median: None,
+        cap_examples_to_median: Some(2.0),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("fused.safetensors");
+    let report = fuse_weights(
+        &info,
+        &readers(&info, &cs),
+        &config,
+        &path,
+        &FuseOptions::default(),
+    )
+    .unwrap();
+    // Median 20, cap 40: weights 10/70, 20/70, 40/70.
+    let weight = |name: &str| {
+        let c = report.contributions.iter().find(|c| c.contributor == name);
+        c.unwrap().weight
+    };
+    for (name, want) in [
+        ("c0", 10.0 / 70.0),
+        ("c1", 20.0 / 70.0),
+        ("c2", 40.0 / 70.0),
+    ] {
+        assert!(
+            (weight(name) - want).abs() < 1e-12,
+            "{name}: {}",
+            weight(name)
+        );
+    }
+    let want = reference(&base, &diffs, |c| {
+        (c[0] as f64 * 10.0 + c[1] as f64 * 20.0 + c[2] as f64 * 40.0) / 70.0
+    });
+    assert_close(&synth::read_all(&path), &want, 1e-6, "capped weighted mean");
+}
+
 #[test]
 fn fusion_refuses_mismatched_or_insufficient_contributions() {
     let base = synth::base(Dtype::F32, 17);
@@ -447,6 +501,7 @@ fn fusion_refuses_mismatched_or_insufficient_contributions() {
             strategy: strategy.parse().unwrap(),
             clip_norm: None,
             clip_to_median: None,
+            cap_examples_to_median: None,
         };
         fuse_weights(&info, rs, &config, &path, &FuseOptions::default()).unwrap_err()
     };
@@ -521,6 +576,7 @@ fn fusion_overflowing_a_half_precision_base_is_refused() {
             strategy: "task-arithmetic:lambda=2".parse().unwrap(),
             clip_norm: None,
             clip_to_median: None,
+            cap_examples_to_median: None,
         },
         &out.path().join("f.safetensors"),
         &FuseOptions::default(),

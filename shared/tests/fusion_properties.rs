@@ -25,6 +25,7 @@ fn fused(base: &Base, cs: &[&Contribution], strategy: &str) -> BTreeMap<String, 
         strategy: strategy.parse().unwrap(),
         clip_norm: None,
         clip_to_median: None,
+        cap_examples_to_median: None,
     };
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("fused.safetensors");

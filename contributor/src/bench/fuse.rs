@@ -104,6 +104,7 @@ pub fn run(args: FuseArgs) -> anyhow::Result<()> {
         strategy: args.strategy.clone(),
         clip_norm: None,
         clip_to_median: None,
+        cap_examples_to_median: None,
     };
     // Like the NumPy reference, leave the output in page cache (durability is the publisher's job;
     // the coordinator's fusion syncs, see below for what that costs).

@@ -44,6 +44,10 @@ pub const DEFAULT_MAX_RELATIVE_NORM: f64 = 0.5;
 /// median of the round's accepted norms is left out of the fusion.
 pub const DEFAULT_EXCLUDE_ABOVE_MEDIAN: f64 = 4.0;
 
+/// Default K of [`FusionConfig::cap_examples_to_median`] for new deployments: under `weighted`, no
+/// site counts for more than 4 × the median example count.
+pub const DEFAULT_CAP_EXAMPLES_TO_MEDIAN: f64 = 4.0;
+
 fn default_max_relative_norm() -> Option<f64> {
     Some(DEFAULT_MAX_RELATIVE_NORM)
 }
@@ -117,7 +121,10 @@ impl DeploymentConfig {
 impl Default for DeploymentConfig {
     fn default() -> Self {
         Self {
-            fusion: FusionConfig::default(),
+            fusion: FusionConfig {
+                cap_examples_to_median: Some(DEFAULT_CAP_EXAMPLES_TO_MEDIAN),
+                ..FusionConfig::default()
+            },
             quorum: 3,
             min_contributions: 1,
             deadline_secs: None,

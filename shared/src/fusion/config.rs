@@ -149,6 +149,10 @@ pub struct FusionConfig {
     /// fusions made without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_to_median: Option<f64>,
+    /// For strategies weighted by example counts: cap every self-reported count at K × the median
+    /// count (the upper one for an even number) before weighting (absent in records made without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_examples_to_median: Option<f64>,
 }
 
 impl FusionConfig {
@@ -163,6 +167,7 @@ impl FusionConfig {
         for (name, value) in [
             ("clip_norm", self.clip_norm),
             ("clip_to_median", self.clip_to_median),
+            ("cap_examples_to_median", self.cap_examples_to_median),
         ] {
             if let Some(c) = value.filter(|c| !(c.is_finite() && *c > 0.0)) {
                 return Err(FusionError::Config(format!(

@@ -219,7 +219,7 @@ fn prepare<'a>(
     .zip(&ordered)
     .map(|(f, d)| f * d.scale)
     .collect();
-    let weights = weights(&ordered, strategy.as_ref())?;
+    let weights = weights(&ordered, strategy.as_ref(), config.cap_examples_to_median)?;
     let keys = ordered
         .iter()
         .map(|d| u64::from_str_radix(&d.manifest.diff_sha256[..16], 16).unwrap_or(0))
@@ -253,21 +253,32 @@ fn prepare<'a>(
     Ok((inputs, norms))
 }
 
-fn weights(ordered: &[&DiffReader], strategy: &dyn Strategy) -> Result<Vec<f64>, FusionError> {
+/// Each contribution's weight: 1/n, or (weighted strategies) its self-reported example count over the
+/// total, each count first capped at `cap` × the median count when set (a site claiming a huge count
+/// cannot take the whole weight). Counts are summed in f64: exact below 2^53, never overflowing.
+fn weights(
+    ordered: &[&DiffReader],
+    strategy: &dyn Strategy,
+    cap: Option<f64>,
+) -> Result<Vec<f64>, FusionError> {
     let n = ordered.len();
     if !strategy.weighted_by_examples() {
         return Ok(vec![1.0 / n as f64; n]);
     }
-    let total: u64 = ordered.iter().map(|d| d.manifest.num_examples).sum();
-    if total == 0 {
+    let mut counts: Vec<f64> = ordered
+        .iter()
+        .map(|d| d.manifest.num_examples as f64)
+        .collect();
+    if let Some(bound) = clip_bound(&counts, None, cap) {
+        counts.iter_mut().for_each(|c| *c = c.min(bound));
+    }
+    let total: f64 = counts.iter().sum();
+    if total == 0.0 {
         return Err(FusionError::Config(
             "`weighted` needs example counts, but every contribution reports 0".into(),
         ));
     }
-    Ok(ordered
-        .iter()
-        .map(|d| d.manifest.num_examples as f64 / total as f64)
-        .collect())
+    Ok(counts.iter().map(|c| c / total).collect())
 }
 
 /// FNV-1a of a tensor name: a stable per-tensor key.
