@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use coldfuse_shared::{
     diff::{BaseInfo, DiffBuilder, DiffError, DiffReader, Encoding},
-    fusion::{fuse_dir, fuse_weights, FuseOptions, FusionConfig, FusionError, StrategyConfig},
+    fusion::{
+        fuse_dir, fuse_weights, FuseOptions, FusionConfig, FusionError, FusionReport,
+        StrategyConfig,
+    },
     tensorfile::Dtype,
 };
 use common::synth::{self, Base, Contribution, BODY, HEAD, POSITION_IDS};
@@ -39,6 +42,25 @@ fn fuse(
     assert_eq!(report.fused_tensors, BODY.len());
     assert_eq!(report.passthrough_tensors, HEAD.len() + 1);
     synth::read_all(&path)
+}
+
+/// Every tensor of a fused file, as `synth::read_all` gives them.
+type Tensors = BTreeMap<String, (Vec<f32>, Vec<u8>)>;
+
+/// Fuses `cs` into `base` with `config`; the report and the fused tensors.
+fn fuse_config(base: &Base, cs: &[Contribution], config: &FusionConfig) -> (FusionReport, Tensors) {
+    let info = base.info();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("fused.safetensors");
+    let report = fuse_weights(
+        &info,
+        &readers(&info, cs),
+        config,
+        &path,
+        &FuseOptions::default(),
+    )
+    .unwrap();
+    (report, synth::read_all(&path))
 }
 
 fn contributions(
@@ -398,23 +420,13 @@ fn fusion_clips_to_k_times_the_lower_median_norm() {
         .enumerate()
         .map(|(i, d)| synth::contribute(&base, &format!("c{i}"), d, Encoding::F32, 1))
         .collect();
-    let info = base.info();
     let config = FusionConfig {
         strategy: "mean".parse().unwrap(),
         clip_norm: None,
         clip_to_median: Some(2.0),
         cap_examples_to_median: None,
     };
-    let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("fused.safetensors");
-    let report = fuse_weights(
-        &info,
-        &readers(&info, &cs),
-        &config,
-        &path,
-        &FuseOptions::default(),
-    )
-    .unwrap();
+    let (report, fused) = fuse_config(&base, &cs, &config);
     let factor = |name: &str| {
         report
             .contributions
@@ -429,12 +441,7 @@ fn fusion_clips_to_k_times_the_lower_median_norm() {
     let want = reference(&base, &diffs, |c| {
         (c[0] as f64 + c[1] as f64 + c[2] as f64 * 0.03) / 3.0
     });
-    assert_close(
-        &synth::read_all(&path),
-        &want,
-        1e-6,
-        "mean clipped to the median",
-    );
+    assert_close(&fused, &want, 1e-6, "mean clipped to the median");
 }
 
 /// `cap_examples_to_median: K`: under `weighted`, a self-reported example count above K × the median
@@ -450,23 +457,13 @@ fn weighted_fusion_caps_example_counts_at_k_times_the_median() {
         .enumerate()
         .map(|(i, (d, n))| synth::contribute(&base, &format!("c{i}"), d, Encoding::F32, n))
         .collect();
-    let info = base.info();
     let config = FusionConfig {
         strategy: "weighted".parse().unwrap(),
         clip_norm: None,
         clip_to_median: None,
         cap_examples_to_median: Some(2.0),
     };
-    let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("fused.safetensors");
-    let report = fuse_weights(
-        &info,
-        &readers(&info, &cs),
-        &config,
-        &path,
-        &FuseOptions::default(),
-    )
-    .unwrap();
+    let (report, fused) = fuse_config(&base, &cs, &config);
     // Median 20, cap 40: weights 10/70, 20/70, 40/70.
     let weight = |name: &str| {
         let c = report.contributions.iter().find(|c| c.contributor == name);
@@ -486,7 +483,7 @@ fn weighted_fusion_caps_example_counts_at_k_times_the_median() {
     let want = reference(&base, &diffs, |c| {
         (c[0] as f64 * 10.0 + c[1] as f64 * 20.0 + c[2] as f64 * 40.0) / 70.0
     });
-    assert_close(&synth::read_all(&path), &want, 1e-6, "capped weighted mean");
+    assert_close(&fused, &want, 1e-6, "capped weighted mean");
 }
 
 #[test]

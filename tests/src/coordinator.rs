@@ -115,6 +115,20 @@ impl Deployment {
         .await
     }
 
+    /// Fuses the round now (asserting it committed) and answers who was fused, sorted.
+    pub async fn fuse_now_contributors(&self) -> Vec<String> {
+        let (status, v) = self.fuse_now().await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let record: coldfuse_shared::api::IterationRecord = serde_json::from_value(v).unwrap();
+        let mut fused: Vec<String> = record
+            .contributions
+            .into_iter()
+            .map(|c| c.contributor)
+            .collect();
+        fused.sort();
+        fused
+    }
+
     /// A new contributor token for `contributor`.
     pub async fn token(&self, contributor: &str) -> String {
         let body = format!(r#"{{"role": "contributor", "contributor": "{contributor}"}}"#);
