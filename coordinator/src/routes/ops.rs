@@ -9,9 +9,8 @@ use axum::{
     Json,
 };
 use coldfuse_shared::api::{RoundStatus, WhoAmI};
-use utoipa::OpenApi;
 
-use crate::{auth, openapi::ApiDoc, ApiError, Coordinator};
+use crate::{auth, ApiError, Coordinator};
 
 /// `GET /healthz`: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
@@ -36,9 +35,11 @@ pub async fn metrics(
     ))
 }
 
-/// `GET /v1/openapi.json`: this API's OpenAPI document.
+/// `GET /v1/openapi.json`: this API's OpenAPI document (built from the route table, so every route
+/// is in it).
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(super::document().clone())
 }
 
 /// `GET /v1/round`: the current round.
