@@ -116,6 +116,10 @@ enum Command {
         /// then starts again from byte 0).
         #[arg(long, env = "COLDFUSE_UPLOAD_IDLE_SECS", default_value_t = 86_400)]
         upload_idle_secs: u64,
+        /// Seconds an upload body may send nothing before the request ends with 408 (the bytes so
+        /// far stay; the upload resumes) and releases the contributor's upload slot.
+        #[arg(long, env = "COLDFUSE_UPLOAD_BODY_IDLE_SECS", default_value_t = 60)]
+        upload_body_idle_secs: u64,
     },
 }
 
@@ -228,12 +232,14 @@ fn main() -> anyhow::Result<()> {
             work,
             signing_key,
             upload_idle_secs,
+            upload_body_idle_secs,
         } => runtime.block_on(serve(
             &store,
             &listen,
             work,
             signing_key,
             Duration::from_secs(upload_idle_secs.max(1)),
+            Duration::from_secs(upload_body_idle_secs.max(1)),
         )),
         Command::Bench(args) => runtime.block_on(coldfuse_coordinator::bench::run(args)),
     }
@@ -245,6 +251,7 @@ async fn serve(
     work: Option<PathBuf>,
     signing_key: Option<PathBuf>,
     upload_idle: Duration,
+    upload_body_idle: Duration,
 ) -> anyhow::Result<()> {
     let store = Store::open(store)?;
     let work = work.unwrap_or_else(|| {
@@ -260,6 +267,7 @@ async fn serve(
         .map(signing::read_key_file)
         .transpose()?;
     let coordinator = Coordinator::load(store, &work, signer).await?;
+    coordinator.set_upload_body_idle(upload_body_idle);
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();
     let sweeper = coordinator.clone();

@@ -181,6 +181,8 @@ pub struct Coordinator {
     pub validations: tokio::sync::Semaphore,
     /// Contributors whose token was revoked while a fusion ran: quarantined before the next snapshot.
     revocations: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Longest wait for the next bytes of an upload body, in milliseconds.
+    upload_body_idle_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A failure to start.
@@ -248,6 +250,7 @@ impl Coordinator {
             signer,
             base_norms: Default::default(),
             revocations: Default::default(),
+            upload_body_idle_ms: std::sync::atomic::AtomicU64::new(60_000),
             validations: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -312,6 +315,18 @@ impl Coordinator {
             .iter()
             .find(|(_, r)| r.id == id)
             .map(|(h, r)| (h.clone(), r.clone()))
+    }
+
+    /// How long an upload body may send nothing before the request ends (408) and frees its slot.
+    pub fn upload_body_idle(&self) -> std::time::Duration {
+        let ms = self.upload_body_idle_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// Sets [`Coordinator::upload_body_idle`] (default 60 s).
+    pub fn set_upload_body_idle(&self, idle: std::time::Duration) {
+        let ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.upload_body_idle_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Remembers that `contributor`'s token was revoked while a fusion ran.

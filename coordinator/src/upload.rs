@@ -184,7 +184,15 @@ pub async fn received(path: &Path) -> u64 {
 
 /// Writes the request body into `path` from `start` (dropping anything after it), refusing more than
 /// `limit` bytes; answers the spool's size afterwards. Bytes that arrived before a broken connection stay.
-pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Result<u64, ApiError> {
+/// A body that sends nothing for `idle` ends the request with 408 (the bytes so far stay, so the
+/// upload resumes), which releases the contributor's upload slot: a stalled client cannot hold it.
+pub async fn receive_at(
+    body: Body,
+    path: &Path,
+    start: u64,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<u64, ApiError> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
@@ -208,7 +216,23 @@ pub async fn receive_at(body: Body, path: &Path, start: u64, limit: u64) -> Resu
     let mut stream = body.into_data_stream();
     let mut written = 0u64;
     let mut failure = None;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                failure = Some(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::UploadInterrupted,
+                    format!(
+                        "no bytes for {} s after byte {}; resume from there",
+                        idle.as_secs_f64(),
+                        start + written
+                    ),
+                ));
+                break;
+            }
+        };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -329,18 +353,26 @@ mod tests {
         assert_eq!(left, [false, true, true], "a idle, b uploading, c fresh");
     }
 
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
     #[tokio::test]
     async fn receive_appends_truncates_and_refuses_gaps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u/x.part");
-        let n = receive_at(Body::from("hello"), &path, 0, 5).await.unwrap();
+        let n = receive_at(Body::from("hello"), &path, 0, 5, IDLE)
+            .await
+            .unwrap();
         assert_eq!(n, 5);
-        let n = receive_at(Body::from("XYZ"), &path, 3, 3).await.unwrap();
+        let n = receive_at(Body::from("XYZ"), &path, 3, 3, IDLE)
+            .await
+            .unwrap();
         assert_eq!(n, 6);
         assert_eq!(std::fs::read(&path).unwrap(), b"helXYZ");
-        let e = receive_at(Body::from("a"), &path, 9, 1).await.unwrap_err();
+        let e = receive_at(Body::from("a"), &path, 9, 1, IDLE)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::UploadOffset);
-        let e = receive_at(Body::from("abc"), &path, 6, 2)
+        let e = receive_at(Body::from("abc"), &path, 6, 2, IDLE)
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::TooLarge);

@@ -584,3 +584,46 @@ async fn reads_follow_the_data_owner() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// A stalled upload body (issue 20's slow client) cannot hold the contributor's upload slot: after the
+/// body idle time the request ends with 408, the bytes so far stay, and the upload resumes from them.
+#[tokio::test]
+async fn a_stalled_upload_body_releases_its_slot() {
+    let d = Deployment::new(config(10)).await;
+    d.coordinator
+        .set_upload_body_idle(std::time::Duration::from_millis(300));
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    assert_eq!(announce(&d, &token, &m).await.0, StatusCode::CREATED);
+    let bytes = diff_bytes(dir.path());
+    let n = bytes.len();
+    let stalled = stalled_request(
+        &d.router(),
+        "PUT",
+        "/v1/contributions/site-a/diff",
+        &token,
+        &[("content-range", format!("bytes 0-{}/{n}", n - 1))],
+    );
+    stalled.body.send(bytes[..1000].to_vec()).await.unwrap();
+    // The client never sends the rest, nor hangs up.
+    let (status, v) = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.answer)
+        .await
+        .expect("the stalled upload was never ended")
+        .unwrap();
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{v}");
+    assert_eq!(v["error"]["code"], "upload_interrupted");
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 1000, n, n).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the slot was released and the upload resumed: {v}"
+    );
+    drop(stalled.body);
+}

@@ -219,13 +219,14 @@ pub async fn upload(
     let spool = upload::spool_path(&c.work, p.iteration, &contributor, &p.manifest.diff_sha256);
     let bytes = match chunk {
         // A whole-file upload: whatever arrives is the diff.
-        None => upload::receive_at(body, &spool, 0, total).await?,
+        None => upload::receive_at(body, &spool, 0, total, c.upload_body_idle()).await?,
         Some(range) => {
             let have = upload::received(&spool).await;
             if range.start > have {
                 return Err(upload::offset_error(have));
             }
-            let size = upload::receive_at(body, &spool, range.start, range.len).await?;
+            let idle = c.upload_body_idle();
+            let size = upload::receive_at(body, &spool, range.start, range.len, idle).await?;
             if size < total {
                 let status = ContributionStatus {
                     iteration: p.iteration,
