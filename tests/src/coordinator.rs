@@ -129,6 +129,27 @@ impl Deployment {
         fused
     }
 
+    /// `POST /v1/admin/rollback` to `iteration`.
+    pub async fn rollback(&self, iteration: u64) -> (StatusCode, serde_json::Value) {
+        let body = format!(r#"{{"iteration": {iteration}}}"#).into_bytes();
+        call(
+            &self.router(),
+            "POST",
+            "/v1/admin/rollback",
+            Some(&self.admin),
+            body,
+        )
+        .await
+    }
+
+    /// `GET /v1/contributions/{contributor}` with `token`.
+    pub async fn contribution(&self, contributor: &str, token: &str) -> serde_json::Value {
+        let uri = format!("/v1/contributions/{contributor}");
+        call(&self.router(), "GET", &uri, Some(token), vec![])
+            .await
+            .1
+    }
+
     /// A new contributor token for `contributor`.
     pub async fn token(&self, contributor: &str) -> String {
         let body = format!(r#"{{"role": "contributor", "contributor": "{contributor}"}}"#);
@@ -249,9 +270,8 @@ pub fn stalled_request(
 /// Waits (up to 30 s) until the coordinator holds at least `bytes` of `contributor`'s upload, i.e.
 /// the upload is past its checks and writing; panics otherwise.
 pub async fn wait_received(d: &Deployment, token: &str, contributor: &str, bytes: u64) {
-    let uri = format!("/v1/contributions/{contributor}");
     for _ in 0..3000 {
-        let (_, v) = call(&d.router(), "GET", &uri, Some(token), vec![]).await;
+        let v = d.contribution(contributor, token).await;
         if v["received_bytes"].as_u64().is_some_and(|n| n >= bytes) {
             return;
         }

@@ -132,10 +132,16 @@ pub fn init_fixture(store: &str, work: &std::path::Path, quorum: usize) -> Strin
 
 /// A new contributor token for `contributor` from the coordinator at `url` (admin token `admin`).
 pub async fn contributor_token(url: &str, admin: &str, contributor: &str) -> String {
+    let request = serde_json::json!({"role": "contributor", "contributor": contributor});
+    token(url, admin, &request).await
+}
+
+/// A new token from the coordinator at `url` for `request` (`{"role": ..., "contributor": ...}`).
+pub async fn token(url: &str, admin: &str, request: &serde_json::Value) -> String {
     let v: serde_json::Value = reqwest::Client::new()
         .post(format!("{url}/v1/admin/tokens"))
         .bearer_auth(admin)
-        .json(&serde_json::json!({"role": "contributor", "contributor": contributor}))
+        .json(request)
         .send()
         .await
         .expect("token request")

@@ -305,14 +305,7 @@ async fn a_contributor_holds_one_spool_which_survives_a_restart() {
     let spools = std::fs::read_dir(d.work().join("uploads")).unwrap().count();
     assert_eq!(spools, 1, "one spool per contributor");
     d.reload().await;
-    let (_, v) = call(
-        &d.router(),
-        "GET",
-        "/v1/contributions/site-a",
-        Some(&token),
-        vec![],
-    )
-    .await;
+    let v = d.contribution("site-a", &token).await;
     assert_eq!(v["received_bytes"], 1000, "{v}");
     let (_dir, _m, bytes) = last.unwrap();
     let n = bytes.len();
@@ -418,14 +411,7 @@ async fn a_restart_rolls_latest_forward_unless_an_admin_rolled_back() {
     let pointer: LatestPointer = store.get_json(keys::LATEST).await.unwrap().unwrap();
     assert_eq!(pointer.iteration, 1);
     // A deliberate rollback survives the restart.
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/rollback",
-        Some(&d.admin),
-        br#"{"iteration": 0}"#.to_vec(),
-    )
-    .await;
+    let (status, v) = d.rollback(0).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     d.reload().await;
     assert_eq!(latest(&d).await.iteration, 0, "the rollback is kept");
@@ -500,14 +486,7 @@ async fn an_admin_can_drop_a_contribution() {
     let (status, v) = contribute(&d, &b, dir.path(), &m).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "quarantined");
-    let (_, v) = call(
-        &d.router(),
-        "GET",
-        "/v1/contributions/site-b",
-        Some(&b),
-        vec![],
-    )
-    .await;
+    let v = d.contribution("site-b", &b).await;
     assert_eq!(v["quarantined"]["reason"], "dropped", "{v}");
     let fused = d.fuse_now_contributors().await;
     assert_eq!(fused, ["site-a"]);

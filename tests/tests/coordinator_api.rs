@@ -184,14 +184,7 @@ async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("non_finite")),
         "{v}"
     );
-    let (_, v) = call(
-        &router,
-        "GET",
-        "/v1/contributions/site-a",
-        Some(&token),
-        vec![],
-    )
-    .await;
+    let v = d.contribution("site-a", &token).await;
     assert_eq!(v["verdict"]["reason"], "non_finite");
     // A site's contribution status is its own (norm, progress, verdict): not for anonymous readers.
     let (status, _) = call(&router, "GET", "/v1/contributions/site-a", None, vec![]).await;
@@ -380,14 +373,7 @@ async fn coordinator_restart_keeps_accepted_contributions_and_rollback_backtrack
     assert_eq!(latest(&d).await.iteration, 1);
     assert_eq!(d.coordinator.state.read().await.round_iteration(), 2);
     // Roll back to iteration 0: latest serves it again, and the next round builds on it.
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/rollback",
-        Some(&d.admin),
-        br#"{"iteration": 0}"#.to_vec(),
-    )
-    .await;
+    let (status, v) = d.rollback(0).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(latest(&d).await, base0);
     d.reload().await;

@@ -145,14 +145,7 @@ async fn coordinator_gate_holds_a_regression_promotes_by_hand_and_by_evals_and_d
             .map(|p| p.state),
         Some(PromotionState::Held)
     );
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/rollback",
-        Some(&d.admin),
-        br#"{"iteration": 1}"#.to_vec(),
-    )
-    .await;
+    let (status, v) = d.rollback(1).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("gated")),

@@ -72,14 +72,7 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
     assert_eq!(v["error"]["code"], "bad_range");
 
     // The status route says where to resume.
-    let (_, v) = call(
-        &d.router(),
-        "GET",
-        "/v1/contributions/site-a",
-        Some(&token),
-        vec![],
-    )
-    .await;
+    let v = d.contribution("site-a", &token).await;
     assert_eq!(v["received_bytes"], third as u64);
 
     // Re-sending an overlapping chunk (as after a break mid-chunk) overwrites from its start.

@@ -19,7 +19,7 @@ use std::{
 use coldfuse_e2e::{
     datasets::{three_tasks, write_split},
     models::minilm_layers,
-    process::{bin, contributor_token, Server},
+    process::{bin, contributor_token, token, Server},
     proxy::Proxy,
     s3::S3Server,
 };
@@ -361,17 +361,8 @@ fn check_nothing_private_left(run: &Run) {
 /// `coldfuse verify` re-fuses every iteration from its recorded inputs, through the API (an auditor
 /// token: it reads every site's diff) and straight from the store. A site reads only its own diffs.
 async fn check_verify(run: &Run, store: &str) {
-    let v: serde_json::Value = Client::new()
-        .post(format!("{}/v1/admin/tokens", run.server.url))
-        .bearer_auth(&run.admin)
-        .json(&serde_json::json!({"role": "auditor"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let auditor = v["token"].as_str().expect("an auditor token").to_string();
+    let role = serde_json::json!({"role": "auditor"});
+    let auditor = token(&run.server.url, &run.admin, &role).await;
     for i in 1..=ROUNDS as u64 {
         for via_store in [false, true] {
             let mut cmd = run.coldfuse(0);

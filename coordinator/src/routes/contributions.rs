@@ -154,12 +154,7 @@ async fn check_against_base(c: &Coordinator, manifest: &DiffManifest) -> Result<
             None => return Err(stale_base(&s, sha)),
         }
     };
-    let base: coldfuse_shared::api::BaseManifest = c
-        .store
-        .get_json(&keys::base_file(base_iteration, keys::BASE_MANIFEST))
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("iteration {base_iteration} has no manifest")))?;
-    let dir = c.cache_base(&base).await.map_err(ApiError::internal)?;
+    let (base, dir) = cached_base(c, base_iteration).await?;
     let m = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let base = BaseInfo::open_with_sha256(&dir, base.base_sha256)?;
@@ -171,6 +166,21 @@ async fn check_against_base(c: &Coordinator, manifest: &DiffManifest) -> Result<
         e if e.is_local_io() => ApiError::internal(e),
         e => ApiError::bad_request(e.code(), e.to_string()),
     })
+}
+
+/// The manifest of committed base `iteration` and its directory in the local cache (fetched and
+/// verified if missing).
+async fn cached_base(
+    c: &Coordinator,
+    iteration: u64,
+) -> Result<(coldfuse_shared::api::BaseManifest, std::path::PathBuf), ApiError> {
+    let base: coldfuse_shared::api::BaseManifest = c
+        .store
+        .get_json(&keys::base_file(iteration, keys::BASE_MANIFEST))
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("iteration {iteration} has no base manifest")))?;
+    let dir = c.cache_base(&base).await.map_err(ApiError::internal)?;
+    Ok((base, dir))
 }
 
 /// 409 `stale_base`: a diff against `sha`, which is not a base contributions are taken for.
@@ -356,20 +366,7 @@ async fn check(
         )));
     }
     // The base the diff was computed against (the latest one, or an older one in asynchronous mode).
-    let base_manifest: coldfuse_shared::api::BaseManifest = c
-        .store
-        .get_json(&keys::base_file(p.base_iteration, keys::BASE_MANIFEST))
-        .await?
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "iteration {} has no base manifest",
-                p.base_iteration
-            ))
-        })?;
-    let base_dir = c
-        .cache_base(&base_manifest)
-        .await
-        .map_err(ApiError::internal)?;
+    let (base_manifest, base_dir) = cached_base(c, p.base_iteration).await?;
     let bound = match p.max_relative_norm {
         Some(ratio) => Some((ratio, base_norm(c, &base_dir, &base_manifest).await?)),
         None => None,
