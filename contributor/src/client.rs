@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use coldfuse_shared::{
     api::{
         Announced, ApiErrorBody, BaseManifest, ContributionStatus, ErrorCode, IterationRecord,
@@ -13,7 +14,7 @@ use coldfuse_shared::{
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::retry::Backoff;
+use crate::{retry::Backoff, settings::TlsOptions};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,8 @@ impl ClientError {
     /// Whether trying again later can help.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            // A certificate that does not verify will not verify on the next try either.
+            Self::Transport { .. } => self.tls_failure().is_none(),
             Self::Api { status, code, .. } => {
                 *status >= 500 || *status == 429 || *code == ErrorCode::UploadInProgress
             }
@@ -69,6 +71,13 @@ impl ClientError {
 
     /// What to do next, for the errors a contributor can act on.
     pub fn hint(&self) -> Option<&'static str> {
+        if self.tls_failure().is_some() {
+            return Some(
+                "the TLS handshake failed: for a coordinator with a private CA pass --ca-cert \
+                 CA.pem (check the URL's host name is in its certificate); where it requires \
+                 mutual TLS, pass --client-cert and --client-key",
+            );
+        }
         if let Self::Transport { .. } = self {
             return Some("is the coordinator URL right and the service up? (`coldfuse status`)");
         }
@@ -88,6 +97,29 @@ impl ClientError {
             ErrorCode::Quarantined => "an admin or a failed fusion took this round's contribution out",
             _ => return None,
         })
+    }
+
+    /// The TLS error under a transport failure (an unverifiable certificate, a handshake alert).
+    pub fn tls_failure(&self) -> Option<&rustls::Error> {
+        let Self::Transport { source, .. } = self else {
+            return None;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = next {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            // An I/O error carries the TLS error (or another I/O error) as its payload, which
+            // its `source()` skips.
+            next = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(payload) => Some(payload as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        None
     }
 
     /// The API error code, if the coordinator answered one.
@@ -110,19 +142,73 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the coordinator at `url` (e.g. `http://host:8080`).
+    /// A client of the coordinator at `url` (e.g. `http://host:8080`), trusting the system's CAs.
     pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Self::with_tls(url, token, &TlsOptions::default())
+    }
+
+    /// A client of the coordinator at `url` that also trusts `tls.ca_cert` and presents
+    /// `tls.client_cert` when set. Certificates are always verified.
+    pub fn with_tls(url: &str, token: Option<String>, tls: &TlsOptions) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            anyhow::bail!("coordinator URL {url:?} must start with http:// or https://");
+        let parsed = url::Url::parse(&base)
+            .with_context(|| format!("coordinator URL {url:?} is not a URL"))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" => {
+                let loopback = match parsed.host() {
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                };
+                if !loopback && token.is_some() {
+                    tracing::warn!(
+                        "{base} is plain HTTP: the token and the diff cross the network in clear \
+                         (use https:// where the coordinator is not on this machine)"
+                    );
+                }
+            }
+            _ => anyhow::bail!("coordinator URL {url:?} must start with http:// or https://"),
         }
         // A stalled coordinator must not hang `pull`/`submit`: every read waits at most this long
         // for the next bytes (a transfer that keeps moving may take as long as it needs).
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("coldfuse/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("coldfuse/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &tls.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "{}: no certificate in it",
+                path.display()
+            );
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+            let mut pem = std::fs::read(cert)
+                .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .with_context(|| format!("reading the client key {}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} and {}: not a PEM certificate and key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             base,
@@ -160,7 +246,11 @@ impl Client {
             Ok(body) => ClientError::Api {
                 status,
                 code: body.error.code,
-                message: body.error.message,
+                // The operator finds the details of a server failure under its request id.
+                message: match body.request_id {
+                    Some(id) if status >= 500 => format!("{} [request {id}]", body.error.message),
+                    _ => body.error.message,
+                },
             },
             Err(_) => ClientError::Api {
                 status,

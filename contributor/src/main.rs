@@ -256,7 +256,7 @@ fn with_hint(e: anyhow::Error) -> anyhow::Error {
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<Client> {
-    Client::new(settings.coordinator()?, settings.token.clone())
+    settings.client()
 }
 
 async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Result<()> {
@@ -290,6 +290,7 @@ async fn login(settings: &Settings, contributor: Option<String>) -> anyhow::Resu
         contributor: contributor.or(me.contributor),
         cache_dir: None,
         receipt_key: Some(key.public_key.clone()),
+        tls: settings.tls.clone(),
     };
     file.save(&settings.path)?;
     println!(

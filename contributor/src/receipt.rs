@@ -71,7 +71,7 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
             contributor,
             out,
         } => {
-            let client = Client::new(settings.coordinator()?, settings.token.clone())?;
+            let client = settings.client()?;
             let who = crate::contributor_id(contributor, settings, Some(&client)).await?;
             let key = trusted_key(&client, settings).await?;
             let Some(receipt) = client.fused_receipt(iteration, &who).await? else {

@@ -21,6 +21,41 @@ pub struct SettingsFile {
     /// The coordinator's receipt key (hex), pinned at login; receipts are checked against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_key: Option<String>,
+    /// How the coordinator's certificate and this site's own are found (`[tls]`).
+    #[serde(default, skip_serializing_if = "TlsOptions::is_empty")]
+    pub tls: TlsOptions,
+}
+
+/// TLS settings of the CLI: a private CA to trust besides the system roots, and a client
+/// certificate for coordinators that require mutual TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// Extra CA certificates (PEM) the coordinator's certificate may chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// This site's client certificate chain (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// This site's client private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each field from `over` where set, else from `self`.
+    pub fn or(self, over: &TlsOptions) -> TlsOptions {
+        TlsOptions {
+            ca_cert: over.ca_cert.clone().or(self.ca_cert),
+            client_cert: over.client_cert.clone().or(self.client_cert),
+            client_key: over.client_key.clone().or(self.client_key),
+        }
+    }
 }
 
 impl SettingsFile {
@@ -123,6 +158,33 @@ pub struct ConnectArgs {
         env = "COLDFUSE_CACHE_DIR"
     )]
     pub cache_dir: Option<PathBuf>,
+    /// A private CA certificate (PEM) to trust for the coordinator's TLS certificate, besides the
+    /// system roots (saved by `login`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_CA_CERT"
+    )]
+    pub ca_cert: Option<PathBuf>,
+    /// This site's TLS client certificate (PEM), for coordinators that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "COLDFUSE_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Settings after merging flags, environment and file.
@@ -138,6 +200,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// The receipt key pinned at login (hex).
     pub receipt_key: Option<String>,
+    /// TLS settings.
+    pub tls: TlsOptions,
     /// The settings file in use.
     pub path: PathBuf,
 }
@@ -152,6 +216,11 @@ impl Settings {
             token: args.token.clone().or(file.token),
             contributor: file.contributor,
             receipt_key: file.receipt_key,
+            tls: file.tls.or(&TlsOptions {
+                ca_cert: args.ca_cert.clone(),
+                client_cert: args.client_cert.clone(),
+                client_key: args.client_key.clone(),
+            }),
             cache_dir: args
                 .cache_dir
                 .clone()
@@ -159,6 +228,11 @@ impl Settings {
                 .unwrap_or_else(default_cache),
             path,
         })
+    }
+
+    /// A client of the configured coordinator with the configured token and TLS settings.
+    pub fn client(&self) -> anyhow::Result<crate::client::Client> {
+        crate::client::Client::with_tls(self.coordinator()?, self.token.clone(), &self.tls)
     }
 
     /// The coordinator URL, or an error that says how to set one.
@@ -187,6 +261,10 @@ mod tests {
             contributor: Some("site-a".into()),
             cache_dir: None,
             receipt_key: Some("ab".repeat(32)),
+            tls: TlsOptions {
+                ca_cert: Some("/etc/coldfuse/ca.pem".into()),
+                ..TlsOptions::default()
+            },
         };
         #[cfg(unix)]
         {
@@ -215,6 +293,16 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("cf_x"));
         assert_eq!(s.contributor.as_deref(), Some("site-a"));
         assert_eq!(s.receipt_key, file.receipt_key);
+        assert_eq!(s.tls, file.tls, "the CA saved at login is used");
+        let flag = ConnectArgs {
+            ca_cert: Some("/tmp/other-ca.pem".into()),
+            ..args.clone()
+        };
+        let s = Settings::resolve(&flag).unwrap();
+        assert_eq!(
+            s.tls.ca_cert.as_deref(),
+            Some(Path::new("/tmp/other-ca.pem"))
+        );
         std::fs::write(&path, "coordinatr = 1").unwrap();
         assert!(Settings::resolve(&args).is_err());
         let none = ConnectArgs {

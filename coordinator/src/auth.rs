@@ -49,7 +49,10 @@ pub async fn caller(c: &Coordinator, headers: &HeaderMap) -> Result<Caller, ApiE
         .ok_or_else(ApiError::unauthorized)?;
     let hash = sha256_bytes(token.trim().as_bytes());
     match c.token(&hash).await {
-        Some(record) if !record.revoked => Ok(Caller::Token(record)),
+        Some(record) if !record.revoked => {
+            crate::edge::observe::record_token(&record.id);
+            Ok(Caller::Token(record))
+        }
         _ => Err(ApiError::unauthorized()),
     }
 }

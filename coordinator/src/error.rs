@@ -65,7 +65,7 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
-            "internal error (the coordinator's log has the details); retry later",
+            "internal error; retry later (the coordinator's log has the details under this request's id)",
         )
     }
 }
@@ -77,6 +77,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
             },
+            request_id: crate::edge::observe::request_id(),
         };
         (self.status, Json(body)).into_response()
     }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod edge;
 pub mod error;
 pub mod fusion_task;
 pub mod gate;
@@ -15,6 +16,7 @@ pub mod openapi;
 pub mod publish;
 pub mod quarantine;
 pub mod routes;
+pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;

@@ -2,20 +2,28 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use coldfuse_coordinator::{fusion_task, init, routes, signing, upload, Coordinator, Store};
+use coldfuse_coordinator::{init, signing, Store};
 use coldfuse_shared::{
     api::{
         keys, DeploymentConfig, GateConfig, DEFAULT_EXCLUDE_ABOVE_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
     },
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
+    logging::LogFormat,
 };
 
 /// The coldfuse coordinator: tracks iterations, takes contributors' diffs, fuses and publishes bases.
 #[derive(Debug, Parser)]
 #[command(name = "coldfuse-coordinator", version, about)]
 struct Cli {
+    /// Log format on stderr: text or json (one object per line, with the request span's fields).
+    #[arg(
+        long,
+        global = true,
+        env = "COLDFUSE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,34 +107,25 @@ enum Command {
     /// Benchmark: API latency and throughput on loopback while a real fusion runs, against idle.
     Bench(coldfuse_coordinator::bench::LoadArgs),
     /// Serve the API.
-    Serve {
-        /// Store URL.
-        #[arg(long, env = "COLDFUSE_STORE")]
-        store: String,
-        /// Address to listen on.
-        #[arg(long, env = "COLDFUSE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Local work directory (base cache, uploads in progress).
-        #[arg(long, env = "COLDFUSE_WORK")]
-        work: Option<PathBuf>,
-        /// The receipt key file (default: the one `init` wrote to the coordinator's config dir).
-        #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
-        signing_key: Option<PathBuf>,
-        /// Seconds after which the spool of an upload that received nothing is deleted (the upload
-        /// then starts again from byte 0).
-        #[arg(long, env = "COLDFUSE_UPLOAD_IDLE_SECS", default_value_t = 86_400)]
-        upload_idle_secs: u64,
-        /// Seconds an upload body may send nothing before the request ends with 408 (the bytes so
-        /// far stay; the upload resumes) and releases the contributor's upload slot.
-        #[arg(long, env = "COLDFUSE_UPLOAD_BODY_IDLE_SECS", default_value_t = 60)]
-        upload_body_idle_secs: u64,
-    },
+    Serve(coldfuse_coordinator::server::ServeArgs),
+    /// Write a private CA, a server certificate for `--host`s and optional site client
+    /// certificates (PEM) for `serve --tls-cert/--tls-key/--client-ca` (tests, compose, trials).
+    TlsCert(coldfuse_coordinator::edge::pki::CertArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    coldfuse_shared::logging::init_stderr();
+    let cli = Cli::parse();
+    coldfuse_shared::logging::init(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
-    match Cli::parse().command {
+    let result = run(&runtime, cli.command);
+    // Past the shutdown deadline nothing is waited for: a fusion on a blocking thread is cut like a
+    // crash, which the commit protocol is built to survive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+fn run(runtime: &tokio::runtime::Runtime, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Init {
             base,
             name,
@@ -226,77 +225,15 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve {
-            store,
-            listen,
-            work,
-            signing_key,
-            upload_idle_secs,
-            upload_body_idle_secs,
-        } => runtime.block_on(serve(
-            &store,
-            &listen,
-            work,
-            signing_key,
-            Duration::from_secs(upload_idle_secs.max(1)),
-            Duration::from_secs(upload_body_idle_secs.max(1)),
-        )),
+        Command::Serve(args) => runtime.block_on(coldfuse_coordinator::server::serve(args)),
+        Command::TlsCert(args) => {
+            for path in coldfuse_coordinator::edge::pki::generate(&args)? {
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Bench(args) => runtime.block_on(coldfuse_coordinator::bench::run(args)),
     }
-}
-
-async fn serve(
-    store: &str,
-    listen: &str,
-    work: Option<PathBuf>,
-    signing_key: Option<PathBuf>,
-    upload_idle: Duration,
-    upload_body_idle: Duration,
-) -> anyhow::Result<()> {
-    let store = Store::open(store)?;
-    let work = work.unwrap_or_else(|| {
-        let key = &coldfuse_shared::hash::sha256_bytes(store.url().as_bytes())[..12];
-        std::env::temp_dir().join(format!("coldfuse-coordinator-{key}"))
-    });
-    let signing_key = signing_key.or_else(|| {
-        let default = signing::default_key_path(store.url());
-        default.is_file().then_some(default)
-    });
-    let signer = signing_key
-        .as_deref()
-        .map(signing::read_key_file)
-        .transpose()?;
-    let coordinator = Coordinator::load(store, &work, signer).await?;
-    coordinator.set_upload_body_idle(upload_body_idle);
-    tokio::spawn(fusion_task::run(coordinator.clone()));
-    coordinator.wake.notify_one();
-    let sweeper = coordinator.clone();
-    tokio::spawn(async move {
-        let every = (upload_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
-        loop {
-            tokio::time::sleep(every).await;
-            upload::expire_idle_spools(&sweeper.uploads, &sweeper.work, upload_idle).await;
-        }
-    });
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    eprintln!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, routes::router(coordinator))
-        .with_graceful_shutdown(shutdown())
-        .await?;
-    Ok(())
-}
-
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {

@@ -170,7 +170,7 @@ pub struct Coordinator {
     /// Serialises fusions.
     pub fusion_lock: Mutex<()>,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Uploads running now, one per contributor.
     pub uploads: crate::upload::UploadSlots,
     /// Signs contribution receipts.
@@ -245,7 +245,7 @@ impl Coordinator {
             tokens: RwLock::new(tokens),
             wake: Notify::new(),
             fusion_lock: Mutex::new(()),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             uploads: Default::default(),
             signer,
             base_norms: Default::default(),

@@ -58,13 +58,51 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// How to start a coordinator beyond its store and work dir.
+#[derive(Debug, Clone, Default)]
+pub struct Launch<'a> {
+    /// Extra environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Extra `serve` flags.
+    pub args: &'a [&'a str],
+    /// The process's open-file limit (`ulimit -n`), when set.
+    pub open_files: Option<u32>,
 }
 
 impl Server {
     /// Starts `coldfuse-coordinator serve` on `store` with extra environment `env`, and waits until
     /// it listens.
     pub fn start(store: &str, work: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin("coldfuse-coordinator"))
+        Self::launch(
+            store,
+            work,
+            &Launch {
+                env,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts `coldfuse-coordinator serve` on `store` as `launch` says, and waits until it listens.
+    pub fn launch(store: &str, work: &std::path::Path, launch: &Launch<'_>) -> Self {
+        let bin = bin("coldfuse-coordinator");
+        let mut command = match launch.open_files {
+            // `exec` keeps the pid: signals reach the coordinator itself.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--store",
@@ -74,27 +112,69 @@ impl Server {
                 "--work",
             ])
             .arg(work)
-            .envs(env.iter().copied())
+            .args(launch.args)
+            .envs(launch.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting coldfuse-coordinator");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(addr.trim().to_string());
                 }
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("coordinator did not start listening within 60 s");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => panic!(
+                "coordinator did not start listening within 60 s: {:?}",
+                logs.lock().unwrap_or_else(|e| e.into_inner())
+            ),
+        };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
         Self {
             child,
             url: format!("http://{addr}"),
+            port,
+            logs,
         }
+    }
+
+    /// Every stderr line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends `signal` (e.g. `HUP`, `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; answers how long it took, or `None`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Kills the process at once (no graceful shutdown), like a crash.

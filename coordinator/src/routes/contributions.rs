@@ -24,6 +24,8 @@ use coldfuse_shared::{
     },
 };
 
+use tracing::Instrument;
+
 use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
 use coldfuse_shared::api::ErrorCode;
 
@@ -223,6 +225,7 @@ pub async fn upload(
     auth::require_contributor(&c, &headers, &contributor).await?;
     // The slot first: the manifest read below cannot be replaced by an announce until this returns.
     let slot = c.uploads.take(&contributor)?;
+    let _receiving = c.metrics.upload_started();
     let p = pending(&c, &contributor).await?;
     let total = p.manifest.diff_bytes;
     let chunk = upload::content_range(&headers, total)?;
@@ -254,15 +257,10 @@ pub async fn upload(
     };
     // Checking, storing and recording the verdict run on their own task, which holds the slot: a
     // client that hangs up can neither split the store from memory nor start a second validation.
-    let task = tokio::spawn(finish_upload(
-        c,
-        headers,
-        p,
-        contributor,
-        spool,
-        bytes,
-        slot,
-    ));
+    let task = tokio::spawn(
+        finish_upload(c, headers, p, contributor, spool, bytes, slot)
+            .instrument(tracing::Span::current()),
+    );
     task.await.map_err(ApiError::internal)?
 }
 

@@ -8,18 +8,26 @@ pub mod gate;
 pub mod ops;
 pub mod receipts;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use axum::Router;
+use axum::{middleware, Router};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{openapi::ApiDoc, Coordinator};
+use crate::{
+    edge::observe::{self, HttpOptions, Observer},
+    openapi::ApiDoc,
+    Coordinator,
+};
 
 /// Every route with its OpenAPI operation: the router and the document are both built from this one
-/// table, so an undocumented route cannot exist.
-fn table() -> OpenApiRouter<Arc<Coordinator>> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// table, so an undocumented route cannot exist. Every route but the upload answers within
+/// `deadline`; the upload streams its body and is bounded by its idle timeout instead.
+fn table(deadline: Duration) -> OpenApiRouter<Arc<Coordinator>> {
+    let bounded = OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
@@ -38,7 +46,6 @@ fn table() -> OpenApiRouter<Arc<Coordinator>> {
         .routes(routes!(audit::optimizer_state))
         .routes(routes!(contributions::announce))
         .routes(routes!(contributions::status))
-        .routes(routes!(contributions::upload))
         .routes(routes!(gate::status))
         .routes(routes!(gate::record))
         .routes(routes!(gate::report))
@@ -50,18 +57,36 @@ fn table() -> OpenApiRouter<Arc<Coordinator>> {
         .routes(routes!(admin::create_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::drop_contribution))
+        .route_layer(middleware::from_fn_with_state(deadline, observe::deadline));
+    let streaming = OpenApiRouter::new().routes(routes!(contributions::upload));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(bounded)
+        .merge(streaming)
+        .route_layer(middleware::from_fn(observe::matched))
 }
 
-/// The coordinator's router.
+/// The coordinator's router with default request settings.
 pub fn router(c: Arc<Coordinator>) -> Router {
-    let (router, _) = table().split_for_parts();
-    router.with_state(c)
+    router_with(c, HttpOptions::default())
+}
+
+/// The coordinator's router: the route table under the request layers (id, span, access log,
+/// metrics).
+pub fn router_with(c: Arc<Coordinator>, options: HttpOptions) -> Router {
+    let observer = Observer {
+        metrics: c.metrics.clone(),
+        trust_forwarded: options.trust_forwarded,
+    };
+    let (router, _) = table(options.request_timeout).split_for_parts();
+    router
+        .with_state(c)
+        .layer(middleware::from_fn_with_state(observer, observe::observe))
 }
 
 /// The OpenAPI document of exactly the routes [`router`] serves (built once).
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| table().split_for_parts().1)
+    DOC.get_or_init(|| table(Duration::from_secs(1)).split_for_parts().1)
 }
 
 #[cfg(test)]

@@ -113,6 +113,8 @@ error_codes! {
     Io = "io",
     /// 500: the coordinator failed; retry later.
     Internal = "internal",
+    /// 503: the coordinator did not answer in time; retry later.
+    Timeout = "timeout",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -36,6 +36,10 @@ pub struct RoundStatus {
 pub struct ApiErrorBody {
     /// The error.
     pub error: ApiErrorDetail,
+    /// The request's id (also in the `x-request-id` header): quote it to the operator, whose log
+    /// has the details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A machine-readable code and a sentence for humans.
