@@ -1,6 +1,8 @@
 //! Bearer tokens: generated once, stored only as SHA-256 hashes, checked per request.
 
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use axum::{extract::FromRequestParts, http::request::Parts, http::HeaderMap};
 use coldfuse_shared::{
     api::{Role, TokenRecord},
     hash::sha256_bytes,
@@ -125,4 +127,45 @@ pub async fn require_read(c: &Coordinator, headers: &HeaderMap) -> Result<Caller
         return Err(ApiError::unauthorized());
     }
     Ok(caller)
+}
+
+impl FromRequestParts<Arc<Coordinator>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Coordinator>,
+    ) -> Result<Self, Self::Rejection> {
+        caller(c, &parts.headers).await
+    }
+}
+
+/// Extractor: a caller allowed to read (any token, or none where reads are public).
+#[derive(Debug, Clone)]
+pub struct Reader(pub Caller);
+
+impl FromRequestParts<Arc<Coordinator>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Coordinator>,
+    ) -> Result<Self, Self::Rejection> {
+        require_read(c, &parts.headers).await.map(Self)
+    }
+}
+
+/// Extractor: the caller's admin token (401/403 otherwise).
+#[derive(Debug, Clone)]
+pub struct Admin(pub TokenRecord);
+
+impl FromRequestParts<Arc<Coordinator>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Coordinator>,
+    ) -> Result<Self, Self::Rejection> {
+        require_admin(c, &parts.headers).await.map(Self)
+    }
 }

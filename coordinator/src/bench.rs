@@ -1,22 +1,26 @@
-//! `coldfuse-coordinator bench`: API latency and throughput on loopback while a real fusion runs,
-//! against the same load on an idle coordinator in the same run.
+//! `coldfuse-coordinator bench`: the server under load from an external client (`wrk`), not our own.
+//! One run, four phases — idle, during diff uploads, during a fusion, during both — each measured
+//! on `/v1/round` and on a 1 MB ranged download of the base's weights, over plain HTTP and TLS.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use coldfuse_shared::{
     api::{BaseManifest, DeploymentConfig, RoundStatus},
-    diff::{BaseRef, Encoding, DIFF_FILE},
+    diff::{BaseRef, DiffManifest, Encoding, DIFF_FILE},
     synthetic,
 };
+use futures::StreamExt;
 
-use crate::{init, routes, Coordinator, Store};
+use crate::{
+    edge::{self, pki, EdgeConfig, Tls, TlsFiles},
+    init, routes, Coordinator, Store,
+};
 
 /// Settings of the load benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,59 +28,111 @@ pub struct LoadArgs {
     /// Parameters of the synthetic base model.
     #[arg(long, default_value_t = 125_000_000)]
     pub params: usize,
-    /// Contributions fused.
-    #[arg(long, default_value_t = 4)]
+    /// Accepted contributions the measured fusion fuses (more makes it last longer).
+    #[arg(long, default_value_t = 8)]
     pub contributions: usize,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16)]
-    pub clients: usize,
-    /// Seconds of load on the idle coordinator.
+    /// Concurrent diff uploads in the upload phases.
+    #[arg(long, default_value_t = 8)]
+    pub uploads: usize,
+    /// Rate of each upload, in MB/s (each sends 90 % of a diff, then starts again).
+    #[arg(long, default_value_t = 10.0)]
+    pub upload_mb_per_s: f64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seconds of each wrk run.
     #[arg(long, default_value_t = 3)]
-    pub idle_secs: u64,
+    pub seconds: u64,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
-/// Latencies of one phase.
-struct Phase {
-    latencies: Vec<Duration>,
+/// What wrk reports at the end of a run (through [`WRK_REPORT`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct WrkRun {
+    requests: u64,
     seconds: f64,
-    errors: usize,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Connect, read, write and timeout errors, and non-2xx answers.
+    errors: u64,
 }
 
-impl Phase {
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v: Vec<f64> = self
-            .latencies
-            .iter()
-            .map(|d| d.as_secs_f64() * 1e3)
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    }
+/// A wrk script whose `done` prints the run's figures as one JSON line.
+const WRK_REPORT: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local errors = e.connect + e.read + e.write + e.timeout + e.status
+  io.write(string.format(
+    '{"requests":%d,"seconds":%f,"rps":%f,"p50_ms":%f,"p99_ms":%f,"errors":%d}\n',
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, errors))
+end
+"#;
 
-    fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.seconds
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "requests": self.latencies.len(),
-            "errors": self.errors,
-            "rps": self.rps(),
-            "p50_ms": self.quantile(0.5),
-            "p99_ms": self.quantile(0.99),
-        })
-    }
+/// One measurement target.
+struct Target {
+    name: &'static str,
+    url: String,
+    headers: Vec<&'static str>,
 }
 
-/// Runs the benchmark and prints a table and one JSON line.
+/// Runs wrk against `target` for `seconds`.
+async fn wrk(args: &LoadArgs, script: &Path, target: &Target) -> anyhow::Result<WrkRun> {
+    let mut cmd = tokio::process::Command::new("wrk");
+    cmd.arg(format!("-t{}", args.threads))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{}s", args.seconds))
+        .arg("-s")
+        .arg(script);
+    for h in &target.headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(&target.url)
+        .output()
+        .await
+        .context("running wrk (install it: apt-get install wrk)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no report from wrk: {stdout}"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// A site: its token and diff on disk (announced or accepted).
+struct Site {
+    name: String,
+    token: String,
+    dir: PathBuf,
+    manifest: DiffManifest,
+}
+
+/// Runs the benchmark: prints a table and one JSON line.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        Command::new("wrk").arg("-v").output().is_ok(),
+        "wrk is not installed: apt-get install wrk (scripts/bench/load.sh does)"
+    );
     let tmp = tempfile::tempdir()?;
+    let script = tmp.path().join("report.lua");
+    std::fs::write(&script, WRK_REPORT)?;
     eprintln!(
-        "writing a {:.0} M-parameter synthetic base and {} diffs ...",
+        "writing a {:.0} M-parameter synthetic base and {} bf16 diffs ...",
         args.params as f64 / 1e6,
-        args.contributions
+        args.contributions + args.uploads
     );
     let layout = synthetic::roberta_like(args.params);
     let source = tmp.path().join("source");
@@ -90,12 +146,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let admin = done.admin_token;
     let coordinator = Coordinator::load(store, &tmp.path().join("work"), Some(done.signer)).await?;
     tokio::spawn(crate::fusion_task::run(coordinator.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, routes::router(coordinator)).await });
+    let (plain, tls) = listen(&coordinator, tmp.path()).await?;
     let client = reqwest::Client::new();
     let base: BaseManifest = client
-        .get(format!("{url}/v1/bases/latest"))
+        .get(format!("{plain}/v1/bases/latest"))
         .send()
         .await?
         .json()
@@ -104,167 +158,323 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         id: "bench".into(),
         sha256: base.base_sha256.clone(),
     };
-    for i in 0..args.contributions {
-        let name = format!("site-{i}");
-        let token: serde_json::Value = client
-            .post(format!("{url}/v1/admin/tokens"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"role": "contributor", "contributor": name}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let token = token["token"].as_str().context("token")?.to_string();
-        let dir = tmp.path().join(&name);
-        let (layout, base_ref) = (layout.clone(), base_ref.clone());
-        let (d, mut manifest) = (dir.clone(), None);
-        manifest.replace(
-            tokio::task::spawn_blocking(move || {
-                synthetic::write_diff(&d, &base_ref, &layout, Encoding::Bf16, i)
-            })
-            .await??,
-        );
-        let mut manifest = manifest.context("manifest")?;
-        manifest.contributor = name.clone();
-        client
-            .post(format!("{url}/v1/contributions"))
-            .bearer_auth(&token)
-            .body(manifest.to_json())
-            .send()
-            .await?
-            .error_for_status()?;
-        let file = tokio::fs::File::open(dir.join(DIFF_FILE)).await?;
-        client
-            .put(format!("{url}/v1/contributions/{name}/diff"))
-            .bearer_auth(&token)
-            .body(reqwest::Body::from(file))
-            .send()
-            .await?
-            .error_for_status()
-            .context("upload")?;
+    let mut sites = Vec::new();
+    for i in 0..args.contributions + args.uploads {
+        sites.push(site(&client, &plain, &admin, tmp.path(), &layout, &base_ref, i).await?);
     }
-    println!(
-        "load: {} clients on loopback, GET /v1/round and GET /v1/bases/0/files/config.json",
-        args.clients
-    );
-    let idle = load(
-        &client,
-        &url,
-        args.clients,
-        || false,
-        Some(Duration::from_secs(args.idle_secs)),
-    )
-    .await;
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (client, url, done) = (client.clone(), url.clone(), done.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let r: Result<RoundStatus, _> = async {
-                    client
-                        .get(format!("{url}/v1/round"))
-                        .send()
-                        .await?
-                        .json()
-                        .await
-                }
-                .await;
-                if r.is_ok_and(|r| r.iteration == 2) {
-                    done.store(true, Ordering::Relaxed);
-                    return started.elapsed().as_secs_f64();
-                }
-            }
+    let (fused, uploading) = sites.split_at(args.contributions);
+    for s in fused {
+        upload(&client, &plain, s, None).await?.error_for_status()?;
+    }
+    let targets: Vec<Target> = [(&plain, "http"), (&tls, "https")]
+        .into_iter()
+        .flat_map(|(url, scheme)| {
+            [
+                Target {
+                    name: if scheme == "http" {
+                        "round"
+                    } else {
+                        "round tls"
+                    },
+                    url: format!("{url}/v1/round"),
+                    headers: vec![],
+                },
+                Target {
+                    name: if scheme == "http" {
+                        "1 MB range"
+                    } else {
+                        "1 MB range tls"
+                    },
+                    url: format!("{url}/v1/bases/0/files/model.safetensors"),
+                    headers: vec!["Range: bytes=0-1048575"],
+                },
+            ]
         })
-    };
+        .collect();
+    let measure =
+        async |phase: &'static str| -> anyhow::Result<Vec<(&'static str, &'static str, WrkRun)>> {
+            let mut runs = Vec::new();
+            for t in &targets {
+                runs.push((phase, t.name, wrk(&args, &script, t).await?));
+            }
+            Ok(runs)
+        };
+    let mut results = Vec::new();
+    eprintln!("phase idle ...");
+    results.extend(measure("idle").await?);
+
+    eprintln!(
+        "phase uploads: {} uploads at {} MB/s each ...",
+        args.uploads, args.upload_mb_per_s
+    );
+    let streams = start_uploads(&client, &plain, uploading, args.upload_mb_per_s);
+    results.extend(measure("uploads").await?);
+    for s in streams {
+        s.abort();
+    }
+
+    eprintln!(
+        "phase both: uploads restart, then a fusion of {} diffs starts ...",
+        args.contributions
+    );
+    let streams = start_uploads(&client, &plain, uploading, args.upload_mb_per_s);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fusion_started = Instant::now();
     client
-        .post(format!("{url}/v1/admin/fuse"))
+        .post(format!("{plain}/v1/admin/fuse"))
         .bearer_auth(&admin)
         .send()
         .await?
         .error_for_status()?;
-    let flag = done.clone();
-    let busy = load(
-        &client,
-        &url,
-        args.clients,
-        move || flag.load(Ordering::Relaxed),
-        None,
-    )
-    .await;
-    let fusion_s = watcher.await?;
-    for (name, p) in [("idle", &idle), ("during fusion", &busy)] {
-        println!(
-            "  {name:>13}: {:>7.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {} errors)",
-            p.rps(),
-            p.quantile(0.5),
-            p.quantile(0.99),
-            p.latencies.len(),
-            p.errors
-        );
+    wait_fusing(&client, &plain).await?;
+    results.extend(measure("both").await?);
+    let fusing_after_both = round(&client, &plain).await?.fusing;
+    for s in streams {
+        s.abort();
     }
-    println!(
-        "  fusion + publish took {fusion_s:.2} s; rps during / idle: {:.2}×",
-        busy.rps() / idle.rps()
-    );
-    let json = serde_json::json!({
-        "params": args.params, "contributions": args.contributions, "clients": args.clients,
-        "fusion_seconds": fusion_s, "idle": idle.json(), "during_fusion": busy.json(),
-        "rps_ratio": busy.rps() / idle.rps(),
-    });
-    println!("{json}");
+    eprintln!("phase fusion ...");
+    results.extend(measure("fusion").await?);
+    let status = round(&client, &plain).await?;
+    while round(&client, &plain).await?.fusing {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fusion_s = fusion_started.elapsed().as_secs_f64();
+    report(&args, &results, fusion_s, fusing_after_both, status.fusing)?;
     Ok(())
 }
 
-/// Runs `clients` request loops until `stop()` or `limit`.
-async fn load(
+/// Serves the coordinator on two loopback listeners through the real edge: plain and TLS.
+async fn listen(c: &Arc<Coordinator>, tmp: &Path) -> anyhow::Result<(String, String)> {
+    let certs = tmp.join("certs");
+    pki::generate(&pki::CertArgs {
+        out: certs.clone(),
+        hosts: vec!["127.0.0.1".into()],
+        clients: vec![],
+    })?;
+    let tls = Tls::load(TlsFiles {
+        cert: certs.join("server.pem"),
+        key: certs.join("server-key.pem"),
+        client_ca: None,
+    })?;
+    let mut urls = Vec::new();
+    for tls in [None, Some(tls)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        urls.push(format!("{scheme}://{}", listener.local_addr()?));
+        let config = EdgeConfig {
+            tls,
+            ..EdgeConfig::default()
+        };
+        let (app, metrics) = (routes::router(c.clone()), c.metrics.clone());
+        tokio::spawn(edge::serve(
+            listener,
+            app,
+            config,
+            metrics,
+            std::future::pending(),
+        ));
+    }
+    Ok((urls.remove(0), urls.remove(0)))
+}
+
+/// Creates site `i`'s token and diff, and announces the diff.
+async fn site(
     client: &reqwest::Client,
     url: &str,
-    clients: usize,
-    stop: impl Fn() -> bool + Clone + Send + 'static,
-    limit: Option<Duration>,
-) -> Phase {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (client, url, stop) = (client.clone(), url.to_string(), stop.clone());
-            tokio::spawn(async move {
-                let (mut lat, mut errors) = (Vec::new(), 0);
-                let mut k = c;
-                while !stop() && limit.is_none_or(|l| started.elapsed() < l) {
-                    let path = if k % 2 == 0 {
-                        "/v1/round"
-                    } else {
-                        "/v1/bases/0/files/config.json"
-                    };
-                    k += 1;
-                    let t = Instant::now();
-                    let ok = match client.get(format!("{url}{path}")).send().await {
-                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                        _ => false,
-                    };
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
+    admin: &str,
+    tmp: &Path,
+    layout: &[(String, Vec<usize>)],
+    base_ref: &BaseRef,
+    i: usize,
+) -> anyhow::Result<Site> {
+    let name = format!("site-{i}");
+    let token: serde_json::Value = client
+        .post(format!("{url}/v1/admin/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"role": "contributor", "contributor": name}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = token["token"].as_str().context("token")?.to_string();
+    let dir = tmp.join(&name);
+    let (d, layout, base_ref) = (dir.clone(), layout.to_vec(), base_ref.clone());
+    let mut manifest = tokio::task::spawn_blocking(move || {
+        synthetic::write_diff(&d, &base_ref, &layout, Encoding::Bf16, i)
+    })
+    .await??;
+    manifest.contributor = name.clone();
+    client
+        .post(format!("{url}/v1/contributions"))
+        .bearer_auth(&token)
+        .body(manifest.to_json())
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(Site {
+        name,
+        token,
+        dir,
+        manifest,
+    })
+}
+
+/// PUTs `site`'s whole diff, or — throttled to `mb_per_s` — its first 90 % as a `Content-Range`
+/// chunk, so that a throttled upload streams for as long as it runs but never completes.
+async fn upload(
+    client: &reqwest::Client,
+    url: &str,
+    site: &Site,
+    mb_per_s: Option<f64>,
+) -> anyhow::Result<reqwest::Response> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(site.dir.join(DIFF_FILE)).await?;
+    let total = site.manifest.diff_bytes;
+    let request = client
+        .put(format!("{url}/v1/contributions/{}/diff", site.name))
+        .bearer_auth(&site.token);
+    let request = match mb_per_s {
+        None => request
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .body(reqwest::Body::wrap_stream(chunks(file))),
+        Some(rate) => {
+            let part = total * 9 / 10;
+            let started = Instant::now();
+            let mut sent = 0usize;
+            let body = chunks(file.take(part)).then(move |chunk| {
+                if let Ok(c) = &chunk {
+                    sent += c.len();
                 }
-                (lat, errors)
+                let due = Duration::from_secs_f64(sent as f64 / (rate * 1e6));
+                async move {
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    chunk
+                }
+            });
+            request
+                .header(reqwest::header::CONTENT_LENGTH, part)
+                .header(
+                    reqwest::header::CONTENT_RANGE,
+                    format!("bytes 0-{}/{total}", part - 1),
+                )
+                .body(reqwest::Body::wrap_stream(body))
+        }
+    };
+    Ok(request.send().await?)
+}
+
+/// A reader as a stream of 256 KiB chunks.
+fn chunks(
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::unfold(reader, |mut reader| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 << 10];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    })
+}
+
+/// Starts throttled uploads of every site in `sites`, restarting each when it ends, until aborted.
+fn start_uploads(
+    client: &reqwest::Client,
+    url: &str,
+    sites: &[Site],
+    mb_per_s: f64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    sites
+        .iter()
+        .map(|s| {
+            let (client, url) = (client.clone(), url.to_string());
+            let site = Site {
+                name: s.name.clone(),
+                token: s.token.clone(),
+                dir: s.dir.clone(),
+                manifest: s.manifest.clone(),
+            };
+            tokio::spawn(async move {
+                // Until aborted; refusals (the previous upload still ending, the round fusing) are
+                // retried after a pause.
+                loop {
+                    let _ = upload(&client, &url, &site, Some(mb_per_s)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             })
         })
-        .collect();
-    let mut phase = Phase {
-        latencies: Vec::new(),
-        seconds: 0.0,
-        errors: 0,
-    };
-    for t in tasks {
-        if let Ok((lat, errors)) = t.await {
-            phase.latencies.extend(lat);
-            phase.errors += errors;
-        }
+        .collect()
+}
+
+async fn round(client: &reqwest::Client, url: &str) -> anyhow::Result<RoundStatus> {
+    Ok(client
+        .get(format!("{url}/v1/round"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+async fn wait_fusing(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !round(client, url).await?.fusing {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the fusion did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    phase.seconds = started.elapsed().as_secs_f64();
-    phase
+    Ok(())
+}
+
+fn report(
+    args: &LoadArgs,
+    results: &[(&str, &str, WrkRun)],
+    fusion_s: f64,
+    fusing_after_both: bool,
+    fusing_after_fusion: bool,
+) -> anyhow::Result<()> {
+    println!(
+        "wrk -t{} -c{} -d{}s on loopback; {:.0} M-parameter base; {} uploads at {} MB/s; fusion of {} bf16 diffs",
+        args.threads,
+        args.connections,
+        args.seconds,
+        args.params as f64 / 1e6,
+        args.uploads,
+        args.upload_mb_per_s,
+        args.contributions
+    );
+    println!(
+        "{:<8} {:<16} {:>10} {:>9} {:>9} {:>7}",
+        "phase", "target", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    for (phase, target, r) in results {
+        println!(
+            "{phase:<8} {target:<16} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+            r.rps, r.p50_ms, r.p99_ms, r.errors
+        );
+    }
+    println!(
+        "fusion + publish took {fusion_s:.1} s; still fusing at the end of the `both` runs: \
+         {fusing_after_both}, of the `fusion` runs: {fusing_after_fusion}"
+    );
+    let json = serde_json::json!({
+        "params": args.params, "contributions": args.contributions, "uploads": args.uploads,
+        "upload_mb_per_s": args.upload_mb_per_s, "connections": args.connections,
+        "threads": args.threads, "seconds": args.seconds, "fusion_seconds": fusion_s,
+        "fusing_after_both": fusing_after_both, "fusing_after_fusion": fusing_after_fusion,
+        "runs": results.iter().map(|(p, t, r)| serde_json::json!({"phase": p, "target": t, "result": r})).collect::<Vec<_>>(),
+    });
+    println!("{json}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
 }

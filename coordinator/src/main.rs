@@ -115,7 +115,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    coldfuse_shared::logging::init(cli.log_format);
+    let _log = coldfuse_shared::logging::init_server(cli.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     let result = run(&runtime, cli.command);
     // Past the shutdown deadline nothing is waited for: a fusion on a blocking thread is cut like a

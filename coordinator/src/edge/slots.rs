@@ -62,6 +62,7 @@ pub struct Slot {
     id: u64,
     ip: IpAddr,
     eviction: Arc<Eviction>,
+    serving: AtomicBool,
 }
 
 impl Slots {
@@ -113,6 +114,7 @@ impl Slots {
                 id,
                 ip,
                 eviction,
+                serving: AtomicBool::new(false),
             },
             evicted,
         ))
@@ -122,7 +124,10 @@ impl Slots {
 impl Slot {
     /// Marks the connection as having sent a request: it can no longer be evicted.
     pub fn serving(&self) {
-        self.slots.lock().waiting.remove(&self.id);
+        // Once per connection: later requests on it do not touch the table.
+        if !self.serving.swap(true, Ordering::Relaxed) {
+            self.slots.lock().waiting.remove(&self.id);
+        }
     }
 
     /// Resolves when a newer connection took this one's slot.

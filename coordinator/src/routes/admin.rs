@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
@@ -26,10 +26,9 @@ use crate::{
     responses((status = 200, body = IterationRecord), (status = 202), (status = 401), (status = 403), (status = 409)))]
 pub async fn fuse(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    auth::require_admin(&c, &headers).await?;
     if let Some(p) = &c.state.read().await.candidate {
         return Err(ApiError::conflict(
             ErrorCode::CandidatePending,
@@ -74,9 +73,8 @@ pub async fn fuse(
 #[utoipa::path(get, path = "/v1/admin/config", responses((status = 200, body = DeploymentConfig), (status = 401), (status = 403)))]
 pub async fn get_config(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
 ) -> Result<Json<DeploymentConfig>, ApiError> {
-    auth::require_admin(&c, &headers).await?;
     Ok(Json(c.config().await))
 }
 
@@ -84,10 +82,9 @@ pub async fn get_config(
 #[utoipa::path(put, path = "/v1/admin/config", request_body = DeploymentConfig, responses((status = 200, body = DeploymentConfig), (status = 400)))]
 pub async fn set_config(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
     body: Bytes,
 ) -> Result<Json<DeploymentConfig>, ApiError> {
-    auth::require_admin(&c, &headers).await?;
     let config: DeploymentConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadConfig, e.to_string()))?;
     config
@@ -117,10 +114,9 @@ pub struct Rollback {
 #[utoipa::path(post, path = "/v1/admin/rollback", request_body = Rollback, responses((status = 200, body = LatestPointer), (status = 404), (status = 409)))]
 pub async fn rollback(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
     body: Bytes,
 ) -> Result<Json<LatestPointer>, ApiError> {
-    auth::require_admin(&c, &headers).await?;
     let Rollback { iteration } = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?;
     let _serial = c.fusion_lock.lock().await;
@@ -171,10 +167,9 @@ pub async fn rollback(
 #[utoipa::path(post, path = "/v1/admin/tokens", request_body = TokenRequest, responses((status = 201, body = TokenResponse), (status = 400)))]
 pub async fn create_token(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    auth::require_admin(&c, &headers).await?;
     let request: TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.to_string()))?;
     match (&request.role, &request.contributor) {
@@ -207,9 +202,8 @@ pub async fn create_token(
 pub async fn revoke_token(
     State(c): State<Arc<Coordinator>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _admin: auth::Admin,
 ) -> Result<Json<TokenRecord>, ApiError> {
-    auth::require_admin(&c, &headers).await?;
     // On its own task: an admin who hangs up cannot leave the store and memory disagreeing.
     tokio::spawn(revoke(c, id))
         .await
@@ -260,10 +254,9 @@ pub struct DropRequest {
 pub async fn drop_contribution(
     State(c): State<Arc<Coordinator>>,
     Path(contributor): Path<String>,
-    headers: HeaderMap,
+    auth::Admin(admin): auth::Admin,
     body: Bytes,
 ) -> Result<Json<Quarantine>, ApiError> {
-    let admin = auth::require_admin(&c, &headers).await?;
     let request: DropRequest = if body.is_empty() {
         DropRequest::default()
     } else {

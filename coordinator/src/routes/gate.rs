@@ -38,9 +38,8 @@ pub struct Decision {
 #[utoipa::path(get, path = "/v1/gate", operation_id = "gate_status", responses((status = 200, body = GateStatus)))]
 pub async fn status(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _reader: auth::Reader,
 ) -> Result<Json<GateStatus>, ApiError> {
-    auth::require_read(&c, &headers).await?;
     let s = c.state.read().await;
     Ok(Json(GateStatus {
         gate: s.config.gate.clone(),
@@ -54,9 +53,8 @@ pub async fn status(
 pub async fn record(
     State(c): State<Arc<Coordinator>>,
     Path(iteration): Path<u64>,
-    headers: HeaderMap,
+    _reader: auth::Reader,
 ) -> Result<Json<Promotion>, ApiError> {
-    auth::require_read(&c, &headers).await?;
     c.store
         .get_json(&keys::gate_record(iteration))
         .await?
@@ -70,10 +68,9 @@ pub async fn record(
 pub async fn report(
     State(c): State<Arc<Coordinator>>,
     Path(iteration): Path<u64>,
-    headers: HeaderMap,
+    auth::Admin(admin): auth::Admin,
     body: Bytes,
 ) -> Result<Json<Promotion>, ApiError> {
-    let admin = auth::require_admin(&c, &headers).await?;
     let eval: GateEval = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadEval, e.to_string()))?;
     Ok(Json(gate::report(&c, iteration, eval, &admin.id).await?))

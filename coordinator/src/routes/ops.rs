@@ -2,12 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    extract::State,
-    http::{header, HeaderMap},
-    response::IntoResponse,
-    Json,
-};
+use axum::{extract::State, http::header, response::IntoResponse, Json};
 use coldfuse_shared::api::{RoundStatus, WhoAmI};
 
 use crate::{auth, ApiError, Coordinator};
@@ -22,9 +17,8 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics"), (status = 401)))]
 pub async fn metrics(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    _reader: auth::Reader,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth::require_read(&c, &headers).await?;
     let (iteration, accepted) = {
         let s = c.state.read().await;
         (s.round_iteration(), s.accepted().len())
@@ -46,9 +40,8 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/v1/round", responses((status = 200, body = RoundStatus)))]
 pub async fn round(
     State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
+    auth::Reader(caller): auth::Reader,
 ) -> Result<Json<RoundStatus>, ApiError> {
-    let caller = auth::require_read(&c, &headers).await?;
     let mut status = c.state.read().await.status();
     if caller == auth::Caller::Anonymous {
         // Who contributes is per-site information (the count stays).
@@ -59,11 +52,8 @@ pub async fn round(
 
 /// `GET /v1/whoami`: the caller's role and contributor id (401 for an unknown or revoked token).
 #[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401)))]
-pub async fn whoami(
-    State(c): State<Arc<Coordinator>>,
-    headers: HeaderMap,
-) -> Result<Json<WhoAmI>, ApiError> {
-    Ok(Json(match auth::caller(&c, &headers).await? {
+pub async fn whoami(caller: auth::Caller) -> Json<WhoAmI> {
+    Json(match caller {
         auth::Caller::Anonymous => WhoAmI {
             role: None,
             contributor: None,
@@ -74,5 +64,5 @@ pub async fn whoami(
             contributor: t.contributor,
             token_id: Some(t.id),
         },
-    }))
+    })
 }
