@@ -10,7 +10,7 @@ use crate::{
         self,
         observe::{HttpOptions, DEFAULT_REQUEST_TIMEOUT_SECS},
         EdgeConfig, SlotLimits, Tls, TlsFiles, DEFAULT_HEADER_READ_SECS, DEFAULT_MAX_CONNECTIONS,
-        DEFAULT_SHUTDOWN_GRACE_SECS,
+        DEFAULT_SEND_IDLE_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
     },
     fusion_task, routes, signing, upload, Coordinator, Store,
 };
@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// limit, and how long an idle keep-alive connection stays open).
     #[arg(long, env = "COLDFUSE_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_SECS, help_heading = "Limits")]
     pub header_timeout_secs: u64,
+    /// Seconds a write to a client may make no progress (it stopped reading) before the
+    /// connection ends and frees its slot.
+    #[arg(long, env = "COLDFUSE_SEND_IDLE_SECS", default_value_t = DEFAULT_SEND_IDLE_SECS, help_heading = "Limits")]
+    pub send_idle_secs: u64,
     /// Seconds any request but a diff upload may take to answer (503 `timeout` after).
     #[arg(long, env = "COLDFUSE_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS, help_heading = "Limits")]
     pub request_timeout_secs: u64,
@@ -114,6 +118,7 @@ impl ServeArgs {
                 per_ip: (self.max_connections_per_ip > 0).then_some(self.max_connections_per_ip),
             },
             header_read_timeout: secs(self.header_timeout_secs),
+            send_idle_timeout: secs(self.send_idle_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             tls,
         })

@@ -646,3 +646,69 @@ async fn requests_carry_ids_into_answers_json_logs_and_metrics_and_slow_handlers
                 && e["fields"]["message"] == "request deadline passed")
     );
 }
+
+/// A client that requests a large download and stops reading is serving a request, so it is never
+/// evicted: without a send deadline a few of them held every slot for as long as they liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_a_download_give_their_slots_back_at_the_send_deadline() {
+    // A base large enough (20 MB) that its download cannot sit in the socket buffers.
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("base");
+    let layout = coldfuse_shared::synthetic::roberta_like(5_000_000);
+    coldfuse_shared::synthetic::write_base(&source, &layout).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", store_dir.path().display());
+    let status = std::process::Command::new(bin("coldfuse-coordinator"))
+        .args(["init", "--store", &store, "--admin-token-file"])
+        .arg(scratch.path().join("admin"))
+        .arg("--base")
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = Server::launch(
+        &store,
+        &scratch.path().join("w"),
+        &Launch {
+            args: &["--max-connections", "2", "--send-idle-secs", "2"],
+            ..Launch::default()
+        },
+    );
+    let addr = format!("127.0.0.1:{}", server.port);
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /v1/bases/0/files/model.safetensors HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    assert!(
+        healthz(&client, &server.url).await.is_err(),
+        "both slots are held by downloads nobody reads"
+    );
+    until(
+        "the stalled downloads give their slots back",
+        Duration::from_secs(15),
+        async || healthz(&client, &server.url).await.is_ok(),
+    )
+    .await;
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("coldfuse_connections_refused_total{reason=\"full\"}"),
+        "{metrics}"
+    );
+    drop(readers);
+}

@@ -5,6 +5,7 @@
 pub mod observe;
 pub mod pki;
 pub mod slots;
+pub mod stall;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -24,6 +25,7 @@ use tower::ServiceExt;
 use crate::metrics::Metrics;
 pub use slots::SlotLimits;
 use slots::{Refused, Slot, Slots};
+use stall::SendDeadline;
 pub use tls::{Tls, TlsFiles};
 
 /// How the edge treats connections.
@@ -34,6 +36,9 @@ pub struct EdgeConfig {
     /// Time a connection has to send a complete request header (also the TLS handshake's limit,
     /// and how long an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// Time a write to a client may make no progress before the connection ends (a client that
+    /// stopped reading frees its slot).
+    pub send_idle_timeout: Duration,
     /// After a shutdown signal: time in-flight requests get to finish before they are cut.
     pub shutdown_grace: Duration,
     /// Built-in TLS, when configured.
@@ -48,6 +53,7 @@ impl Default for EdgeConfig {
                 per_ip: None,
             },
             header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_SECS),
+            send_idle_timeout: Duration::from_secs(DEFAULT_SEND_IDLE_SECS),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             tls: None,
         }
@@ -58,6 +64,8 @@ impl Default for EdgeConfig {
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default header-read deadline in seconds.
 pub const DEFAULT_HEADER_READ_SECS: u64 = 15;
+/// Default send deadline (a write without progress) in seconds.
+pub const DEFAULT_SEND_IDLE_SECS: u64 = 60;
 /// Default shutdown deadline in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 
@@ -129,7 +137,8 @@ pub async fn serve(
             metrics: metrics.clone(),
             header_read_timeout: config.header_read_timeout,
         };
-        tokio::spawn(connection.run(tcp, config.tls.clone(), graceful.watcher()));
+        let io = stall::SendDeadline::new(tcp, config.send_idle_timeout);
+        tokio::spawn(connection.run(io, config.tls.clone(), graceful.watcher()));
     }
     drop(listener);
     let open = slots.open();
@@ -174,7 +183,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, tcp: TcpStream, tls: Option<Arc<Tls>>, watcher: Watcher) {
+    async fn run(self, tcp: SendDeadline<TcpStream>, tls: Option<Arc<Tls>>, watcher: Watcher) {
         let _open = self.metrics.connection_opened();
         match tls {
             None => self.serve(tcp, watcher).await,

@@ -104,15 +104,7 @@ pub async fn observe(State(o): State<Observer>, request: Request, next: Next) ->
         route: OnceLock::new(),
         token: OnceLock::new(),
     });
-    let counted = o.metrics.bytes_in();
-    let request = request.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                counted.inc_by(data.len() as u64);
-            }
-            frame
-        }))
-    });
+    let request = request.map(|body| counted(body, o.metrics.bytes_in()));
     let handled = std::panic::AssertUnwindSafe(next.run(request)).catch_unwind();
     let mut response = REQUEST
         .scope(context.clone(), async {
@@ -137,15 +129,17 @@ pub async fn observe(State(o): State<Observer>, request: Request, next: Next) ->
             "request"
         );
     });
-    let counted = o.metrics.bytes_out();
-    response.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                counted.inc_by(data.len() as u64);
-            }
-            frame
-        }))
-    })
+    response.map(|body| counted(body, o.metrics.bytes_out()))
+}
+
+/// `body`, adding the size of every data frame to `counter` as it passes.
+fn counted(body: Body, counter: prometheus::IntCounter) -> Body {
+    Body::new(body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.inc_by(data.len() as u64);
+        }
+        frame
+    }))
 }
 
 /// Route layer: records the matched route (the template, never the raw path) for the span, the
