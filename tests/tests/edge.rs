@@ -333,14 +333,7 @@ async fn healthz_answers_while_twice_the_connection_limit_of_half_open_requests_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = client
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &server.url).await.unwrap();
     let evicted = metrics
         .lines()
         .find_map(|l| l.strip_prefix("coldfuse_connections_refused_total{reason=\"evicted\"} "))
@@ -427,16 +420,21 @@ async fn stall_upload(
     tokio::spawn(put)
 }
 
-/// The value of an unlabelled metric, read from `/metrics`.
-async fn metric(client: &Client, url: &str, name: &str) -> Option<f64> {
-    let text = client
+/// The `/metrics` text.
+async fn metrics_text(client: &Client, url: &str) -> Option<String> {
+    client
         .get(format!("{url}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The value of an unlabelled metric, read from `/metrics`.
+async fn metric(client: &Client, url: &str, name: &str) -> Option<f64> {
+    let text = metrics_text(client, url).await?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
@@ -698,14 +696,7 @@ async fn clients_that_stop_reading_a_download_give_their_slots_back_at_the_send_
         async || healthz(&client, &server.url).await.is_ok(),
     )
     .await;
-    let metrics = client
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &server.url).await.unwrap();
     assert!(
         metrics.contains("coldfuse_connections_refused_total{reason=\"full\"}"),
         "{metrics}"
