@@ -14,6 +14,12 @@ cargo fmt --all -- --check
 echo "== fmt ok"
 scripts/docker-check.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The lean site binary (`coldfuse` without the default `lab` feature) builds, and links none of the lab's
+# coordinator, server or plotting crates.
+cargo clippy -p coldfuse --no-default-features --locked -- -D warnings
+site_deps=$(cargo tree -p coldfuse --no-default-features -e normal --prefix none --locked)
+lab_only=$(grep -E '^(coldfuse-coordinator|coldfuse-lab|axum|plotters|dejavu) ' <<<"$site_deps" | sort -u || true)
+[ -z "$lab_only" ] || { echo "the site binary links lab crates: $lab_only" >&2; exit 1; }
 echo "== clippy ok ($(( $(date +%s) - start ))s)"
 # The process tests run the real binaries; build them once here (the tests' own `cargo build` is then a no-op).
 cargo build --workspace --bins --locked

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use coldfuse_shared::{
     api::{
-        Announced, ApiErrorBody, BaseManifest, ContributionStatus, ErrorCode, IterationRecord,
-        RoundStatus, SignedReceipt, SigningPublicKey, WhoAmI,
+        routes, Announced, ApiErrorBody, BaseManifest, ContributionStatus, Decision, ErrorCode,
+        GateEval, GateStatus, IterationRecord, Promotion, Role, RoundStatus, SignedReceipt,
+        SigningPublicKey, TokenRequest, TokenResponse, WhoAmI,
     },
     diff::DiffManifest,
 };
@@ -37,6 +38,14 @@ pub enum ClientError {
         /// The cause.
         source: reqwest::Error,
     },
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Local {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// An answer that is not what the API promises.
     #[error("unexpected answer from {url}: {message}")]
     Protocol {
@@ -57,6 +66,14 @@ impl ClientError {
         }
     }
 
+    /// A [`ClientError::Local`] about `path`, for `map_err`.
+    pub fn local(path: &std::path::Path) -> impl Fn(std::io::Error) -> Self + Copy + '_ {
+        move |source| Self::Local {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// Whether trying again later can help.
     pub fn retryable(&self) -> bool {
         match self {
@@ -65,7 +82,7 @@ impl ClientError {
             Self::Api { status, code, .. } => {
                 *status >= 500 || *status == 429 || *code == ErrorCode::UploadInProgress
             }
-            Self::Protocol { .. } => false,
+            Self::Local { .. } | Self::Protocol { .. } => false,
         }
     }
 
@@ -280,30 +297,30 @@ impl Client {
 
     /// `GET /v1/round`.
     pub async fn round(&self) -> Result<RoundStatus, ClientError> {
-        self.get_json("/v1/round").await
+        self.get_json(routes::ROUND).await
     }
 
     /// `GET /v1/whoami`.
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
-        self.get_json("/v1/whoami").await
+        self.get_json(routes::WHOAMI).await
     }
 
     /// The manifest of base `iteration`, or of the latest base.
     pub async fn base(&self, iteration: Option<u64>) -> Result<BaseManifest, ClientError> {
         match iteration {
-            Some(i) => self.get_json(&format!("/v1/bases/{i}")).await,
-            None => self.get_json("/v1/bases/latest").await,
+            Some(i) => self.get_json(&routes::base(i)).await,
+            None => self.get_json(routes::BASE_LATEST).await,
         }
     }
 
     /// `GET /v1/lineage`.
     pub async fn lineage(&self) -> Result<Vec<IterationRecord>, ClientError> {
-        self.get_json("/v1/lineage").await
+        self.get_json(routes::LINEAGE).await
     }
 
     /// `GET /v1/lineage/{iteration}`.
     pub async fn lineage_one(&self, iteration: u64) -> Result<IterationRecord, ClientError> {
-        self.get_json(&format!("/v1/lineage/{iteration}")).await
+        self.get_json(&routes::lineage_entry(iteration)).await
     }
 
     /// The manifest of `contributor`'s diff fused into `iteration` (needs a token).
@@ -312,15 +329,13 @@ impl Client {
         iteration: u64,
         contributor: &str,
     ) -> Result<DiffManifest, ClientError> {
-        self.get_json(&format!(
-            "/v1/lineage/{iteration}/contributions/{contributor}/manifest"
-        ))
-        .await
+        self.get_json(&routes::fused_manifest(iteration, contributor))
+            .await
     }
 
     /// `GET /v1/signing-key`: the coordinator's receipt key.
     pub async fn signing_key(&self) -> Result<SigningPublicKey, ClientError> {
-        self.get_json("/v1/signing-key").await
+        self.get_json(routes::SIGNING_KEY).await
     }
 
     /// The signed receipt that `contributor`'s diff was fused into `iteration` (`None`: not fused).
@@ -330,9 +345,7 @@ impl Client {
         contributor: &str,
     ) -> Result<Option<SignedReceipt>, ClientError> {
         match self
-            .get_json(&format!(
-                "/v1/lineage/{iteration}/contributions/{contributor}/receipt"
-            ))
+            .get_json(&routes::fused_receipt(iteration, contributor))
             .await
         {
             Ok(r) => Ok(Some(r)),
@@ -349,10 +362,7 @@ impl Client {
             .run(&format!("GET {path}"), || async {
                 let (url, req) = self.request(Method::GET, path);
                 let response = Self::send(&url, req).await?;
-                let io = |e: std::io::Error| ClientError::Protocol {
-                    url: url.clone(),
-                    message: format!("writing {}: {e}", dest.display()),
-                };
+                let io = ClientError::local(dest);
                 let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
                 let mut body = response.bytes_stream();
                 while let Some(chunk) = body.next().await {
@@ -374,8 +384,7 @@ impl Client {
         name: &str,
         from: u64,
     ) -> Result<Response, ClientError> {
-        let (url, mut req) =
-            self.request(Method::GET, &format!("/v1/bases/{iteration}/files/{name}"));
+        let (url, mut req) = self.request(Method::GET, &routes::base_file(iteration, name));
         if from > 0 {
             req = req.header(header::RANGE, format!("bytes={from}-"));
         }
@@ -407,7 +416,7 @@ impl Client {
 
     /// `POST /v1/contributions`: announces a diff by its manifest (one attempt).
     pub async fn announce(&self, manifest: &DiffManifest) -> Result<Announced, ClientError> {
-        let (url, req) = self.request(Method::POST, "/v1/contributions");
+        let (url, req) = self.request(Method::POST, routes::CONTRIBUTIONS);
         let req = req
             .header(header::CONTENT_TYPE, "application/json")
             .body(manifest.to_json());
@@ -442,13 +451,53 @@ impl Client {
         &self,
         contributor: &str,
     ) -> Result<Option<ContributionStatus>, ClientError> {
-        match self
-            .get_json(&format!("/v1/contributions/{contributor}"))
-            .await
-        {
+        match self.get_json(&routes::contribution(contributor)).await {
             Ok(s) => Ok(Some(s)),
             Err(ClientError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v1/gate`: the gate's settings and the candidate awaiting it.
+    pub async fn gate(&self) -> Result<GateStatus, ClientError> {
+        self.get_json(routes::GATE).await
+    }
+
+    /// Promotes (`promote`) or discards candidate `iteration` by hand (admin, one attempt).
+    pub async fn gate_decision(
+        &self,
+        iteration: u64,
+        promote: bool,
+        reason: Option<String>,
+    ) -> Result<Promotion, ClientError> {
+        let path = routes::gate_decision(iteration, promote);
+        self.post_json(&path, &Decision { reason }).await
+    }
+
+    /// Reports an evaluator's eval of candidate `iteration` (admin, one attempt).
+    pub async fn report_eval(
+        &self,
+        iteration: u64,
+        eval: &GateEval,
+    ) -> Result<Promotion, ClientError> {
+        self.post_json(&routes::gate_evals(iteration), eval).await
+    }
+
+    /// Creates a contributor token for `contributor` (admin, one attempt).
+    pub async fn create_contributor_token(
+        &self,
+        contributor: &str,
+    ) -> Result<TokenResponse, ClientError> {
+        let request = TokenRequest {
+            role: Role::Contributor,
+            contributor: Some(contributor.to_string()),
+        };
+        self.post_json(routes::ADMIN_TOKENS, &request).await
+    }
+
+    /// Fuses the open round now and waits for the fusion (admin, one attempt).
+    pub async fn fuse_now(&self) -> Result<IterationRecord, ClientError> {
+        let path = format!("{}?wait=true", routes::ADMIN_FUSE);
+        self.post_json(&path, &serde_json::json!({})).await
     }
 }

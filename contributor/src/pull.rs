@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use coldfuse_shared::{api::BaseManifest, diff::BASE_WEIGHTS, hash::sha256_file};
+use coldfuse_shared::{
+    api::{routes, BaseManifest},
+    diff::BASE_WEIGHTS,
+    hash::sha256_file,
+};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -156,10 +160,7 @@ async fn download(
         return Ok(());
     }
     let response = client.base_file(iteration, name, have).await?;
-    let io = |e: std::io::Error| crate::client::ClientError::Protocol {
-        url: format!("{}: {}", name, part.display()),
-        message: e.to_string(),
-    };
+    let io = crate::client::ClientError::local(part);
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -170,7 +171,7 @@ async fn download(
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|source| crate::client::ClientError::Transport {
-            url: format!("{}/v1/bases/{iteration}/files/{name}", client.url()),
+            url: format!("{}{}", client.url(), routes::base_file(iteration, name)),
             source,
         });
         let chunk = match chunk {

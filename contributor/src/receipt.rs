@@ -11,7 +11,10 @@ use coldfuse_shared::{
     hash::sha256_file,
 };
 
-use crate::{client::Client, settings::Settings};
+use crate::{
+    client::Client,
+    settings::{ConnectArgs, Settings},
+};
 
 /// The receipt of acceptance, in the contribution's directory.
 pub const ACCEPTED_FILE: &str = "receipt-accepted.json";
@@ -24,6 +27,9 @@ pub enum ReceiptCommand {
     /// Check a receipt offline against the coordinator's public key (the one pinned at login, or
     /// --public-key), and optionally that it is about a given diff.
     Verify {
+        /// Where the settings (and the pinned key) are.
+        #[command(flatten)]
+        connect: ConnectArgs,
         /// The receipt file (`receipt-accepted.json` or `receipt-fused.json`).
         file: PathBuf,
         /// The coordinator's public key as hex (default: the key pinned by `coldfuse login`).
@@ -35,6 +41,9 @@ pub enum ReceiptCommand {
     },
     /// Fetch the receipt that a contribution was fused into an iteration, checked, into a file.
     Fetch {
+        /// Where the settings (and the pinned key) are.
+        #[command(flatten)]
+        connect: ConnectArgs,
         /// The iteration it was fused into.
         #[arg(long)]
         iteration: u64,
@@ -47,6 +56,15 @@ pub enum ReceiptCommand {
     },
 }
 
+impl ReceiptCommand {
+    /// Its connection options.
+    pub fn connect(&self) -> &ConnectArgs {
+        match self {
+            Self::Verify { connect, .. } | Self::Fetch { connect, .. } => connect,
+        }
+    }
+}
+
 /// Runs a receipt command.
 pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result<()> {
     match command {
@@ -54,6 +72,7 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
             file,
             public_key,
             diff,
+            ..
         } => {
             let key = match public_key {
                 Some(hex) => SigningPublicKey::from_hex(&hex).context("--public-key")?,
@@ -70,9 +89,10 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
             iteration,
             contributor,
             out,
+            ..
         } => {
             let client = settings.client()?;
-            let who = crate::contributor_id(contributor, settings, Some(&client)).await?;
+            let who = crate::login::contributor_id(contributor, settings, Some(&client)).await?;
             let key = trusted_key(&client, settings).await?;
             let Some(receipt) = client.fused_receipt(iteration, &who).await? else {
                 bail!("iteration {iteration} did not fuse a contribution of `{who}`");

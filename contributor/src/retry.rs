@@ -38,22 +38,46 @@ impl Backoff {
     }
 
     /// Runs `call` until it succeeds, fails for good, or the attempts run out.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, ClientError>
+    pub async fn run<T, F, Fut>(&self, what: &str, call: F) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
+    {
+        self.run_resyncing(what, |_| false, call, || async { Ok(None) })
+            .await
+    }
+
+    /// As [`Backoff::run`], but also retries the errors `also` accepts, and calls `resync` before
+    /// each retry (after the delay) to learn where the other side stands: it may end the run with a
+    /// value (the work got done meanwhile) or an error, or return `None` to retry.
+    pub async fn run_resyncing<T, E, F, Fut, R, RFut>(
+        &self,
+        what: &str,
+        also: impl Fn(&ClientError) -> bool,
+        mut call: F,
+        mut resync: R,
+    ) -> Result<T, E>
+    where
+        E: From<ClientError>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+        R: FnMut() -> RFut,
+        RFut: Future<Output = Result<Option<T>, E>>,
     {
         let mut retry = 0;
         loop {
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.retryable() && retry + 1 < self.attempts => {
+                Err(e) if (e.retryable() || also(&e)) && retry + 1 < self.attempts => {
                     let delay = self.delay(retry);
                     tracing::warn!(error = %e, "{what} failed; retrying in {:.1} s", delay.as_secs_f64());
                     tokio::time::sleep(delay).await;
                     retry += 1;
+                    if let Some(done) = resync().await? {
+                        return Ok(done);
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -12,12 +12,59 @@ use coldfuse_shared::{
 };
 
 use crate::{
+    args::{DiffArgs, JobArgs},
     client::Client,
+    login::contributor_id,
     pull::pull,
     receipt,
+    settings::Settings,
     submit::{print_outcome, submit, Submitted},
-    train_cmd::{print_report, train_contribution, BaseSource, DiffArgs},
+    train::{print_report, train_contribution, BaseSource},
 };
+
+/// Arguments of `coldfuse run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Data, hyper-parameters, diff and contributor.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Rounds to contribute to (default: until stopped).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Seconds between polls while waiting for a new base.
+    #[arg(long, default_value_t = 10.0)]
+    pub poll_secs: f64,
+    /// Where each round's contribution is kept.
+    #[arg(long, default_value = "coldfuse-work")]
+    pub work: PathBuf,
+    /// Upload chunk size in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub chunk_mib: u64,
+}
+
+/// Runs `coldfuse run`: the loop over the configured coordinator.
+pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
+    let client = settings.client()?;
+    let job = args.job;
+    let cfg = job.hyper.config()?;
+    let data = job.data.load(cfg.seed)?;
+    let plan = LoopPlan {
+        contributor: contributor_id(job.contributor, settings, Some(&client)).await?,
+        rounds: args.rounds,
+        poll: Duration::from_secs_f64(args.poll_secs.max(0.05)),
+        work: args.work,
+        cache: settings.cache_dir.clone(),
+        cfg,
+        device: job.hyper.device,
+        diff: job.diff,
+        chunk: args.chunk_mib.max(1) << 20,
+        receipt_key: receipt::trusted_key(&client, settings).await?,
+    };
+    check(&plan)?;
+    let done = run(&client, &data, &plan).await?;
+    println!("contributed to rounds {done:?}");
+    Ok(())
+}
 
 /// What the loop runs with.
 #[derive(Debug, Clone)]
@@ -58,13 +105,7 @@ pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::
         if out.exists() {
             std::fs::remove_dir_all(&out)?;
         }
-        let base = BaseSource {
-            dir: pulled.dir.clone(),
-            base_ref: coldfuse_shared::diff::BaseRef {
-                id: format!("iteration-{}", round.base_iteration),
-                sha256: round.base_sha256.clone(),
-            },
-        };
+        let base = BaseSource::pulled(&pulled);
         println!(
             "round {}: training on base {} ({} examples)",
             round.iteration,

@@ -6,7 +6,7 @@ use std::{io::SeekFrom, path::Path};
 
 use anyhow::{bail, Context};
 use coldfuse_shared::{
-    api::{ContributionStatus, ErrorCode, Verdict},
+    api::{routes, ContributionStatus, ErrorCode, Verdict},
     diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
     hash::sha256_file,
 };
@@ -64,12 +64,12 @@ pub fn read_contribution(dir: &Path) -> anyhow::Result<DiffManifest> {
 pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<Submitted> {
     let manifest = read_contribution(dir)?;
     let me = &manifest.contributor;
-    let mut received = match held(client, &manifest).await? {
+    let received = match held(client, &manifest).await? {
         Held::Decided(s) => return Ok(s),
         Held::Partly(bytes) => bytes,
         Held::Nothing => 0,
     };
-    let upload_url = format!("/v1/contributions/{me}/diff");
+    let upload_url = routes::contribution_diff(me);
     if received == 0 {
         match client
             .backoff
@@ -80,7 +80,7 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
             Err(e) if e.code() == Some(ErrorCode::Duplicate) => {
                 bail!("{me} already has an accepted contribution to this round: {e}")
             }
-            Err(e) => return Err(explain(e)),
+            Err(e) => return Err(crate::with_hint(e.into())),
         }
     } else {
         tracing::info!(received, "resuming the upload");
@@ -88,16 +88,20 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
     let total = manifest.diff_bytes;
     let bar = bytes_bar("upload diff", total, received);
     let path = dir.join(DIFF_FILE);
-    let mut retry = 0;
-    loop {
-        match upload_from(client, &upload_url, &path, received, total, chunk, &bar).await {
+    // Where the next attempt starts: after an interruption, wherever the coordinator's copy stops.
+    let from = std::cell::Cell::new(received);
+    let attempt = || async {
+        match upload_from(client, &upload_url, &path, from.get(), total, chunk, &bar).await {
             Ok(status) => {
                 bar.finish_and_clear();
                 let verdict = status
                     .verdict
                     .clone()
-                    .context("the coordinator answered the last chunk without a verdict")?;
-                return Ok(outcome(status, verdict));
+                    .ok_or_else(|| ClientError::Protocol {
+                        url: upload_url.clone(),
+                        message: "the last chunk was answered without a verdict".into(),
+                    })?;
+                Ok(outcome(status, verdict))
             }
             Err(ClientError::Api {
                 status: 422,
@@ -105,34 +109,36 @@ pub async fn submit(client: &Client, dir: &Path, chunk: u64) -> anyhow::Result<S
                 message,
             }) => {
                 bar.abandon();
-                return Ok(Submitted::Rejected {
+                Ok(Submitted::Rejected {
                     reason: code,
                     message,
-                });
+                })
             }
-            Err(e)
-                if (e.retryable() || e.code() == Some(ErrorCode::UploadOffset))
-                    && retry + 1 < client.backoff.attempts =>
-            {
-                let delay = client.backoff.delay(retry);
-                tracing::warn!(error = %e, "upload interrupted; resuming in {:.1} s", delay.as_secs_f64());
-                tokio::time::sleep(delay).await;
-                retry += 1;
-                received = match held(client, &manifest).await? {
-                    Held::Decided(s) => return Ok(s),
-                    Held::Partly(bytes) => bytes,
-                    Held::Nothing => bail!(
-                        "the coordinator no longer has this contribution announced; submit again"
-                    ),
-                };
-                bar.set_position(received);
+            Err(e) => Err(e),
+        }
+    };
+    let resync = || async {
+        match held(client, &manifest).await? {
+            Held::Decided(s) => Ok(Some(s)),
+            Held::Partly(bytes) => {
+                from.set(bytes);
+                bar.set_position(bytes);
+                Ok(None)
             }
-            Err(e) => {
-                bar.abandon();
-                return Err(explain(e));
+            Held::Nothing => {
+                bail!("the coordinator no longer has this contribution announced; submit again")
             }
         }
+    };
+    let resumable = |e: &ClientError| e.code() == Some(ErrorCode::UploadOffset);
+    let result: anyhow::Result<Submitted> = client
+        .backoff
+        .run_resyncing("upload", resumable, attempt, resync)
+        .await;
+    if result.is_err() {
+        bar.abandon();
     }
+    result.map_err(crate::with_hint)
 }
 
 /// What the coordinator holds of this very diff (same contributor and hash) in the current round.
@@ -165,10 +171,7 @@ async fn upload_from(
     chunk: u64,
     bar: &indicatif::ProgressBar,
 ) -> Result<ContributionStatus, ClientError> {
-    let io = |e: std::io::Error| ClientError::Protocol {
-        url: path.display().to_string(),
-        message: e.to_string(),
-    };
+    let io = ClientError::local(path);
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
     loop {
         let len = chunk.min(total - start);
@@ -202,14 +205,6 @@ fn outcome(status: ContributionStatus, verdict: Verdict) -> Submitted {
         Verdict::Rejected {
             reason, message, ..
         } => Submitted::Rejected { reason, message },
-    }
-}
-
-/// Adds what to do next to the errors a contributor can act on.
-fn explain(e: ClientError) -> anyhow::Error {
-    match e.hint() {
-        Some(hint) => anyhow::Error::from(e).context(hint),
-        None => e.into(),
     }
 }
 

@@ -83,8 +83,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::StoreError> for ApiError {
+    fn from(e: crate::StoreError) -> Self {
         Self::internal(e)
     }
 }

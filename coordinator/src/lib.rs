@@ -19,10 +19,10 @@ pub mod routes;
 pub mod server;
 pub mod signing;
 pub mod state;
-pub mod store;
 pub mod tar;
 pub mod upload;
 
+/// The deployment's object store (in `coldfuse_shared` so auditors read it without the coordinator).
+pub use coldfuse_shared::store::{Store, StoreError};
 pub use error::ApiError;
 pub use state::Coordinator;
-pub use store::Store;

@@ -237,13 +237,8 @@ fn run(runtime: &tokio::runtime::Runtime, command: Command) -> anyhow::Result<()
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
-    Ok(())
+    use anyhow::Context;
+    use coldfuse_shared::private_file::{write_private, Existing};
+    write_private(path, format!("{secret}\n").as_bytes(), Existing::Replace)
+        .with_context(|| format!("writing {}", path.display()))
 }

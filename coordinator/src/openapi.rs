@@ -2,11 +2,11 @@
 //! `routes/mod.rs`, so the router and the document cannot drift apart.
 
 use coldfuse_shared::api::{
-    Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, DeploymentConfig,
-    EvalMethod, FileEntry, GateConfig, GateEval, IterationRecord, LatestPointer,
-    LineageContribution, Promotion, PromotionState, Quarantine, Receipt, ReceiptKind, Role,
-    RoundStatus, SignedReceipt, SigningPublicKey, SyncMode, TokenRecord, TokenRequest,
-    TokenResponse, Verdict, WhoAmI,
+    Announced, ApiErrorBody, ApiErrorDetail, BaseManifest, ContributionStatus, Decision,
+    DeploymentConfig, EvalMethod, FileEntry, GateConfig, GateEval, GateStatus, IterationRecord,
+    LatestPointer, LineageContribution, Promotion, PromotionState, Quarantine, Receipt,
+    ReceiptKind, Role, RoundStatus, SignedReceipt, SigningPublicKey, SyncMode, TokenRecord,
+    TokenRequest, TokenResponse, Verdict, WhoAmI,
 };
 
 use crate::routes;
@@ -44,8 +44,8 @@ use crate::routes;
         routes::admin::Rollback,
         routes::admin::DropRequest,
         Quarantine,
-        routes::gate::GateStatus,
-        routes::gate::Decision,
+        GateStatus,
+        Decision,
         EvalMethod,
         GateConfig,
         GateEval,

@@ -9,7 +9,7 @@ use coldfuse_shared::{
     hash::sha256_file,
 };
 
-use crate::{store::StoreError, Store};
+use crate::{Store, StoreError};
 
 /// Hashes and uploads every regular file of `dir` to `bases/{iteration}/`, then the manifest.
 pub async fn publish_base(

@@ -4,7 +4,7 @@
 
 use coldfuse_shared::api::{keys, now_unix, Quarantine};
 
-use crate::{state::State, store::StoreError, Coordinator};
+use crate::{state::State, Coordinator, StoreError};
 
 /// Why a contribution was quarantined (the record's `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use coldfuse_shared::api::{keys, ReceiptSigner, SigningPublicKey, SigningSecretKey};
+use coldfuse_shared::{
+    api::{keys, ReceiptSigner, SigningPublicKey, SigningSecretKey},
+    private_file::{write_private, Existing},
+};
 
 use crate::Store;
 
@@ -32,15 +35,8 @@ pub fn write_key(path: &Path, signer: &ReceiptSigner) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let text = serde_json::to_vec_pretty(&signer.secret())?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    write_private(path, &text, Existing::Refuse)
         .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    std::io::Write::write_all(&mut file, &text)?;
-    file.sync_all()?;
     Ok(())
 }
 

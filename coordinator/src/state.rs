@@ -20,7 +20,7 @@ use coldfuse_shared::{
 };
 use tokio::sync::{Mutex, Notify, RwLock};
 
-use crate::{metrics::Metrics, store::StoreError, Store};
+use crate::{metrics::Metrics, Store, StoreError};
 
 /// A contribution to the current round.
 #[derive(Debug, Clone)]

@@ -3,7 +3,8 @@
 //! Everything that does not speak HTTP lives here: differentiable encoder models written with candle
 //! (`model`), Hugging Face checkpoint I/O (`checkpoint`), tokenization (`tokenize`), the batch type
 //! that connects them, the contribution format (`diff`), lazily read safetensors (`tensorfile`) and
-//! the fusion engine (`fusion`), labelled data readers (`data`) and the fine-tuning engine (`train`).
+//! the fusion engine (`fusion`), labelled data readers (`data`) and the fine-tuning engine (`train`); with the `store` feature,
+//! the object-store client of a deployment (`store`).
 //! See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod api;
@@ -17,6 +18,9 @@ pub mod hash;
 pub mod logging;
 pub mod model;
 pub mod parallel;
+pub mod private_file;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod synthetic;
 pub mod tensorfile;
 pub mod tokenize;

@@ -30,16 +30,6 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the stderr subscriber in `COLDFUSE_LOG_FORMAT` (text by default; once per process,
-/// later calls are ignored).
-pub fn init_stderr() {
-    let format = std::env::var("COLDFUSE_LOG_FORMAT")
-        .ok()
-        .and_then(|f| f.parse().ok())
-        .unwrap_or_default();
-    init(format);
-}
-
 /// Installs the stderr subscriber in `format` (once per process; later calls are ignored).
 pub fn init(format: LogFormat) {
     install(format, std::io::stderr);

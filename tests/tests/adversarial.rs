@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use axum::http::StatusCode;
-use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
     call, call_raw, call_with, contribute, contribute_accepted, latest, make_diff, shaped_diff,
     stalled_request, wait_received, Deployment,
 };
+use coldfuse_shared::store::Store;
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
     diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},

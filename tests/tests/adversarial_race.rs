@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use coldfuse_coordinator::Store;
 use coldfuse_e2e::coordinator::{
     call, call_with, contribute_accepted, latest, make_diff, stalled_request, wait_received,
     Deployment, StalledRequest,
 };
+use coldfuse_shared::store::Store;
 use coldfuse_shared::{
     api::{keys, DeploymentConfig, IterationRecord, Quarantine, RoundStatus, Verdict},
     diff::{DiffManifest, DIFF_FILE},

@@ -234,7 +234,7 @@ async fn coordinator_gate_holds_a_regression_promotes_by_hand_and_by_evals_and_d
     );
 
     // A promotion cut short after `latest` moved (a crash) is completed at the next start.
-    let store = coldfuse_coordinator::Store::open(&d.store_url).unwrap();
+    let store = coldfuse_shared::store::Store::open(&d.store_url).unwrap();
     store
         .put_json(keys::LATEST, &LatestPointer::to(4))
         .await

@@ -3,12 +3,12 @@
 //! rebuilds everything from the bucket.
 
 use axum::http::StatusCode;
-use coldfuse_coordinator::Store;
 use coldfuse_e2e::{
     coordinator::{call_raw, contribute, latest, make_diff, Deployment},
     s3::S3Server,
 };
 use coldfuse_shared::api::{DeploymentConfig, IterationRecord};
+use coldfuse_shared::store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinator_s3_store_commits_uploads_fuses_and_restarts() {

@@ -49,11 +49,13 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each site's own line says its diff was accepted (a rejected site next to an accepted one fails).
     for site in ["sms-spam", "hedge", "email-spam"] {
-        assert!(
-            stdout.contains(&format!("iteration 1 {site}")) && stdout.contains("accepted"),
-            "{stdout}"
-        );
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("iteration 1 {site} ")))
+            .unwrap_or_else(|| panic!("no line for {site}:\n{stdout}"));
+        assert!(line.trim_end().ends_with("diff accepted"), "{line}");
     }
     assert!(
         stdout.contains("iteration 1 fused and published"),
@@ -93,6 +95,11 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
             assert!((0.0..=1.0).contains(&acc), "{acc}");
         }
     }
+    // The lineage names the model the demo was given, not the default one.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("store/iterations/000000.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["origin"], "model", "{record}");
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     assert_eq!(
         csv.lines().count(),

@@ -358,7 +358,7 @@ fn check_nothing_private_left(run: &Run) {
     assert!(requests > 20, "{requests} requests seen");
 }
 
-/// `coldfuse verify` re-fuses every iteration from its recorded inputs, through the API (an auditor
+/// `coldfuse verify` replays the fusion of every iteration from its recorded inputs, through the API (an auditor
 /// token: it reads every site's diff) and straight from the store. A site reads only its own diffs.
 async fn check_verify(run: &Run, store: &str) {
     let role = serde_json::json!({"role": "auditor"});
@@ -574,7 +574,18 @@ fn check_verify_detects_tampering(run: &Run, store: &Path) {
     );
     restore(&record_path, &record_bytes);
 
-    // The published base replaced, with its manifest and record made to agree: re-fusing its inputs
+    // A record stored under iteration 2 that says it is another iteration.
+    let mut other: IterationRecord = serde_json::from_slice(&record_bytes).unwrap();
+    other.iteration = 1;
+    std::fs::write(&record_path, serde_json::to_vec(&other).unwrap()).unwrap();
+    let err = verify(2);
+    assert!(
+        err.contains("tampered lineage") && err.contains("says it is iteration 1"),
+        "{err}"
+    );
+    restore(&record_path, &record_bytes);
+
+    // The published base replaced, with its manifest and record made to agree: replaying its fusion
     // shows it, and names the tensor that was changed.
     let weights_path = store.join("bases/000002/model.safetensors");
     let manifest_path = store.join("bases/000002/manifest.json");

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use coldfuse_shared::private_file::{write_with_mode, Existing};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -93,14 +94,8 @@ pub fn generate(args: &CertArgs) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn write_new(path: &Path, text: &str, secret: bool) -> anyhow::Result<PathBuf> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
+    let mode = if secret { 0o600 } else { 0o644 };
+    write_with_mode(path, text.as_bytes(), mode, Existing::Refuse)
         .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
     Ok(path.to_path_buf())
 }

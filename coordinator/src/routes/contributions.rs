@@ -17,7 +17,7 @@ use axum::{
 };
 use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
-    api::{keys, now_unix, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
+    api::{keys, now_unix, routes, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
     diff::{
         check_announced, validate, BaseInfo, DiffError, DiffManifest, DiffStats, DIFF_FILE,
         MANIFEST_FILE,
@@ -137,7 +137,7 @@ async fn record_announce(
         StatusCode::CREATED,
         Json(Announced {
             iteration,
-            upload_url: format!("/v1/contributions/{contributor}/diff"),
+            upload_url: routes::contribution_diff(&contributor),
             contributor,
             max_bytes,
         }),

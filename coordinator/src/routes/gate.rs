@@ -9,30 +9,11 @@ use axum::{
     http::HeaderMap,
     Json,
 };
-use coldfuse_shared::api::{keys, ErrorCode, GateConfig, GateEval, Promotion, PromotionState};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use coldfuse_shared::api::{
+    keys, Decision, ErrorCode, GateEval, GateStatus, Promotion, PromotionState,
+};
 
 use crate::{auth, gate, ApiError, Coordinator};
-
-/// The gate's settings and the candidate awaiting it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct GateStatus {
-    /// The deployment's gate (None: fused bases are promoted at once).
-    pub gate: Option<GateConfig>,
-    /// The undecided candidate, if any.
-    pub candidate: Option<Promotion>,
-    /// The iteration served as latest (what evals compare the candidate with).
-    pub latest: u64,
-}
-
-/// The body of a manual decision.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Decision {
-    /// Why (recorded in the gate record and the card).
-    pub reason: Option<String>,
-}
 
 /// `GET /v1/gate`: the gate's settings and the candidate awaiting it.
 #[utoipa::path(get, path = "/v1/gate", operation_id = "gate_status", responses((status = 200, body = GateStatus)))]

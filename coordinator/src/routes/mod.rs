@@ -122,4 +122,16 @@ mod tests {
             );
         }
     }
+
+    /// Every route the clients call (`coldfuse_shared::api::routes`) is one the coordinator serves.
+    #[test]
+    fn the_clients_routes_are_served() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        for template in coldfuse_shared::api::routes::ALL {
+            assert!(
+                doc["paths"][template].is_object(),
+                "the clients call {template}, which the coordinator does not serve"
+            );
+        }
+    }
 }

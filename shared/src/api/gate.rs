@@ -178,6 +178,25 @@ impl Promotion {
     }
 }
 
+/// The gate's settings and the candidate awaiting it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GateStatus {
+    /// The deployment's gate (None: fused bases are promoted at once).
+    pub gate: Option<GateConfig>,
+    /// The undecided candidate, if any.
+    pub candidate: Option<Promotion>,
+    /// The iteration served as latest (what evals compare the candidate with).
+    pub latest: u64,
+}
+
+/// The body of a manual decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why (recorded in the gate record and the card).
+    pub reason: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod gate;
 pub mod keys;
 mod receipt;
 mod round;
+pub mod routes;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
 pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};
@@ -20,7 +21,7 @@ pub use deployment::{
     DEFAULT_EXCLUDE_ABOVE_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
 };
 pub use error_code::ErrorCode;
-pub use gate::{EvalMethod, GateConfig, GateEval, Promotion, PromotionState};
+pub use gate::{Decision, EvalMethod, GateConfig, GateEval, GateStatus, Promotion, PromotionState};
 pub use receipt::{
     Receipt, ReceiptError, ReceiptKind, ReceiptSigner, SignedReceipt, SigningPublicKey,
     SigningSecretKey, RECEIPT_DOMAIN,

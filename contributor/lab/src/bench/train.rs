@@ -15,7 +15,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::python;
 
-const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench/train_torch.py");
+const TORCH_SCRIPT: &str = include_str!("../../../../scripts/bench/train_torch.py");
 
 /// Arguments of `coldfuse bench train`.
 #[derive(Debug, Args)]

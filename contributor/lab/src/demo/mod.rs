@@ -15,29 +15,38 @@ use clap::Args;
 use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
 use coldfuse_shared::{
     api::{DeploymentConfig, RoundStatus},
-    diff::{BaseRef, Encoding},
+    diff::Encoding,
     fusion::{FusionConfig, StrategyConfig},
     train::{DeviceChoice, TrainConfig},
 };
 
-use crate::eval::{heldout, print_table, tasks, write_results, ProtocolArgs};
-use crate::{
-    client::Client,
+use coldfuse_contributor::{
+    args::DiffArgs,
     pull::pull,
     submit::{submit, Submitted},
-    train_cmd::{train_contribution, BaseSource, DiffArgs},
+    train::{train_contribution, BaseSource},
+    Client,
 };
+
+use crate::eval::{heldout, print_table, tasks, write_results, ProtocolArgs};
 
 /// Held-out tasks that get the few-shot fine-tune in the demo unless `--few-shot-task` says otherwise:
 /// it costs minutes per base, so the others get the linear probe only to keep the demo short.
 const DEMO_FEW_SHOT: [&str; 1] = ["polarity"];
 
+/// The model scripts/assets.sh installs and `$COLDFUSE_MINILM_DIR` names.
+const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
 /// Arguments of `coldfuse demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Base model dir (default: all-MiniLM-L6-v2 from scripts/assets.sh).
-    #[arg(long, env = "COLDFUSE_MINILM_DIR")]
+    /// Base model dir (default: all-MiniLM-L6-v2 from scripts/assets.sh, `$COLDFUSE_MINILM_DIR`).
+    #[arg(long)]
     model: Option<PathBuf>,
+    /// The base model's name in the lineage and model cards (default: `--model`'s dir name, or
+    /// sentence-transformers/all-MiniLM-L6-v2 for the default model).
+    #[arg(long)]
+    model_name: Option<String>,
     /// Fused iterations to run.
     #[arg(long, default_value_t = 3)]
     iterations: u64,
@@ -86,9 +95,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let model = args.model.clone().context(
-        "no model: pass --model DIR, or run scripts/demo.sh (it installs all-MiniLM-L6-v2)",
-    )?;
+    let (model, model_name) = match &args.model {
+        Some(dir) => (dir.clone(), args.model_name.clone()),
+        None => {
+            let dir = std::env::var_os("COLDFUSE_MINILM_DIR").context(
+                "no model: pass --model DIR, or run scripts/demo.sh (it installs all-MiniLM-L6-v2)",
+            )?;
+            let name = args.model_name.clone().unwrap_or(DEFAULT_MODEL.into());
+            (PathBuf::from(dir), Some(name))
+        }
+    };
     let contributors = tasks::select(&args.contributor_tasks, &tasks::DEFAULT_CONTRIBUTORS)?;
     let (heldout_tasks, plan) = args.protocol.plan(Some(&DEMO_FEW_SHOT))?;
     tasks::check_disjoint(&contributors, &heldout_tasks)?;
@@ -139,7 +155,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &model,
         config,
         &init::InitOptions {
-            name: Some("sentence-transformers/all-MiniLM-L6-v2".into()),
+            name: model_name,
             ..Default::default()
         },
     )
@@ -154,10 +170,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = axum::serve(listener, routes::router(coordinator)).await;
     });
     println!("coordinator listening on {url}");
+    let admin = Client::new(&url, Some(admin))?;
 
     let mut sites = Vec::new();
     for (i, task) in contributors.iter().enumerate() {
-        let token = create_token(&url, &admin, task.name).await?;
+        let token = admin.create_contributor_token(task.name).await?.token;
         let data = task.sample(args.examples, 200, i as u64)?;
         sites.push((task, Client::new(&url, Some(token))?, data));
     }
@@ -169,14 +186,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     for iteration in 1..=args.iterations {
         for (i, (task, client, data)) in sites.iter().enumerate() {
-            let pulled = pull(client, &cache, None).await?;
-            let base = BaseSource {
-                dir: pulled.dir.clone(),
-                base_ref: BaseRef {
-                    id: format!("iteration-{}", pulled.manifest.iteration),
-                    sha256: pulled.manifest.base_sha256.clone(),
-                },
-            };
+            let base = BaseSource::pulled(&pull(client, &cache, None).await?);
             let cfg = TrainConfig {
                 learning_rate: args.lr,
                 batch_size: 16,
@@ -211,7 +221,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         for (k, &scale) in args.attacks.iter().enumerate() {
             let id = format!("attacker-{}", k + 1);
-            let token = create_token(&url, &admin, &id).await?;
+            let token = admin.create_contributor_token(&id).await?.token;
             let client = Client::new(&url, Some(token))?;
             let pulled = pull(&client, &cache, None).await?;
             let honest = root.join(format!("sites/{}/iteration-{iteration}", sites[0].0.name));
@@ -228,12 +238,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             println!("  iteration {iteration} attacker ×{scale:e}: {verdict}");
         }
         if !args.attacks.is_empty() {
-            reqwest::Client::new()
-                .post(format!("{url}/v1/admin/fuse?wait=true"))
-                .bearer_auth(&admin)
-                .send()
-                .await?
-                .error_for_status()?;
+            admin.fuse_now().await?;
         }
         let round = wait_for_base(&sites[0].1, iteration).await?;
         println!(
@@ -260,22 +265,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         root.display()
     );
     Ok(())
-}
-
-async fn create_token(url: &str, admin: &str, contributor: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/v1/admin/tokens"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"role": "contributor", "contributor": contributor}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    v["token"]
-        .as_str()
-        .map(str::to_string)
-        .context("no token in the coordinator's answer")
 }
 
 /// Waits until base `iteration` is the latest.

@@ -1,23 +1,28 @@
-//! `coldfuse verify ITERATION`: re-fuses a committed iteration from the inputs its lineage record names
-//! (parent base, every fused diff, fusion settings, server optimiser and its state) and checks that the
-//! published base is the same bit for bit, or names the first tensor that differs. Every input is checked
-//! against the hash the record or its manifest gives before it is used. Reads through the API (the
-//! diffs need a token) or straight from the store (`--store URL`).
+//! `coldfuse verify ITERATION`: replays the fusion of a committed iteration from the inputs its lineage
+//! record names (parent base, every fused diff, fusion settings, server optimiser and its state) and
+//! checks that the published base is the same bit for bit, or names the first tensor that differs.
+//! Every input is checked against the hash the record or its manifest gives before it is used. Reads
+//! through the API (the diffs need a token) or straight from the store (`--store URL`).
+//!
+//! Three steps: [`fetch`] the evidence, [`replay`] the fusion with the function the coordinator
+//! fused with, [`compare`] the result with what was published.
+
+mod source;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
-use coldfuse_coordinator::Store;
 use coldfuse_shared::{
-    api::{keys, BaseManifest, IterationRecord},
-    diff::{DiffManifest, BASE_WEIGHTS, DIFF_FILE, MANIFEST_FILE},
-    fusion::{replay, RecordedDiff, ReplayInputs},
+    api::{BaseManifest, IterationRecord},
+    diff::BASE_WEIGHTS,
+    fusion::{self, RecordedDiff, ReplayInputs, Replayed, ServerOptimizer},
     hash::sha256_file,
+    store::Store,
     tensorfile::first_difference,
 };
 
 use crate::client::Client;
+pub use source::Source;
 
 /// Arguments of `coldfuse verify`.
 #[derive(Debug, Args)]
@@ -27,7 +32,7 @@ pub struct VerifyArgs {
     /// Read from this store (file:///dir, s3://bucket/prefix with AWS_* env) instead of the API.
     #[arg(long, env = "COLDFUSE_STORE")]
     pub store: Option<String>,
-    /// Keep the downloaded inputs and the re-fused base here (default: a temporary directory).
+    /// Keep the downloaded inputs and the replayed base here (default: a temporary directory).
     #[arg(long)]
     pub work: Option<PathBuf>,
 }
@@ -53,13 +58,13 @@ pub enum VerifyError {
         /// Where the expected hash comes from.
         source_of_truth: String,
     },
-    /// Re-fusing the recorded inputs does not give the published weights.
-    #[error("iteration {iteration} does not reproduce: the record says weights {recorded}, the published file has {published}, re-fusing its inputs gives {refused}; published and re-fused first differ at {difference}")]
+    /// Replaying the recorded inputs does not give the published weights.
+    #[error("iteration {iteration} does not reproduce: the record says weights {recorded}, the published file has {published}, replaying its fusion gives {replayed}; published and replayed first differ at {difference}")]
     Differs {
         /// Iteration.
         iteration: u64,
-        /// Hash of the re-fused weights.
-        refused: String,
+        /// Hash of the replayed weights.
+        replayed: String,
         /// Hash of the published weights file.
         published: String,
         /// Hash in the lineage record.
@@ -69,91 +74,6 @@ pub enum VerifyError {
     },
 }
 
-/// Where the evidence is read from.
-enum Source {
-    Api(Client),
-    Store(Store),
-}
-
-impl Source {
-    async fn record(&self, iteration: u64) -> anyhow::Result<IterationRecord> {
-        Ok(match self {
-            Self::Api(c) => c.lineage_one(iteration).await?,
-            Self::Store(s) => s
-                .get_json(&keys::iteration_record(iteration))
-                .await?
-                .with_context(|| format!("iteration {iteration} is not committed"))?,
-        })
-    }
-
-    async fn base_manifest(&self, iteration: u64) -> anyhow::Result<BaseManifest> {
-        Ok(match self {
-            Self::Api(c) => c.base(Some(iteration)).await?,
-            Self::Store(s) => s
-                .get_json(&keys::base_file(iteration, keys::BASE_MANIFEST))
-                .await?
-                .with_context(|| format!("no base manifest for iteration {iteration}"))?,
-        })
-    }
-
-    async fn base_file(&self, iteration: u64, name: &str, dest: &Path) -> anyhow::Result<()> {
-        match self {
-            Self::Api(c) => {
-                c.download(&format!("/v1/bases/{iteration}/files/{name}"), dest)
-                    .await?
-            }
-            Self::Store(s) => s.get_file(&keys::base_file(iteration, name), dest).await?,
-        }
-        Ok(())
-    }
-
-    async fn diff_manifest(
-        &self,
-        iteration: u64,
-        contributor: &str,
-    ) -> anyhow::Result<DiffManifest> {
-        Ok(match self {
-            Self::Api(c) => c.fused_diff_manifest(iteration, contributor).await?,
-            Self::Store(s) => s
-                .get_json(&keys::contribution_file(
-                    iteration,
-                    contributor,
-                    MANIFEST_FILE,
-                ))
-                .await?
-                .with_context(|| format!("no manifest of {contributor} in round {iteration}"))?,
-        })
-    }
-
-    async fn diff(&self, iteration: u64, contributor: &str, dest: &Path) -> anyhow::Result<()> {
-        match self {
-            Self::Api(c) => {
-                let path = format!("/v1/lineage/{iteration}/contributions/{contributor}/diff");
-                c.download(&path, dest).await?
-            }
-            Self::Store(s) => {
-                s.get_file(
-                    &keys::contribution_file(iteration, contributor, DIFF_FILE),
-                    dest,
-                )
-                .await?
-            }
-        }
-        Ok(())
-    }
-
-    async fn optimizer_state(&self, iteration: u64, dest: &Path) -> anyhow::Result<()> {
-        match self {
-            Self::Api(c) => {
-                c.download(&format!("/v1/lineage/{iteration}/optimizer-state"), dest)
-                    .await?
-            }
-            Self::Store(s) => s.get_file(&keys::optimizer_state(iteration), dest).await?,
-        }
-        Ok(())
-    }
-}
-
 /// What a successful verification checked.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -161,9 +81,9 @@ pub struct Verified {
     pub iteration: u64,
     /// Its weights' hash, reproduced.
     pub base_sha256: String,
-    /// Contributions re-fused.
+    /// Contributions replayed.
     pub contributions: usize,
-    /// Tensors re-fused.
+    /// Tensors fused in the replay.
     pub fused_tensors: usize,
 }
 
@@ -186,7 +106,7 @@ pub async fn run(args: VerifyArgs, client: Option<Client>) -> anyhow::Result<()>
     };
     let v = verify(&source, args.iteration, &work).await?;
     println!(
-        "iteration {} verified: re-fusing its {} recorded contributions ({} tensors) gives the published weights bit for bit (sha256 {})",
+        "iteration {} verified: replaying the fusion of its {} recorded contributions ({} tensors) gives the published weights bit for bit (sha256 {})",
         v.iteration, v.contributions, v.fused_tensors, v.base_sha256
     );
     Ok(())
@@ -221,12 +141,46 @@ async fn fetch_base(source: &Source, m: &BaseManifest, dir: &Path) -> anyhow::Re
 }
 
 /// Checks iteration `iteration` from `source`, using `work` for downloads.
-async fn verify(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<Verified> {
+pub async fn verify(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<Verified> {
+    let evidence = fetch(source, iteration, work).await?;
+    let replayed = replay(&evidence, work).await?;
+    compare(source, &evidence, &replayed, work).await
+}
+
+/// Everything an iteration was fused from, downloaded and checked against its recorded hashes.
+pub struct Evidence {
+    /// The iteration checked (its record says the same).
+    pub iteration: u64,
+    /// The iteration's lineage record.
+    pub record: IterationRecord,
+    /// Its parent base's directory.
+    pub parent_dir: PathBuf,
+    /// The parent's weights hash.
+    pub parent_sha256: String,
+    /// The fused diffs.
+    pub diffs: Vec<RecordedDiff>,
+    /// The server optimiser.
+    pub optimizer: ServerOptimizer,
+    /// Its state after the parent iteration, when it had one.
+    pub prev_state: Option<PathBuf>,
+}
+
+fn lineage(message: String) -> anyhow::Error {
+    VerifyError::Lineage(message).into()
+}
+
+/// Downloads the inputs of iteration `iteration` into `work`, each checked against its record.
+pub async fn fetch(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<Evidence> {
     let record = source.record(iteration).await?;
-    let (Some(parent), Some(parent_sha)) = (record.parent, record.parent_sha256.as_deref()) else {
+    if record.iteration != iteration {
+        return Err(lineage(format!(
+            "the record of iteration {iteration} says it is iteration {}",
+            record.iteration
+        )));
+    }
+    let (Some(parent), Some(parent_sha)) = (record.parent, record.parent_sha256.clone()) else {
         return Err(VerifyError::Original(iteration).into());
     };
-    let lineage = |m: String| anyhow::Error::from(VerifyError::Lineage(m));
     let parent_manifest = source.base_manifest(parent).await?;
     if parent_manifest.base_sha256 != parent_sha {
         return Err(lineage(format!(
@@ -267,68 +221,97 @@ async fn verify(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<
     }
 
     let optimizer = record.server_optimizer.unwrap_or_default();
-    let prev_state = work.join("optimizer-prev.safetensors");
-    let has_prev = if optimizer.is_none() {
-        false
-    } else {
-        match source.record(parent).await?.optimizer_state_sha256 {
-            Some(sha) => {
-                source.optimizer_state(parent, &prev_state).await?;
-                let what = format!("server-optimiser state of iteration {parent}");
-                check_hash(&prev_state, &what, &sha, "its lineage record").await?;
-                true
-            }
-            None => false,
+    let mut prev_state = None;
+    if !optimizer.is_none() {
+        if let Some(sha) = source.record(parent).await?.optimizer_state_sha256 {
+            let path = work.join("optimizer-prev.safetensors");
+            source.optimizer_state(parent, &path).await?;
+            let what = format!("server-optimiser state of iteration {parent}");
+            check_hash(&path, &what, &sha, "its lineage record").await?;
+            prev_state = Some(path);
         }
-    };
-    let fusion = record
+    }
+    Ok(Evidence {
+        iteration,
+        record,
+        parent_dir,
+        parent_sha256: parent_sha,
+        diffs,
+        optimizer,
+        prev_state,
+    })
+}
+
+/// Where [`replay`] writes the replayed base and optimiser state under `work`.
+fn replay_paths(work: &Path, iteration: u64) -> (PathBuf, PathBuf) {
+    (
+        work.join(format!("replayed-{iteration:06}")),
+        work.join("optimizer-replayed.safetensors"),
+    )
+}
+
+/// Fuses the evidence again with the coordinator's own replay function.
+pub async fn replay(evidence: &Evidence, work: &Path) -> anyhow::Result<Replayed> {
+    let iteration = evidence.iteration;
+    let fusion_config = evidence
+        .record
         .fusion
         .clone()
         .ok_or_else(|| lineage(format!("iteration {iteration} records no fusion settings")))?;
-    let out = work.join(format!("refused-{iteration:06}"));
+    let (out, state_out) = replay_paths(work, iteration);
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
-    let state_out = work.join("optimizer-refused.safetensors");
-    let (p_dir, p_sha, o, s) = (
-        parent_dir.clone(),
-        parent_sha.to_string(),
-        out.clone(),
-        state_out.clone(),
+    let (parent_dir, parent_sha256, diffs, optimizer, prev_state) = (
+        evidence.parent_dir.clone(),
+        evidence.parent_sha256.clone(),
+        evidence.diffs.clone(),
+        evidence.optimizer,
+        evidence.prev_state.clone(),
     );
-    let replayed = tokio::task::spawn_blocking(move || {
-        replay(
+    Ok(tokio::task::spawn_blocking(move || {
+        fusion::replay(
             &ReplayInputs {
-                parent_dir: &p_dir,
-                parent_sha256: &p_sha,
+                parent_dir: &parent_dir,
+                parent_sha256: &parent_sha256,
                 diffs: &diffs,
-                fusion: &fusion,
+                fusion: &fusion_config,
                 optimizer,
-                prev_state: has_prev.then_some(prev_state.as_path()),
+                prev_state: prev_state.as_deref(),
             },
-            &o,
-            &s,
+            &out,
+            &state_out,
         )
     })
-    .await??;
+    .await??)
+}
 
+/// Checks the replayed base, the published weights and the record against each other.
+pub async fn compare(
+    source: &Source,
+    evidence: &Evidence,
+    replayed: &Replayed,
+    work: &Path,
+) -> anyhow::Result<Verified> {
+    let (record, iteration) = (&evidence.record, evidence.iteration);
     // The published weights themselves, not just their manifest, must be what the record says.
     let published_weights = work.join(format!("published-{iteration:06}.safetensors"));
     source
         .base_file(iteration, BASE_WEIGHTS, &published_weights)
         .await?;
-    let refused = out.join(BASE_WEIGHTS);
-    let (a, b) = (published_weights.clone(), refused.clone());
-    let (published_sha, refused_sha) = tokio::task::spawn_blocking(move || {
+    let (out, state_out) = replay_paths(work, iteration);
+    let replayed_weights = out.join(BASE_WEIGHTS);
+    let (a, b) = (published_weights.clone(), replayed_weights.clone());
+    let (published_sha, replayed_sha) = tokio::task::spawn_blocking(move || {
         Ok::<_, std::io::Error>((sha256_file(&a)?, sha256_file(&b)?))
     })
     .await??;
-    if refused_sha != record.base_sha256 || published_sha != record.base_sha256 {
-        let (a, b) = (published_weights.clone(), refused.clone());
+    if replayed_sha != record.base_sha256 || published_sha != record.base_sha256 {
+        let (a, b) = (published_weights, replayed_weights);
         let difference = tokio::task::spawn_blocking(move || first_difference(&a, &b)).await??;
         return Err(VerifyError::Differs {
             iteration,
-            refused: refused_sha,
+            replayed: replayed_sha,
             published: published_sha,
             recorded: record.base_sha256.clone(),
             difference: difference.map_or_else(
@@ -338,15 +321,11 @@ async fn verify(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<
         }
         .into());
     }
-    for (fused, recorded) in replayed.report.contributions.iter().map(|r| {
-        (
-            r,
-            record
-                .contributions
-                .iter()
-                .find(|c| c.contributor == r.contributor),
-        )
-    }) {
+    for fused in &replayed.report.contributions {
+        let recorded = record
+            .contributions
+            .iter()
+            .find(|c| c.contributor == fused.contributor);
         let Some(recorded) = recorded else {
             return Err(lineage(format!(
                 "{} was fused but is not recorded",
@@ -355,23 +334,18 @@ async fn verify(source: &Source, iteration: u64, work: &Path) -> anyhow::Result<
         };
         if recorded.weight != fused.weight {
             return Err(lineage(format!(
-                "{} has weight {} in the record, {} when re-fused",
+                "{} has weight {} in the record, {} when replayed",
                 fused.contributor, recorded.weight, fused.weight
             )));
         }
     }
     if let Some(sha) = &record.optimizer_state_sha256 {
-        check_hash(
-            &state_out,
-            "the re-computed server-optimiser state",
-            sha,
-            "the lineage record",
-        )
-        .await?;
+        let what = "the replayed server-optimiser state";
+        check_hash(&state_out, what, sha, "the lineage record").await?;
     }
     Ok(Verified {
         iteration,
-        base_sha256: refused_sha,
+        base_sha256: replayed_sha,
         contributions: record.contributions.len(),
         fused_tensors: replayed.report.fused_tensors,
     })

@@ -21,7 +21,7 @@ use coldfuse_shared::synthetic as synth;
 
 use super::{python, sys};
 
-const NUMPY_SCRIPT: &str = include_str!("../../../scripts/bench/fuse_numpy.py");
+const NUMPY_SCRIPT: &str = include_str!("../../../../scripts/bench/fuse_numpy.py");
 
 /// Arguments of `coldfuse bench fuse`.
 #[derive(Debug, Args)]
