@@ -115,8 +115,8 @@ enum SiteCommand {
         #[command(flatten)]
         args: VerifyArgs,
     },
-    /// The promotion gate (operator): see where it stands, promote or discard by hand, or evaluate
-    /// candidates on held-out tasks.
+    /// The promotion gate (operator): see where it stands, promote or discard by hand (and, in the
+    /// build with the lab, evaluate candidates on held-out tasks).
     Gate {
         #[command(subcommand)]
         which: GateCommand,
