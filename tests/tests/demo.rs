@@ -111,3 +111,80 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
     let svg = std::fs::read_to_string(run.join("gains.svg")).unwrap();
     assert!(svg.contains("bbc-news") && svg.contains("polarity"));
 }
+
+/// `coldfuse eval` on a task from the user's own file (`--task NAME=PATH` and its column flags): the
+/// table and results name it; a file with too few rows is refused with its path.
+#[test]
+fn e2e_eval_scores_bases_on_a_task_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    minilm_layers(2, &model);
+    let data = dir.path().join("reviews.csv");
+    let mut csv = String::from("review,stars\n");
+    for i in 0..40 {
+        let (words, stars) = [("a wonderful, moving film", 5), ("a dull, tedious mess", 1)][i % 2];
+        csv.push_str(&format!("\"{words}, take {i}\",{stars}\n"));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let eval = |task: &str| {
+        Command::new(bin("coldfuse"))
+            .args([
+                "eval",
+                "--probe-only",
+                "--probe-seeds",
+                "2",
+                "--probe-epochs",
+                "2",
+            ])
+            .args(["--heldout-examples", "12", "--heldout-dev", "8"])
+            .args(["--heldout-max-len", "16", "--task", task])
+            .args([
+                "--task-text-column",
+                "review",
+                "--task-label-column",
+                "stars",
+            ])
+            .arg("--base")
+            .arg(&model)
+            .arg("--base")
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .env("RUST_LOG", "warn")
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .unwrap()
+    };
+    let out = eval(&format!("reviews={}", data.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("held-out reviews:"), "{stdout}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/results.json")).unwrap())
+            .unwrap();
+    let tasks: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tasks,
+        ["reviews", "reviews"],
+        "both bases scored on the file's task"
+    );
+
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "review,stars\ngood,5\nbad,1\nfine,5\n").unwrap();
+    let out = eval(&format!("short={}", short.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("3 usable rows") && stderr.contains(&short.display().to_string()),
+        "{stderr}"
+    );
+}

@@ -129,6 +129,8 @@ enum SiteCommand {
 }
 
 /// `coldfuse gate ...` (needs an admin token, except `status`).
+// Parsed once per process, like `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum GateCommand {
     /// Show the gate's settings and the candidate awaiting it, with its evals.
@@ -298,5 +300,17 @@ async fn site(command: SiteCommand, settings: Settings) -> anyhow::Result<()> {
             };
             verify::run(args, client).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every command (unique names, valid defaults, ...), which
+    /// it otherwise runs only when a command is parsed in a debug build.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use coldfuse_contributor::{gate::print_promotion, pull::pull, Client};
 use coldfuse_shared::api::{EvalMethod, GateEval, PromotionState};
 
-use crate::eval::{heldout, ProtocolArgs};
+use crate::eval::{heldout, tasks::Registry, ProtocolArgs};
 
 /// Arguments of `coldfuse gate evaluate`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,8 @@ pub struct EvaluateArgs {
 
 /// Scores candidates as they appear (or the current one, with `--once`) and reports the scores.
 pub async fn evaluate(client: &Client, cache: &Path, args: EvaluateArgs) -> anyhow::Result<()> {
-    let (tasks, plan) = args.protocol.plan(None)?;
+    let registry = Registry::new(&args.protocol.task_files)?;
+    let (tasks, plan) = args.protocol.plan(&registry, None)?;
     let mut done = BTreeSet::new();
     loop {
         let s = client.gate().await?;

@@ -105,8 +105,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             (PathBuf::from(dir), Some(name))
         }
     };
-    let contributors = tasks::select(&args.contributor_tasks, &tasks::DEFAULT_CONTRIBUTORS)?;
-    let (heldout_tasks, plan) = args.protocol.plan(Some(&DEMO_FEW_SHOT))?;
+    let registry = tasks::Registry::new(&args.protocol.task_files)?;
+    let contributors = registry.select(&args.contributor_tasks, &tasks::DEFAULT_CONTRIBUTORS)?;
+    let (heldout_tasks, plan) = args.protocol.plan(&registry, Some(&DEMO_FEW_SHOT))?;
     tasks::check_disjoint(&contributors, &heldout_tasks)?;
     let root = args
         .out
@@ -117,14 +118,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         contributors.len(),
         contributors
             .iter()
-            .map(|t| t.name)
+            .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
         args.iterations,
         model.display(),
         heldout_tasks
             .iter()
-            .map(|t| t.name)
+            .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -174,7 +175,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut sites = Vec::new();
     for (i, task) in contributors.iter().enumerate() {
-        let token = admin.create_contributor_token(task.name).await?.token;
+        let token = admin.create_contributor_token(&task.name).await?.token;
         let data = task.sample(args.examples, 200, i as u64)?;
         sites.push((task, Client::new(&url, Some(token))?, data));
     }
@@ -197,10 +198,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 ..TrainConfig::default()
             };
             let out = root.join(format!("sites/{}/iteration-{iteration}", task.name));
-            let (data, diff, device, name) = (data.clone(), diff.clone(), args.device, task.name);
+            let (data, diff, device, name) =
+                (data.clone(), diff.clone(), args.device, task.name.clone());
             let t = Instant::now();
             let report = tokio::task::spawn_blocking(move || {
-                train_contribution(&base, &data, &cfg, device, &diff, name, &out)
+                train_contribution(&base, &data, &cfg, device, &diff, &name, &out)
             })
             .await??;
             let verdict = submit(

@@ -59,7 +59,7 @@ pub fn score(
 ) -> anyhow::Result<BaseScores> {
     let model = ModelDir::open(dir)?;
     let mut out = BaseScores {
-        task: task.name.to_string(),
+        task: task.name.clone(),
         iteration,
         probe: Vec::new(),
         few_shot: Vec::new(),
@@ -81,7 +81,7 @@ pub fn score(
             out.probe.push(accuracy(&probe.fit(rows, &cfg)?));
         }
     }
-    if plan.few_shot_tasks.iter().any(|t| t == task.name) {
+    if plan.few_shot_tasks.contains(&task.name) {
         let draws = task.draws(plan.train, plan.dev, &draw_seeds(&plan.seeds))?;
         for (k, &seed) in plan.seeds.iter().enumerate() {
             let data = draws.data(k);

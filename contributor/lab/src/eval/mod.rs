@@ -17,9 +17,13 @@ use heldout::{mean, paired_gain, BaseScores, HeldoutPlan};
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Held-out evaluation")]
 pub struct ProtocolArgs {
-    /// Held-out tasks to score (repeatable; default: all of polarity, bbc-news).
+    /// Held-out tasks to score, by name (repeatable; default: the tasks from files when any are
+    /// given, else polarity and bbc-news).
     #[arg(long = "heldout-task")]
     tasks: Vec<String>,
+    /// Tasks from data files.
+    #[command(flatten)]
+    pub task_files: tasks::TaskArgs,
     /// Held-out training examples (few-shot size).
     #[arg(long, default_value_t = 100)]
     heldout_examples: usize,
@@ -61,14 +65,15 @@ impl ProtocolArgs {
     /// `--few-shot-task`, the few-shot runs on `default_few_shot` (None: every task) where held out.
     pub fn plan(
         &self,
+        registry: &tasks::Registry,
         default_few_shot: Option<&[&str]>,
     ) -> anyhow::Result<(Vec<tasks::Task>, HeldoutPlan)> {
-        let tasks = tasks::select_heldout(&self.tasks)?;
+        let tasks = registry.select_heldout(&self.tasks)?;
         let few_shot_tasks: Vec<String> = if self.probe_only {
             Vec::new()
         } else if !self.few_shot_tasks.is_empty() {
             for name in &self.few_shot_tasks {
-                if !tasks.iter().any(|t| t.name == name) {
+                if !tasks.iter().any(|t| t.name == *name) {
                     anyhow::bail!("--few-shot-task {name} is not a held-out task of this run");
                 }
             }
@@ -76,9 +81,8 @@ impl ProtocolArgs {
         } else {
             tasks
                 .iter()
-                .map(|t| t.name)
-                .filter(|n| default_few_shot.is_none_or(|d| d.contains(n)))
-                .map(String::from)
+                .map(|t| t.name.clone())
+                .filter(|n| default_few_shot.is_none_or(|d| d.contains(&n.as_str())))
                 .collect()
         };
         let plan = HeldoutPlan {
@@ -96,7 +100,11 @@ impl ProtocolArgs {
         println!(
             "held-out {}: {} training examples, {} dev; linear probe: {} seeds, {} epochs, lr {}; \
              few-shot: {}",
-            tasks.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+            tasks
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             plan.train,
             plan.dev,
             plan.probe_seeds.len(),
@@ -135,7 +143,8 @@ pub struct EvalArgs {
 
 /// Runs `coldfuse eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let (tasks, plan) = args.protocol.plan(None)?;
+    let registry = tasks::Registry::new(&args.protocol.task_files)?;
+    let (tasks, plan) = args.protocol.plan(&registry, None)?;
     let bases: Vec<(u64, PathBuf)> = args
         .bases
         .iter()
