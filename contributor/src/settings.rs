@@ -102,68 +102,31 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
-/// Connection flags every command accepts.
+/// Connection flags of every command that talks to a coordinator.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnectArgs {
     /// Coordinator URL, e.g. http://coordinator:8080 (default: from `coldfuse login`).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_COORDINATOR"
-    )]
+    #[arg(long, env = "COLDFUSE_COORDINATOR")]
     pub coordinator: Option<String>,
     /// Bearer token (default: from `coldfuse login`).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "COLDFUSE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Settings file.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_CONFIG"
-    )]
+    #[arg(long, env = "COLDFUSE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where pulled bases are cached.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_CACHE_DIR"
-    )]
+    #[arg(long, env = "COLDFUSE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// A private CA certificate (PEM) to trust for the coordinator's TLS certificate, besides the
     /// system roots (saved by `login`).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_CA_CERT"
-    )]
+    #[arg(long, env = "COLDFUSE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
     /// This site's TLS client certificate (PEM), for coordinators that require mutual TLS.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_CLIENT_CERT",
-        requires = "client_key"
-    )]
+    #[arg(long, env = "COLDFUSE_CLIENT_CERT", requires = "client_key")]
     pub client_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Connection",
-        env = "COLDFUSE_CLIENT_KEY",
-        requires = "client_cert"
-    )]
+    #[arg(long, env = "COLDFUSE_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
 }
 

@@ -116,18 +116,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "ColD Fusion demo: {} contributors ({}) × {} iterations on {}; held-out tasks: {}",
         contributors.len(),
-        contributors
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        tasks::names(&contributors),
         args.iterations,
         model.display(),
-        heldout_tasks
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        tasks::names(&heldout_tasks)
     );
     println!("run directory: {}", root.display());
 
@@ -198,19 +190,19 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 ..TrainConfig::default()
             };
             let out = root.join(format!("sites/{}/iteration-{iteration}", task.name));
-            let (data, diff, device, name) =
-                (data.clone(), diff.clone(), args.device, task.name.clone());
+            let (data, diff, device, name, out_c) = (
+                data.clone(),
+                diff.clone(),
+                args.device,
+                task.name.clone(),
+                out.clone(),
+            );
             let t = Instant::now();
             let report = tokio::task::spawn_blocking(move || {
-                train_contribution(&base, &data, &cfg, device, &diff, &name, &out)
+                train_contribution(&base, &data, &cfg, device, &diff, &name, &out_c)
             })
             .await??;
-            let verdict = submit(
-                client,
-                &root.join(format!("sites/{}/iteration-{iteration}", task.name)),
-                8 << 20,
-            )
-            .await?;
+            let verdict = submit(client, &out, 8 << 20).await?;
             let accepted = matches!(verdict, Submitted::Accepted(_));
             println!(
                 "  iteration {iteration} {:<11} {} steps in {:>5.1} s, local dev accuracy {:.3}, diff {}",

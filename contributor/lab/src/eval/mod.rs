@@ -100,11 +100,7 @@ impl ProtocolArgs {
         println!(
             "held-out {}: {} training examples, {} dev; linear probe: {} seeds, {} epochs, lr {}; \
              few-shot: {}",
-            tasks
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            tasks::names(&tasks),
             plan.train,
             plan.dev,
             plan.probe_seeds.len(),

@@ -273,6 +273,15 @@ fn read_tasks_file(path: &Path) -> anyhow::Result<Vec<Task>> {
         .collect())
 }
 
+/// The tasks' names, comma-separated (for what a run prints).
+pub fn names(tasks: &[Task]) -> String {
+    tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Refuses a task that would both contribute and be held out (the gain on it would be no transfer).
 pub fn check_disjoint(contributors: &[Task], heldout: &[Task]) -> anyhow::Result<()> {
     for h in heldout {
