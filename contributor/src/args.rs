@@ -127,9 +127,9 @@ impl DiffArgs {
 }
 
 impl DataArgs {
-    /// Reads the data as asked, reporting every bad row.
-    pub fn load(&self, seed: u64) -> anyhow::Result<TrainData> {
-        let spec = DataSpec {
+    /// How the files are read (format, header, columns, task kind, bad rows).
+    pub fn spec(&self) -> DataSpec {
+        DataSpec {
             format: self.format,
             header: !self.no_header,
             columns: Columns {
@@ -148,7 +148,12 @@ impl DataArgs {
             } else {
                 BadRowPolicy::Skip
             },
-        };
+        }
+    }
+
+    /// Reads the data as asked, reporting every bad row.
+    pub fn load(&self, seed: u64) -> anyhow::Result<TrainData> {
+        let spec = self.spec();
         let dev = match (&self.dev, self.dev_split) {
             (Some(path), _) => DevSource::File(path.clone()),
             (None, Some(fraction)) => DevSource::Split { fraction, seed },

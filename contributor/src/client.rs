@@ -7,8 +7,8 @@ use anyhow::Context;
 use coldfuse_shared::{
     api::{
         routes, Announced, ApiErrorBody, BaseManifest, ContributionStatus, Decision, ErrorCode,
-        GateEval, GateStatus, IterationRecord, Promotion, Role, RoundStatus, SignedReceipt,
-        SigningPublicKey, TokenRequest, TokenResponse, WhoAmI,
+        GateEval, GateStatus, IterationRecord, Promotion, ReportAnswer, Role, RoundStatus,
+        SignedReceipt, SigningPublicKey, SiteReport, TokenRequest, TokenResponse, WhoAmI,
     },
     diff::DiffManifest,
 };
@@ -481,6 +481,22 @@ impl Client {
         eval: &GateEval,
     ) -> Result<Promotion, ClientError> {
         self.post_json(&routes::gate_evals(iteration), eval).await
+    }
+
+    /// Sends this site's report on candidate `iteration` (contributor, one attempt: a second one
+    /// would be refused as already reported).
+    pub async fn report_site(
+        &self,
+        iteration: u64,
+        report: &SiteReport,
+    ) -> Result<ReportAnswer, ClientError> {
+        self.post_json(&routes::gate_reports(iteration), report)
+            .await
+    }
+
+    /// The gate's record of iteration `iteration`.
+    pub async fn gate_record(&self, iteration: u64) -> Result<Promotion, ClientError> {
+        self.get_json(&routes::gate_record(iteration)).await
     }
 
     /// Creates a contributor token for `contributor` (admin, one attempt).

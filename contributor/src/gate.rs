@@ -11,10 +11,18 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
     let s = client.gate().await?;
     match &s.gate {
         None => println!("no promotion gate: fused bases become latest at once"),
-        Some(g) => println!(
-            "promotion gate: tolerance {}, {} eval(s) needed; latest is iteration {}",
-            g.tolerance, g.min_evals, s.latest
-        ),
+        Some(g) => {
+            println!(
+                "promotion gate: tolerance {}, {} eval(s) needed; latest is iteration {}",
+                g.tolerance, g.min_evals, s.latest
+            );
+            if let Some(sites) = &g.sites {
+                println!(
+                    "site evaluation: {} report(s) needed, deadline {} s after the fusion, rule {:?}",
+                    sites.min_reports, sites.deadline_secs, sites.rule
+                );
+            }
+        }
     }
     match &s.candidate {
         Some(p) => print_promotion(p),
@@ -35,7 +43,7 @@ pub async fn decide(
     Ok(())
 }
 
-/// Prints a candidate's state and its evals.
+/// Prints a candidate's state, its evals and its site reports.
 pub fn print_promotion(p: &Promotion) {
     println!(
         "candidate {}: {:?}{}",
@@ -55,5 +63,31 @@ pub fn print_promotion(p: &Promotion) {
             e.reference_iteration,
             e.gain()
         );
+    }
+    for r in &p.site_reports {
+        let counted = if p.used_reports.contains(&r.digest) {
+            "counted"
+        } else {
+            "not yet counted"
+        };
+        println!(
+            "  site {} report {} ({counted}): lower 95% bound of the gain {:+.4}",
+            r.contributor.as_deref().unwrap_or("(hidden)"),
+            &r.digest[..r.digest.len().min(12)],
+            r.report.lower_bound()
+        );
+        for x in &r.report.results {
+            println!(
+                "    {:?}: {:.4} vs {:.4} ({:+.4} ± {}; {} seeds, {} / {} examples)",
+                x.method,
+                x.candidate_score,
+                x.reference_score,
+                x.gain,
+                x.interval.map_or("-".into(), |h| format!("{h:.4}")),
+                x.seeds,
+                x.train_examples,
+                x.dev_examples
+            );
+        }
     }
 }

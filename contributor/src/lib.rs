@@ -7,7 +7,9 @@
 
 pub mod args;
 pub mod client;
+pub mod evaluate;
 pub mod gate;
+pub mod heldout;
 pub mod inspect;
 pub mod login;
 pub mod progress;

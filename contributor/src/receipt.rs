@@ -54,13 +54,28 @@ pub enum ReceiptCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check the gate's signed decision on candidate N against the coordinator's key and, with the
+    /// report this site kept (`evaluate`, `run --evaluate-candidates`), that the decision counted it.
+    Gate {
+        /// Where the settings (and the pinned key) are.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The candidate iteration.
+        #[arg(long)]
+        iteration: u64,
+        /// The kept report (`report-{iteration:06}.json`).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 impl ReceiptCommand {
     /// Its connection options.
     pub fn connect(&self) -> &ConnectArgs {
         match self {
-            Self::Verify { connect, .. } | Self::Fetch { connect, .. } => connect,
+            Self::Verify { connect, .. }
+            | Self::Fetch { connect, .. }
+            | Self::Gate { connect, .. } => connect,
         }
     }
 }
@@ -103,6 +118,13 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
             print_receipt(&receipt, &key);
             println!("written to {}", out.display());
             Ok(())
+        }
+        ReceiptCommand::Gate {
+            iteration, report, ..
+        } => {
+            let client = settings.client()?;
+            let key = trusted_key(&client, settings).await?;
+            crate::evaluate::check_counted(&client, &key, iteration, report.as_deref()).await
         }
     }
 }

@@ -2,7 +2,7 @@
 //! fine-tune, submit, and repeat for N rounds (or forever); a diff that went stale while training is
 //! trained again on the new base.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use coldfuse_shared::{
@@ -14,6 +14,8 @@ use coldfuse_shared::{
 use crate::{
     args::{DiffArgs, JobArgs},
     client::Client,
+    evaluate::{self, SiteEvaluation},
+    heldout::{tasks::Task, PlanArgs},
     login::contributor_id,
     pull::pull,
     receipt,
@@ -40,6 +42,13 @@ pub struct RunArgs {
     /// Upload chunk size in MiB.
     #[arg(long, default_value_t = 8)]
     pub chunk_mib: u64,
+    /// Also score each gated candidate against latest on this site's --dev data (never trained on)
+    /// and send the gate the aggregates, as `coldfuse evaluate` does.
+    #[arg(long, requires = "dev")]
+    pub evaluate_candidates: bool,
+    /// How candidates are scored (with --evaluate-candidates).
+    #[command(flatten)]
+    pub evaluation: PlanArgs,
 }
 
 /// Runs `coldfuse run`: the loop over the configured coordinator.
@@ -48,6 +57,19 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
     let job = args.job;
     let cfg = job.hyper.config()?;
     let data = job.data.load(cfg.seed)?;
+    let evaluation = match (&job.data.dev, args.evaluate_candidates) {
+        (Some(dev), true) => {
+            let task = Task {
+                name: "dev".into(),
+                file: dev.clone(),
+                spec: job.data.spec(),
+            };
+            let reports = args.work.join("reports");
+            Some(SiteEvaluation::new(vec![task], &args.evaluation, reports))
+        }
+        (None, true) => bail!("--evaluate-candidates scores the --dev data: give --dev FILE"),
+        _ => None,
+    };
     let plan = LoopPlan {
         contributor: contributor_id(job.contributor, settings, Some(&client)).await?,
         rounds: args.rounds,
@@ -59,6 +81,7 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
         diff: job.diff,
         chunk: args.chunk_mib.max(1) << 20,
         receipt_key: receipt::trusted_key(&client, settings).await?,
+        evaluation,
     };
     check(&plan)?;
     let done = run(&client, &data, &plan).await?;
@@ -89,13 +112,16 @@ pub struct LoopPlan {
     pub chunk: u64,
     /// The coordinator's receipt key (receipts are checked against it and kept in each round's dir).
     pub receipt_key: SigningPublicKey,
+    /// Site evaluation of gated candidates (`--evaluate-candidates`).
+    pub evaluation: Option<SiteEvaluation>,
 }
 
 /// Runs the loop; returns the iterations contributed to.
 pub async fn run(client: &Client, data: &TrainData, plan: &LoopPlan) -> anyhow::Result<Vec<u64>> {
     let mut done = Vec::new();
+    let mut evaluated = BTreeSet::new();
     while plan.rounds.is_none_or(|n| done.len() < n) {
-        let round = wait_for_open_round(client, plan).await?;
+        let round = wait_for_open_round(client, plan, &mut evaluated).await?;
         keep_fused_receipts(client, plan, &done).await?;
         let pulled = pull(client, &plan.cache, Some(round.base_iteration)).await?;
         if pulled.manifest.base_sha256 != round.base_sha256 {
@@ -184,10 +210,40 @@ fn is_stale(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Polls until a round is open that this contributor has not been accepted into.
-async fn wait_for_open_round(client: &Client, plan: &LoopPlan) -> anyhow::Result<RoundStatus> {
+/// Scores the gate's candidate if this site evaluates candidates and has not reported on it yet. A
+/// failure is reported and not retried for that candidate: contributing goes on.
+async fn evaluate_candidate(
+    client: &Client,
+    plan: &LoopPlan,
+    tried: &mut BTreeSet<u64>,
+) -> anyhow::Result<()> {
+    let Some(eval) = &plan.evaluation else {
+        return Ok(());
+    };
+    let s = client.gate().await?;
+    if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
+        return Ok(());
+    }
+    if let Some(i) = evaluate::due(s.candidate.as_ref(), tried, eval) {
+        tried.insert(i);
+        if let Err(e) = eval.evaluate(client, &plan.cache, i, s.latest).await {
+            tracing::warn!(candidate = i, error = %format!("{e:#}"), "site evaluation failed");
+            println!("candidate {i}: site evaluation failed: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// Polls until a round is open that this contributor has not been accepted into (scoring gated
+/// candidates meanwhile, with `--evaluate-candidates`).
+async fn wait_for_open_round(
+    client: &Client,
+    plan: &LoopPlan,
+    evaluated: &mut BTreeSet<u64>,
+) -> anyhow::Result<RoundStatus> {
     let mut announced = false;
     loop {
+        evaluate_candidate(client, plan, evaluated).await?;
         let round = client.round().await?;
         let mine = round.contributors.iter().any(|c| c == &plan.contributor);
         if !round.fusing && !mine {

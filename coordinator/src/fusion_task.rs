@@ -1,6 +1,7 @@
 //! Fusing a round off the request path: triggered by quorum, deadline or admin; publishes the next
 //! base completely, commits it with a create-only lineage record, then switches `latest` (or, with a
-//! promotion gate, leaves it as a candidate for `gate.rs`).
+//! promotion gate, leaves it as a candidate for `gate.rs`, whose site-report deadline this task
+//! also keeps).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -27,10 +28,21 @@ use crate::{
 pub async fn run(c: Arc<Coordinator>) {
     let mut backoff: Option<Duration> = None;
     loop {
+        // A candidate whose site reports' deadline passed is decided first (it may free the round).
+        let gate_due = match crate::gate::check_deadline(&c).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e.message, "deciding the candidate at its deadline failed");
+                Some(now_unix() + 5)
+            }
+        };
         let wait = {
             let s = c.state.read().await;
             let due = s
                 .deadline()
+                .into_iter()
+                .chain(gate_due)
+                .min()
                 .map(|d| Duration::from_secs(d.saturating_sub(now_unix()).max(1)))
                 .unwrap_or(Duration::from_secs(3600));
             backoff.map_or(due, |b| due.max(b))

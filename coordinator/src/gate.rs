@@ -1,11 +1,14 @@
 //! The promotion gate on the coordinator: a gated fusion commits its iteration as a candidate (lineage
-//! record + `gate/{i}.json` pending) without switching `latest`; evaluators report held-out scores;
-//! the gate promotes it (card gets the evals, then `latest` moves) or holds it for the operator, who
-//! can promote or discard by hand. Decisions are serialised with fusions by the fusion lock.
+//! record + `gate/{i}.json` pending) without switching `latest`; evaluators report held-out scores
+//! and contributor sites report aggregates of their own evaluation; the gate promotes it (card gets
+//! the evals, then `latest` moves) or holds it for the operator, who can promote or discard by hand.
+//! The site reports' deadline is checked by the fusion task. Decisions are serialised with fusions by
+//! the fusion lock.
 
 use coldfuse_shared::{
     api::{
-        keys, now_unix, with_gate, BaseManifest, GateEval, Promotion, PromotionState, MODEL_CARD,
+        keys, now_unix, with_gate, BaseManifest, GateEval, GateReceipt, Promotion, PromotionState,
+        ReceivedReport, SiteReport, MODEL_CARD,
     },
     hash::sha256_file,
 };
@@ -56,10 +59,7 @@ pub async fn report(
     }
     let _serial = c.fusion_lock.lock().await;
     let mut p = candidate(c, iteration).await?;
-    let (gate, latest) = {
-        let s = c.state.read().await;
-        (s.config.gate.clone(), s.latest.iteration)
-    };
+    let latest = c.state.read().await.latest.iteration;
     if eval.reference_iteration != latest {
         return Err(ApiError::conflict(
             ErrorCode::WrongReference,
@@ -72,23 +72,117 @@ pub async fn report(
     eval.reported_by = reporter.to_string();
     p.evals.push(eval);
     p.updated_at = now_unix();
-    let verdict = gate.as_ref().and_then(|g| p.judge(g));
+    judge_and_save(c, p).await
+}
+
+/// Adds contributor `contributor`'s site report to candidate `iteration` (one per contributor),
+/// then lets the gate decide if it can. Returns the report as kept (with its digest) and the record.
+pub async fn report_site(
+    c: &Coordinator,
+    iteration: u64,
+    report: SiteReport,
+    contributor: &str,
+) -> Result<(ReceivedReport, Promotion), ApiError> {
+    report
+        .validate()
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadReport, e))?;
+    let _serial = c.fusion_lock.lock().await;
+    let mut p = candidate(c, iteration).await?;
+    let (gate, latest) = {
+        let s = c.state.read().await;
+        (s.config.gate.clone(), s.latest.iteration)
+    };
+    if gate.as_ref().is_none_or(|g| g.sites.is_none()) {
+        return Err(ApiError::conflict(
+            ErrorCode::NoSiteEvaluation,
+            "this deployment's gate takes no site reports (gate.sites is not set)",
+        ));
+    }
+    if report.reference_iteration != latest {
+        return Err(ApiError::conflict(
+            ErrorCode::WrongReference,
+            format!(
+                "the report compares with iteration {}, but latest is iteration {latest}",
+                report.reference_iteration
+            ),
+        ));
+    }
+    if let Some(r) = p
+        .site_reports
+        .iter()
+        .find(|r| r.contributor.as_deref() == Some(contributor))
+    {
+        return Err(ApiError::conflict(
+            ErrorCode::AlreadyReported,
+            format!(
+                "`{contributor}` already reported on candidate {iteration} (report {})",
+                r.digest
+            ),
+        ));
+    }
+    let received = ReceivedReport {
+        digest: report.digest(iteration, contributor),
+        contributor: Some(contributor.to_string()),
+        received_at: now_unix(),
+        report,
+    };
+    p.site_reports.push(received.clone());
+    p.updated_at = received.received_at;
+    tracing::info!(iteration, contributor, digest = %received.digest, "site report");
+    Ok((received, judge_and_save(c, p).await?))
+}
+
+/// Decides the candidate if its site reports' deadline passed while it was pending (called by the
+/// fusion task); returns when to look again (None: no candidate waits on a deadline).
+pub async fn check_deadline(c: &Coordinator) -> Result<Option<u64>, ApiError> {
+    let _serial = c.fusion_lock.lock().await;
+    let (p, gate) = {
+        let s = c.state.read().await;
+        match (&s.candidate, &s.config.gate) {
+            (Some(p), Some(g)) if p.state == PromotionState::Pending => (p.clone(), g.clone()),
+            _ => return Ok(None),
+        }
+    };
+    let Some(deadline) = p.site_deadline(&gate) else {
+        return Ok(None);
+    };
+    if now_unix() < deadline {
+        return Ok(Some(deadline));
+    }
+    let iteration = p.iteration;
+    let p = judge_and_save(c, p).await?;
+    if p.state == PromotionState::Pending {
+        tracing::info!(
+            iteration,
+            "site reports' deadline passed; still waiting for evals"
+        );
+    }
+    Ok(None)
+}
+
+/// Lets the gate judge `p` (caller holds the fusion lock): promotes it, holds it, or saves it as is.
+async fn judge_and_save(c: &Coordinator, mut p: Promotion) -> Result<Promotion, ApiError> {
+    let gate = c.state.read().await.config.gate.clone();
+    let verdict = gate.as_ref().and_then(|g| p.judge(g, now_unix()));
+    if verdict.is_some() {
+        p.used_reports = p.site_reports.iter().map(|r| r.digest.clone()).collect();
+    }
     match verdict {
         Some((PromotionState::Promoted, reason)) => {
             apply(c, p, PromotionState::Promoted, DecidedBy::Gate, reason).await
         }
         Some((state, reason)) => {
             if p.state != PromotionState::Held {
-                tracing::warn!(iteration, %reason, "candidate held by the gate");
+                tracing::warn!(iteration = p.iteration, %reason, "candidate held by the gate");
             }
             p.state = state;
             p.reason = Some(reason);
             p.decided_by = Some("gate".into());
-            save(c, &p).await?;
+            save(c, &mut p).await?;
             Ok(p)
         }
         None => {
-            save(c, &p).await?;
+            save(c, &mut p).await?;
             Ok(p)
         }
     }
@@ -138,14 +232,17 @@ async fn apply(
         s.latest = manifest;
         s.first_accepted_at = None;
     }
-    save(c, &p).await?;
+    save(c, &mut p).await?;
     c.state.write().await.candidate = None;
     c.wake.notify_one();
     tracing::info!(iteration = p.iteration, state = ?p.state, reason = ?p.reason, "gate decision");
     Ok(p)
 }
 
-async fn save(c: &Coordinator, p: &Promotion) -> Result<(), ApiError> {
+/// Writes the record, with the coordinator's signed statement of its decision (held, promoted or
+/// discarded).
+async fn save(c: &Coordinator, p: &mut Promotion) -> Result<(), ApiError> {
+    p.receipt = GateReceipt::of(p).map(|r| c.signer.sign_gate(r));
     c.store.put_json(&keys::gate_record(p.iteration), p).await?;
     if !p.state.decided() {
         c.state.write().await.candidate = Some(p.clone());

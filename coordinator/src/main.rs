@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use coldfuse_coordinator::{init, signing, Store};
 use coldfuse_shared::{
     api::{
-        keys, DeploymentConfig, GateConfig, DEFAULT_EXCLUDE_ABOVE_MEDIAN, DEFAULT_MAX_RELATIVE_NORM,
+        keys, DeploymentConfig, GateConfig, SiteGate, SiteRule, DEFAULT_EXCLUDE_ABOVE_MEDIAN,
+        DEFAULT_MAX_RELATIVE_NORM,
     },
     fusion::{FusionConfig, ServerOptimizer, StrategyConfig},
     logging::LogFormat,
@@ -83,9 +84,19 @@ enum Command {
         /// evaluate`) show no drop beyond this (e.g. 0.02 accuracy); else it waits for the operator.
         #[arg(long)]
         gate_tolerance: Option<f64>,
-        /// Evals the gate waits for before deciding.
+        /// Evals the gate waits for before deciding (0 allowed with --gate-site-reports).
         #[arg(long, default_value_t = 1, requires = "gate_tolerance")]
         gate_min_evals: usize,
+        /// Site evaluation: the gate also waits for this many contributor sites' reports on each
+        /// candidate (`coldfuse evaluate`), or for --gate-site-deadline-secs.
+        #[arg(long, requires = "gate_tolerance")]
+        gate_site_reports: Option<usize>,
+        /// Seconds after a fusion after which the gate decides on the site reports it has (none: held).
+        #[arg(long, default_value_t = 86_400, requires = "gate_site_reports")]
+        gate_site_deadline_secs: u64,
+        /// How site reports combine: median (no minority of sites decides) or any (each site can hold).
+        #[arg(long, default_value = "median", requires = "gate_site_reports")]
+        gate_site_rule: SiteRule,
         /// Require a token to read bases, lineage and round status.
         #[arg(long)]
         private: bool,
@@ -145,6 +156,9 @@ fn run(runtime: &tokio::runtime::Runtime, command: Command) -> anyhow::Result<()
             signing_key,
             gate_tolerance,
             gate_min_evals,
+            gate_site_reports,
+            gate_site_deadline_secs,
+            gate_site_rule,
         } => runtime.block_on(async {
             let config = DeploymentConfig {
                 fusion: FusionConfig {
@@ -164,6 +178,11 @@ fn run(runtime: &tokio::runtime::Runtime, command: Command) -> anyhow::Result<()
                 gate: gate_tolerance.map(|tolerance| GateConfig {
                     tolerance,
                     min_evals: gate_min_evals,
+                    sites: gate_site_reports.map(|min_reports| SiteGate {
+                        min_reports,
+                        deadline_secs: gate_site_deadline_secs,
+                        rule: gate_site_rule,
+                    }),
                 }),
                 ..DeploymentConfig::default()
             };

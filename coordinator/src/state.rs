@@ -491,6 +491,8 @@ async fn load_candidate(
             p.reason =
                 Some("promoted; the record of the decision was completed after a restart".into());
             p.updated_at = coldfuse_shared::api::now_unix();
+            // A statement signed before the crash would name the earlier state: none rather than that.
+            p.receipt = None;
             store.put_json(&key, &p).await?;
             Ok(None)
         }

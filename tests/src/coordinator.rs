@@ -313,6 +313,23 @@ pub fn shaped_diff(
     scale: f64,
     keep: impl Fn(&str) -> bool,
 ) -> (tempfile::TempDir, DiffManifest) {
+    edited_diff(base_dir, base_sha, contributor, seed, |k, t| {
+        if !keep(k) {
+            return None;
+        }
+        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() as f64 * 1e-2 * scale;
+        Some((t + delta).unwrap())
+    })
+}
+
+/// The diff of a body whose tensors `edit` replaces (by canonical name; None: left out of the diff).
+pub fn edited_diff(
+    base_dir: &Path,
+    base_sha: &str,
+    contributor: &str,
+    seed: u64,
+    edit: impl Fn(&str, &candle_core::Tensor) -> Option<candle_core::Tensor>,
+) -> (tempfile::TempDir, DiffManifest) {
     let base = ModelDir::open(base_dir).unwrap();
     let model = SequenceClassifier::load(
         &base,
@@ -324,11 +341,13 @@ pub fn shaped_diff(
     )
     .unwrap();
     let mut body = model.encoder.vars();
-    body.retain(|k, _| keep(k));
-    for (k, var) in &body {
-        let delta = ((k.len() as f32 + seed as f32) * 0.37).sin() as f64 * 1e-2 * scale;
-        var.set(&(var.as_tensor() + delta).unwrap()).unwrap();
-    }
+    body.retain(|k, var| match edit(k, var.as_tensor()) {
+        Some(t) => {
+            var.set(&t).unwrap();
+            true
+        }
+        None => false,
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut builder = DiffBuilder::new(Encoding::F32).unwrap();
     builder.add_body(&base, &body).unwrap();

@@ -15,6 +15,7 @@ use coldfuse_e2e::{
 use coldfuse_shared::{
     api::{
         keys, BaseManifest, DeploymentConfig, GateConfig, LatestPointer, Promotion, PromotionState,
+        SiteGate, SiteRule,
     },
     hash::sha256_bytes,
 };
@@ -25,9 +26,51 @@ fn gated(tolerance: f64) -> DeploymentConfig {
         gate: Some(GateConfig {
             tolerance,
             min_evals: 1,
+            sites: None,
         }),
         ..DeploymentConfig::default()
     }
+}
+
+/// A gate on site reports alone: `min_reports` of them, or the deadline, under `rule`.
+fn site_gated(min_reports: usize, deadline_secs: u64, rule: SiteRule) -> DeploymentConfig {
+    DeploymentConfig {
+        quorum: 3,
+        gate: Some(GateConfig {
+            tolerance: 0.02,
+            min_evals: 0,
+            sites: Some(SiteGate {
+                min_reports,
+                deadline_secs,
+                rule,
+            }),
+        }),
+        ..DeploymentConfig::default()
+    }
+}
+
+/// A site report body: one linear-probe result with this gain and interval.
+fn site_report(reference: u64, gain: f64, interval: f64) -> Vec<u8> {
+    serde_json::json!({
+        "reference_iteration": reference,
+        "results": [{
+            "method": "linear_probe", "metric": "accuracy",
+            "reference_score": 0.5, "candidate_score": 0.5 + gain, "gain": gain,
+            "interval": interval, "seeds": 4, "train_examples": 24, "dev_examples": 32
+        }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn report_site(
+    d: &Deployment,
+    i: u64,
+    token: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let uri = format!("/v1/gate/{i}/reports");
+    call(&d.router(), "POST", &uri, Some(token), body).await
 }
 
 /// One contribution against the latest base, then a forced fusion; the answer of the fusion.
@@ -313,4 +356,181 @@ async fn coordinator_gate_evaluator_process_reports_and_promotes() {
     );
     assert!((0.0..=1.0).contains(&e.candidate_score) && (0.0..=1.0).contains(&e.reference_score));
     assert_eq!(latest(&d).await.iteration, 1);
+}
+
+/// Site reports: only contributor tokens, one each, validated; under the median rule one hostile
+/// site (a fake regression of −0.5) neither holds the candidate nor decides it, and the record names
+/// the reports it counted (anonymous readers do not learn which sites reported); the card lists them
+/// by digest only.
+#[tokio::test]
+async fn coordinator_gate_site_reports_decide_by_the_median_of_three() {
+    let d = Deployment::new(site_gated(3, 3600, SiteRule::Median)).await;
+    let tokens = [
+        d.token("site-a").await,
+        d.token("site-b").await,
+        d.token("site-c").await,
+    ];
+    let (status, v) = fuse_one(&d, &tokens[0], 1).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    // Who may report, and what is refused.
+    let (status, v) = report_site(&d, 1, &d.admin, site_report(0, 0.0, 0.01)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (status, _) = call(
+        &d.router(),
+        "POST",
+        "/v1/gate/1/reports",
+        None,
+        site_report(0, 0.0, 0.01),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for (body, code) in [
+        (site_report(0, f64::NAN, 0.01), "bad_report"),
+        (site_report(0, 0.0, -1.0), "bad_report"),
+        (
+            br#"{"reference_iteration": 0, "results": []}"#.to_vec(),
+            "bad_report",
+        ),
+        (
+            br#"{"reference_iteration": 0, "results": [], "texts": ["x"]}"#.to_vec(),
+            "bad_report",
+        ),
+        (site_report(7, 0.0, 0.01), "wrong_reference"),
+    ] {
+        let (status, v) = report_site(&d, 1, &tokens[1], body).await;
+        assert_eq!(v["error"]["code"], code, "{status} {v}");
+    }
+    let (status, v) = report_site(&d, 2, &tokens[1], site_report(0, 0.0, 0.01)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_candidate"))
+    );
+
+    // One hostile report waits for the others; a second report of the same site is refused.
+    let (status, v) = report_site(&d, 1, &tokens[0], site_report(0, -0.5, 0.01)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["promotion"]["state"], "pending");
+    let hostile = v["report"]["digest"].as_str().unwrap().to_string();
+    let (status, v) = report_site(&d, 1, &tokens[0], site_report(0, 0.3, 0.01)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_reported"))
+    );
+    let (_, v) = report_site(&d, 1, &tokens[1], site_report(0, 0.03, 0.01)).await;
+    assert_eq!(v["promotion"]["state"], "pending", "{v}");
+    let (_, v) = report_site(&d, 1, &tokens[2], site_report(0, 0.02, 0.01)).await;
+    let p: Promotion = serde_json::from_value(v["promotion"].clone()).unwrap();
+    assert_eq!(p.state, PromotionState::Promoted, "{p:?}");
+    assert!(
+        p.reason
+            .as_deref()
+            .unwrap()
+            .contains("median lower 95% bound of the gain over 3 site reports: +0.0100"),
+        "{p:?}"
+    );
+    assert_eq!(p.used_reports.len(), 3);
+    assert!(p.used_reports.contains(&hostile));
+    let signed = p.receipt.clone().expect("a decision is signed");
+    signed.verify(&d.coordinator.signer.public()).unwrap();
+    assert_eq!(signed.receipt.state, PromotionState::Promoted);
+    assert!(signed.counts(&hostile), "{signed:?}");
+    assert_eq!(latest(&d).await.iteration, 1);
+
+    // Read rules: token holders see who reported, anonymous readers do not.
+    let (_, v) = call(&d.router(), "GET", "/v1/gate/1", Some(&tokens[1]), vec![]).await;
+    assert_eq!(v["site_reports"][0]["contributor"], "site-a");
+    let (_, v) = call(&d.router(), "GET", "/v1/gate/1", None, vec![]).await;
+    assert!(
+        v["site_reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["contributor"].is_null()),
+        "{v}"
+    );
+    let card_path = d.work().join("card.md");
+    d.coordinator
+        .store
+        .get_file(
+            &keys::base_file(1, coldfuse_shared::api::MODEL_CARD),
+            &card_path,
+        )
+        .await
+        .unwrap();
+    let card = std::fs::read_to_string(&card_path).unwrap();
+    assert!(card.contains(&hostile[..12]), "{card}");
+    assert!(!card.contains("site-a"), "{card}");
+}
+
+/// The `any` rule gives each site a veto; a deadline with too few reports decides on those that
+/// arrived, and one with none holds the candidate for the operator.
+#[tokio::test]
+async fn coordinator_gate_site_reports_any_rule_and_deadline() {
+    let d = Deployment::new(site_gated(3, 3600, SiteRule::Any)).await;
+    let tokens = [
+        d.token("site-a").await,
+        d.token("site-b").await,
+        d.token("site-c").await,
+    ];
+    fuse_one(&d, &tokens[0], 1).await;
+    report_site(&d, 1, &tokens[0], site_report(0, 0.02, 0.01)).await;
+    report_site(&d, 1, &tokens[1], site_report(0, 0.02, 0.01)).await;
+    let (_, v) = report_site(&d, 1, &tokens[2], site_report(0, -0.03, 0.01)).await;
+    assert_eq!(v["promotion"]["state"], "held", "{v}");
+    assert!(
+        v["promotion"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lowest lower 95% bound"),
+        "{v}"
+    );
+
+    // Deadline: 1 s after the fusion; one report of three, then the fusion task's check decides.
+    let d = Deployment::new(site_gated(3, 1, SiteRule::Median)).await;
+    let token = d.token("site-a").await;
+    fuse_one(&d, &token, 1).await;
+    let (_, v) = report_site(&d, 1, &token, site_report(0, 0.01, 0.005)).await;
+    assert_eq!(v["promotion"]["state"], "pending");
+    assert!(
+        coldfuse_coordinator::gate::check_deadline(&d.coordinator)
+            .await
+            .unwrap()
+            .is_some(),
+        "not due yet"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        coldfuse_coordinator::gate::check_deadline(&d.coordinator)
+            .await
+            .unwrap(),
+        None
+    );
+    let p = gate_record(&d, 1).await;
+    assert_eq!(p.state, PromotionState::Promoted, "{p:?}");
+    assert!(
+        p.reason
+            .as_deref()
+            .unwrap()
+            .contains("1 of 3 by the deadline"),
+        "{p:?}"
+    );
+
+    let d = Deployment::new(site_gated(2, 1, SiteRule::Median)).await;
+    let token = d.token("site-a").await;
+    fuse_one(&d, &token, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    coldfuse_coordinator::gate::check_deadline(&d.coordinator)
+        .await
+        .unwrap();
+    let p = gate_record(&d, 1).await;
+    assert_eq!(p.state, PromotionState::Held, "{p:?}");
+    assert!(
+        p.reason
+            .as_deref()
+            .unwrap()
+            .contains("no site reported by the deadline"),
+        "{p:?}"
+    );
+    assert_eq!(latest(&d).await.iteration, 0);
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use coldfuse_contributor::{
+    evaluate::{self, EvaluateArgs},
     gate, inspect, login, pull,
     receipt::{self, ReceiptCommand},
     run_loop::{run_command, RunArgs},
@@ -106,6 +107,14 @@ enum SiteCommand {
         connect: ConnectArgs,
         #[command(flatten)]
         args: RunArgs,
+    },
+    /// Site evaluation: score each gated candidate against latest on this site's own data and send
+    /// the gate only the aggregates (scores, gain and its interval, counts).
+    Evaluate {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(flatten)]
+        args: EvaluateArgs,
     },
     /// Replay the fusion of a committed iteration from the inputs its lineage records and check that
     /// the published base is the same bit for bit (or name the first tensor that differs).
@@ -226,6 +235,7 @@ impl SiteCommand {
             | Self::Train { connect, .. }
             | Self::Submit { connect, .. }
             | Self::Run { connect, .. }
+            | Self::Evaluate { connect, .. }
             | Self::Verify { connect, .. } => connect,
             Self::Gate { which } => which.connect(),
             Self::Receipt { which } => which.connect(),
@@ -276,6 +286,9 @@ async fn site(command: SiteCommand, settings: Settings) -> anyhow::Result<()> {
             submit::print_outcome(&outcome)
         }
         SiteCommand::Run { args, .. } => run_command(args, &settings).await,
+        SiteCommand::Evaluate { args, .. } => {
+            evaluate::evaluate(&settings.client()?, &settings.cache_dir, args).await
+        }
         SiteCommand::Receipt { which, .. } => receipt::run(which, &settings).await,
         SiteCommand::Gate { which, .. } => {
             let client = settings.client()?;

@@ -1,5 +1,5 @@
-//! The promotion gate over HTTP: read a candidate's state, report evals (the operator's evaluator),
-//! and promote or discard by hand (admin).
+//! The promotion gate over HTTP: read a candidate's state, report evals (the operator's evaluator) and
+//! site reports (contributor sites), and promote or discard by hand (admin).
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use axum::{
     Json,
 };
 use coldfuse_shared::api::{
-    keys, Decision, ErrorCode, GateEval, GateStatus, Promotion, PromotionState,
+    keys, Decision, ErrorCode, GateEval, GateStatus, Promotion, PromotionState, ReportAnswer, Role,
+    SiteReport,
 };
 
 use crate::{auth, gate, ApiError, Coordinator};
@@ -19,14 +20,23 @@ use crate::{auth, gate, ApiError, Coordinator};
 #[utoipa::path(get, path = "/v1/gate", operation_id = "gate_status", responses((status = 200, body = GateStatus)))]
 pub async fn status(
     State(c): State<Arc<Coordinator>>,
-    _reader: auth::Reader,
+    auth::Reader(caller): auth::Reader,
 ) -> Result<Json<GateStatus>, ApiError> {
     let s = c.state.read().await;
     Ok(Json(GateStatus {
         gate: s.config.gate.clone(),
-        candidate: s.candidate.clone(),
+        candidate: s.candidate.clone().map(|p| as_seen_by(&caller, p)),
         latest: s.latest.iteration,
     }))
+}
+
+/// The record as `caller` may see it: anonymous readers do not learn which sites reported.
+fn as_seen_by(caller: &auth::Caller, p: Promotion) -> Promotion {
+    if *caller == auth::Caller::Anonymous {
+        p.redacted()
+    } else {
+        p
+    }
 }
 
 /// `GET /v1/gate/{iteration}`: the gate's record of a fused iteration: evals, state and why.
@@ -34,12 +44,12 @@ pub async fn status(
 pub async fn record(
     State(c): State<Arc<Coordinator>>,
     Path(iteration): Path<u64>,
-    _reader: auth::Reader,
+    auth::Reader(caller): auth::Reader,
 ) -> Result<Json<Promotion>, ApiError> {
     c.store
         .get_json(&keys::gate_record(iteration))
         .await?
-        .map(Json)
+        .map(|p| Json(as_seen_by(&caller, p)))
         .ok_or_else(|| ApiError::not_found(format!("iteration {iteration} was not gated")))
 }
 
@@ -55,6 +65,31 @@ pub async fn report(
     let eval: GateEval = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadEval, e.to_string()))?;
     Ok(Json(gate::report(&c, iteration, eval, &admin.id).await?))
+}
+
+/// `POST /v1/gate/{iteration}/reports`: a contributor site's aggregate evaluation of the candidate on
+/// its own data (one per contributor); the gate decides once enough reports arrived or at the
+/// deadline.
+#[utoipa::path(post, path = "/v1/gate/{iteration}/reports", params(("iteration" = u64, Path)), request_body = SiteReport, responses((status = 200, body = ReportAnswer), (status = 400), (status = 403), (status = 409)))]
+pub async fn report_site(
+    State(c): State<Arc<Coordinator>>,
+    Path(iteration): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ReportAnswer>, ApiError> {
+    let token = auth::require_token(&c, &headers).await?;
+    let contributor = match (token.role, token.contributor) {
+        (Role::Contributor, Some(contributor)) => contributor,
+        _ => {
+            return Err(ApiError::forbidden(
+                "site reports come from contributor tokens",
+            ))
+        }
+    };
+    let report: SiteReport = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadReport, e.to_string()))?;
+    let (report, promotion) = gate::report_site(&c, iteration, report, &contributor).await?;
+    Ok(Json(ReportAnswer { report, promotion }))
 }
 
 /// `POST /v1/admin/gate/{iteration}/promote`: make the candidate `latest` by hand.

@@ -49,6 +49,7 @@ fn table(deadline: Duration) -> OpenApiRouter<Arc<Coordinator>> {
         .routes(routes!(gate::status))
         .routes(routes!(gate::record))
         .routes(routes!(gate::report))
+        .routes(routes!(gate::report_site))
         .routes(routes!(gate::promote))
         .routes(routes!(gate::discard))
         .routes(routes!(admin::fuse))
@@ -109,8 +110,9 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 31, "{ids:?}");
+        assert_eq!(operations, 32, "{ids:?}");
         for (path, method) in [
+            ("/v1/gate/{iteration}/reports", "post"),
             ("/v1/admin/config", "get"),
             ("/v1/admin/config", "put"),
             ("/v1/openapi.json", "get"),

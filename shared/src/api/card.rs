@@ -142,15 +142,18 @@ pub fn with_gate(card: &str, promotion: &super::Promotion) -> String {
     let mut section = String::from(HEADING);
     let _ = writeln!(
         section,
-        "\nBefore this base became `latest`, held-out tasks the operator chose scored it against the \
-         previous base ({:?}; {}).\n",
+        "\nBefore this base became `latest`, the promotion gate compared it with the previous base \
+         ({:?}; {}).\n",
         promotion.state,
         promotion.reason.as_deref().unwrap_or("no reason recorded")
     );
-    section.push_str(
-        "| task | method | metric | previous base | this base | gain | seeds × examples |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    if !promotion.evals.is_empty() {
+        section.push_str(
+            "Held-out tasks the operator chose:\n\n\
+             | task | method | metric | previous base | this base | gain | seeds × examples |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+    }
     for e in &promotion.evals {
         let _ = writeln!(
             section,
@@ -165,6 +168,33 @@ pub fn with_gate(card: &str, promotion: &super::Promotion) -> String {
             e.seeds,
             e.examples
         );
+    }
+    if !promotion.site_reports.is_empty() {
+        let _ = write!(
+            section,
+            "\nContributor sites, each on its own data (aggregates only; a report is named by its \
+             digest, which the reporting site can recompute):\n\n\
+             | report | method | previous base | this base | gain ± 95% | seeds | train / dev examples |\n\
+             |---|---|---|---|---|---|---|\n"
+        );
+    }
+    for r in &promotion.site_reports {
+        for x in &r.report.results {
+            let _ = writeln!(
+                section,
+                "| {} | {:?} | {:.4} (iteration {}) | {:.4} | {:+.4} ± {} | {} | {} / {} |",
+                &r.digest[..r.digest.len().min(12)],
+                x.method,
+                x.reference_score,
+                r.report.reference_iteration,
+                x.candidate_score,
+                x.gain,
+                x.interval.map_or("-".into(), |h| format!("{h:.4}")),
+                x.seeds,
+                x.train_examples,
+                x.dev_examples
+            );
+        }
     }
     let body = match (card.find(HEADING), card.find(NEXT)) {
         (Some(start), Some(end)) if start < end => format!("{}{}", &card[..start], &card[end..]),
@@ -260,6 +290,36 @@ mod tests {
         assert!(gate_at < gated.find("## Checking it").unwrap());
         assert!(gated.contains("| polarity | LinearProbe | accuracy | 0.6000 (iteration 1) | 0.6250 | +0.0250 | 3 × 100 |"), "{gated}");
         assert!(gated.contains("Promoted; no eval regressed"));
+        let report = crate::api::SiteReport {
+            reference_iteration: 1,
+            results: vec![crate::api::SiteResult {
+                method: EvalMethod::FewShot,
+                metric: "accuracy".into(),
+                reference_score: 0.5,
+                candidate_score: 0.55,
+                gain: 0.05,
+                interval: Some(0.02),
+                seeds: 3,
+                train_examples: 64,
+                dev_examples: 200,
+            }],
+        };
+        p.site_reports.push(crate::api::ReceivedReport {
+            digest: report.digest(2, "hospital-7"),
+            contributor: Some("hospital-7".into()),
+            received_at: 0,
+            report,
+        });
+        let gated = with_gate(&card, &p);
+        let row = format!(
+            "| {} | FewShot | 0.5000 (iteration 1) | 0.5500 | +0.0500 ± 0.0200 | 3 | 64 / 200 |",
+            &p.site_reports[0].digest[..12]
+        );
+        assert!(gated.contains(&row), "{gated}");
+        assert!(
+            !gated[gate_at..].contains("hospital-7"),
+            "the card names no reporting site: {gated}"
+        );
         let again = with_gate(&gated, &p);
         assert_eq!(again, gated, "a second gate section replaces the first");
     }

@@ -79,6 +79,12 @@ error_codes! {
     NotCandidate = "not_candidate",
     /// 409: a gate eval names another reference than `latest`.
     WrongReference = "wrong_reference",
+    /// 400: an invalid site report.
+    BadReport = "bad_report",
+    /// 409: this contributor already reported on the candidate.
+    AlreadyReported = "already_reported",
+    /// 409: the deployment's gate takes no site reports.
+    NoSiteEvaluation = "no_site_evaluation",
     /// 413: larger than this deployment accepts.
     TooLarge = "too_large",
     /// 400: the upload's connection broke (resume it).

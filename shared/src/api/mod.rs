@@ -8,10 +8,12 @@ mod contribution;
 mod deployment;
 mod error_code;
 mod gate;
+mod gate_receipt;
 pub mod keys;
 mod receipt;
 mod round;
 pub mod routes;
+mod site_report;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
 pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};
@@ -22,11 +24,13 @@ pub use deployment::{
 };
 pub use error_code::ErrorCode;
 pub use gate::{Decision, EvalMethod, GateConfig, GateEval, GateStatus, Promotion, PromotionState};
+pub use gate_receipt::{GateReceipt, SignedGateReceipt, GATE_RECEIPT_DOMAIN};
 pub use receipt::{
     Receipt, ReceiptError, ReceiptKind, ReceiptSigner, SignedReceipt, SigningPublicKey,
     SigningSecretKey, RECEIPT_DOMAIN,
 };
 pub use round::{ApiErrorBody, ApiErrorDetail, RoundStatus};
+pub use site_report::{ReceivedReport, ReportAnswer, SiteGate, SiteReport, SiteResult, SiteRule};
 
 /// Seconds since the Unix epoch, now.
 pub fn now_unix() -> u64 {

@@ -190,6 +190,16 @@ impl ReceiptSigner {
         public_of(&self.key.verifying_key())
     }
 
+    /// This key's id.
+    pub fn key_id(&self) -> String {
+        key_id(&self.key.verifying_key())
+    }
+
+    /// The hex signature of `message`.
+    pub(super) fn sign_message(&self, message: &[u8]) -> String {
+        hex::encode(self.key.sign(message).to_bytes())
+    }
+
     /// Signs `receipt`, setting its `key_id` to this key's.
     pub fn sign(&self, mut receipt: Receipt) -> SignedReceipt {
         receipt.key_id = key_id(&self.key.verifying_key());
@@ -204,18 +214,12 @@ impl ReceiptSigner {
 impl SignedReceipt {
     /// Checks the signature against the coordinator's public key.
     pub fn verify(&self, key: &SigningPublicKey) -> Result<(), ReceiptError> {
-        let verifying = key.verifying_key()?;
-        if self.receipt.key_id != key.key_id {
-            return Err(ReceiptError::WrongKey {
-                receipt: self.receipt.key_id.clone(),
-                expected: key.key_id.clone(),
-            });
-        }
-        let bytes: [u8; 64] =
-            decode_hex(&self.signature, "signature").map_err(|_| ReceiptError::BadSignature)?;
-        verifying
-            .verify(&message(&self.receipt), &Signature::from_bytes(&bytes))
-            .map_err(|_| ReceiptError::BadSignature)
+        verify_message(
+            key,
+            &self.receipt.key_id,
+            &message(&self.receipt),
+            &self.signature,
+        )
     }
 }
 
@@ -260,9 +264,35 @@ impl Receipt {
 
 /// The signed bytes: domain prefix + the receipt's JSON.
 fn message(receipt: &Receipt) -> Vec<u8> {
-    let mut bytes = RECEIPT_DOMAIN.to_vec();
-    serde_json::to_writer(&mut bytes, receipt).expect("a receipt serialises");
+    message_in(RECEIPT_DOMAIN, receipt)
+}
+
+/// `domain` followed by `statement`'s JSON: what a signature covers.
+pub(super) fn message_in(domain: &[u8], statement: &impl Serialize) -> Vec<u8> {
+    let mut bytes = domain.to_vec();
+    serde_json::to_writer(&mut bytes, statement).expect("a statement serialises");
     bytes
+}
+
+/// Checks `signature` (hex) over `message` with `key`, which `key_id` must name.
+pub(super) fn verify_message(
+    key: &SigningPublicKey,
+    key_id: &str,
+    message: &[u8],
+    signature: &str,
+) -> Result<(), ReceiptError> {
+    let verifying = key.verifying_key()?;
+    if key_id != key.key_id {
+        return Err(ReceiptError::WrongKey {
+            receipt: key_id.to_string(),
+            expected: key.key_id.clone(),
+        });
+    }
+    let bytes: [u8; 64] =
+        decode_hex(signature, "signature").map_err(|_| ReceiptError::BadSignature)?;
+    verifying
+        .verify(message, &Signature::from_bytes(&bytes))
+        .map_err(|_| ReceiptError::BadSignature)
 }
 
 fn key_id(key: &VerifyingKey) -> String {

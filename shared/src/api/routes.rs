@@ -36,6 +36,10 @@ pub const CONTRIBUTION: &str = "/v1/contributions/{contributor}";
 pub const CONTRIBUTION_DIFF: &str = "/v1/contributions/{contributor}/diff";
 /// `GET`: the promotion gate's settings and candidate.
 pub const GATE: &str = "/v1/gate";
+/// `GET`: the gate's record of a fused iteration.
+pub const GATE_RECORD: &str = "/v1/gate/{iteration}";
+/// `POST` (contributor): a site's report on a candidate.
+pub const GATE_REPORTS: &str = "/v1/gate/{iteration}/reports";
 /// `POST` (admin): report an eval of a candidate.
 pub const GATE_EVALS: &str = "/v1/admin/gate/{iteration}/evals";
 /// `POST` (admin): make a candidate latest.
@@ -65,6 +69,8 @@ pub const ALL: &[&str] = &[
     CONTRIBUTION,
     CONTRIBUTION_DIFF,
     GATE,
+    GATE_RECORD,
+    GATE_REPORTS,
     GATE_EVALS,
     GATE_PROMOTE,
     GATE_DISCARD,
@@ -135,6 +141,16 @@ pub fn contribution(contributor: &str) -> String {
 /// [`CONTRIBUTION_DIFF`] of `contributor`.
 pub fn contribution_diff(contributor: &str) -> String {
     fill(CONTRIBUTION_DIFF, &[&contributor])
+}
+
+/// [`GATE_RECORD`] of `iteration`.
+pub fn gate_record(iteration: u64) -> String {
+    fill(GATE_RECORD, &[&iteration])
+}
+
+/// [`GATE_REPORTS`] of candidate `iteration`.
+pub fn gate_reports(iteration: u64) -> String {
+    fill(GATE_REPORTS, &[&iteration])
 }
 
 /// [`GATE_EVALS`] of candidate `iteration`.

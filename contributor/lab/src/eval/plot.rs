@@ -165,6 +165,8 @@ mod tests {
             iteration,
             probe: probe.to_vec(),
             few_shot: few_shot.to_vec(),
+            train_examples: 100,
+            dev_examples: 300,
         }
     }
 

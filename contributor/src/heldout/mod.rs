@@ -1,5 +1,12 @@
-//! How good a base is as a starting point for a task that never contributed: a linear probe (frozen
-//! body, the paper's "ColD-Frozen") and a few-shot full fine-tune, over several seeds.
+//! How good a base is as a starting point for a task: a linear probe (frozen body, the paper's
+//! "ColD-Frozen") and a few-shot full fine-tune, over several seeds, with paired confidence intervals.
+//! The lab scores public held-out tasks with it (`eval`, `demo`, `gate evaluate`); a site scores a
+//! gated candidate on its own data with it (`evaluate`), sending only the aggregates.
+
+mod protocol;
+pub mod tasks;
+
+pub use protocol::{announce, PlanArgs, ProtocolArgs};
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +16,7 @@ use coldfuse_shared::{
     ModelDir,
 };
 
-use super::tasks::Task;
+use tasks::Task;
 
 /// Scores of one base on the held-out task.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,6 +29,10 @@ pub struct BaseScores {
     pub probe: Vec<f64>,
     /// Dev accuracy of the few-shot fine-tune, one per seed.
     pub few_shot: Vec<f64>,
+    /// Training examples each seed drew (fewer than asked on a small task).
+    pub train_examples: usize,
+    /// Dev examples scored.
+    pub dev_examples: usize,
 }
 
 /// Settings of the held-out evaluation.
@@ -63,10 +74,14 @@ pub fn score(
         iteration,
         probe: Vec::new(),
         few_shot: Vec::new(),
+        train_examples: 0,
+        dev_examples: 0,
     };
     let draw_seeds = |seeds: &[u64]| -> Vec<u64> { seeds.iter().map(|s| 1000 + s).collect() };
     if !plan.probe_seeds.is_empty() {
         let draws = task.draws(plan.train, plan.dev, &draw_seeds(&plan.probe_seeds))?;
+        out.dev_examples = draws.dev.len();
+        out.train_examples = draws.draws.first().map_or(0, |(_, rows)| rows.len());
         let mut probe = LinearProbe::new(
             &model,
             &draws.pool,
@@ -83,6 +98,8 @@ pub fn score(
     }
     if plan.few_shot_tasks.contains(&task.name) {
         let draws = task.draws(plan.train, plan.dev, &draw_seeds(&plan.seeds))?;
+        out.dev_examples = draws.dev.len();
+        out.train_examples = draws.draws.first().map_or(0, |(_, rows)| rows.len());
         for (k, &seed) in plan.seeds.iter().enumerate() {
             let data = draws.data(k);
             let cfg = config(plan, false, seed, data.train.len());

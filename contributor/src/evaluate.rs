@@ -1,0 +1,277 @@
+//! Site evaluation (`coldfuse evaluate`, and `coldfuse run --evaluate-candidates`): score each gated
+//! candidate against `latest` on this site's own data with the held-out protocol, and send the
+//! coordinator only aggregates: per task and method both mean scores, the paired gain and its 95%
+//! interval, and the seed and example counts. No text, label or per-example output leaves the site;
+//! the report is named by a digest the site recomputes from what it sent, and kept locally.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use coldfuse_shared::{
+    api::{
+        EvalMethod, Promotion, PromotionState, ReportAnswer, SigningPublicKey, SiteReport,
+        SiteResult,
+    },
+    private_file::{write_private, Existing},
+};
+
+use crate::{
+    client::Client,
+    gate::print_promotion,
+    heldout::{self, paired_gain, tasks, HeldoutPlan, PlanArgs},
+    pull::pull,
+};
+
+/// Arguments of `coldfuse evaluate`.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// This site's data to score candidates on (`--task NAME=PATH` or `--tasks-file`; the names
+    /// stay here).
+    #[command(flatten)]
+    pub tasks: tasks::TaskArgs,
+    /// How each base is scored.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Evaluate the current candidate (if any) and exit, instead of waiting for candidates.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between polls while waiting.
+    #[arg(long, default_value_t = 30.0)]
+    pub poll_secs: f64,
+    /// Where the reports sent are kept (`report-{iteration}.json`).
+    #[arg(long, default_value = "coldfuse-work/reports")]
+    pub reports: PathBuf,
+}
+
+/// What a site scores candidates on, and how.
+#[derive(Debug, Clone)]
+pub struct SiteEvaluation {
+    /// The site's tasks (its own data).
+    pub tasks: Vec<tasks::Task>,
+    /// The protocol.
+    pub plan: HeldoutPlan,
+    /// Where the reports sent are kept.
+    pub reports: PathBuf,
+}
+
+impl SiteEvaluation {
+    /// The evaluation `evaluate` describes: every task from its files, few-shot on each unless
+    /// `--probe-only`.
+    pub fn from_args(args: &EvaluateArgs) -> anyhow::Result<Self> {
+        let registry = tasks::Registry::new(&args.tasks)?;
+        let tasks = registry.from_files().to_vec();
+        if tasks.is_empty() {
+            bail!("name this site's data to score candidates on: --task NAME=PATH or --tasks-file FILE");
+        }
+        Ok(Self::new(tasks, &args.plan, args.reports.clone()))
+    }
+
+    /// Scores `tasks` with `plan` (few-shot on each unless `--probe-only`).
+    pub fn new(tasks: Vec<tasks::Task>, plan: &PlanArgs, reports: PathBuf) -> Self {
+        let plan = plan.plan(tasks.iter().map(|t| t.name.clone()).collect());
+        heldout::announce(&tasks::names(&tasks), &plan);
+        Self {
+            tasks,
+            plan,
+            reports,
+        }
+    }
+
+    /// Whether this site already reported on candidate `iteration` (its report is kept).
+    pub fn reported(&self, iteration: u64) -> bool {
+        self.report_path(iteration).is_file()
+    }
+
+    fn report_path(&self, iteration: u64) -> PathBuf {
+        self.reports.join(format!("report-{iteration:06}.json"))
+    }
+
+    /// Scores `candidate` against `latest`, reports the aggregates and keeps the answer.
+    pub async fn evaluate(
+        &self,
+        client: &Client,
+        cache: &Path,
+        candidate: u64,
+        latest: u64,
+    ) -> anyhow::Result<ReportAnswer> {
+        println!("candidate {candidate}: scoring against latest (iteration {latest}) on this site's data");
+        let reference = pull(client, cache, Some(latest)).await?;
+        let fused = pull(client, cache, Some(candidate)).await?;
+        let bases = vec![(latest, reference.dir), (candidate, fused.dir)];
+        let (tasks, plan) = (self.tasks.clone(), self.plan.clone());
+        let scores =
+            tokio::task::spawn_blocking(move || heldout::score_bases(&bases, &tasks, &plan))
+                .await??;
+        let report = aggregate(latest, &scores)?;
+        let answer = client
+            .report_site(candidate, &report)
+            .await
+            .with_context(|| format!("reporting on candidate {candidate}"))?;
+        check_answer(&answer, candidate, &report)?;
+        std::fs::create_dir_all(&self.reports)
+            .with_context(|| format!("creating {}", self.reports.display()))?;
+        let path = self.report_path(candidate);
+        write_private(
+            &path,
+            &serde_json::to_vec_pretty(&answer)?,
+            Existing::Replace,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "candidate {candidate}: report {} sent (kept in {})",
+            answer.report.digest,
+            path.display()
+        );
+        Ok(answer)
+    }
+}
+
+/// The aggregates of paired scores (reference then candidate, per task): per task and method, both
+/// means, the gain with its 95% half-width, and the counts. Nothing per example.
+pub fn aggregate(
+    reference_iteration: u64,
+    scores: &[heldout::BaseScores],
+) -> anyhow::Result<SiteReport> {
+    let mut results = Vec::new();
+    for pair in scores.chunks(2) {
+        let [r, c] = pair else {
+            bail!("scores come in pairs (reference, candidate)")
+        };
+        for (method, rv, cv) in [
+            (EvalMethod::LinearProbe, &r.probe, &c.probe),
+            (EvalMethod::FewShot, &r.few_shot, &c.few_shot),
+        ] {
+            if rv.is_empty() {
+                continue;
+            }
+            let (gain, half) = paired_gain(cv, rv);
+            let (reference_score, candidate_score) = (heldout::mean(rv), heldout::mean(cv));
+            if !(reference_score.is_finite() && candidate_score.is_finite()) {
+                bail!(
+                    "task {}: no accuracy to report (site evaluation scores classification tasks)",
+                    r.task
+                );
+            }
+            results.push(SiteResult {
+                method,
+                metric: "accuracy".into(),
+                reference_score,
+                candidate_score,
+                gain,
+                interval: half.is_finite().then_some(half),
+                seeds: rv.len() as u64,
+                train_examples: r.train_examples as u64,
+                dev_examples: r.dev_examples as u64,
+            });
+        }
+    }
+    Ok(SiteReport {
+        reference_iteration,
+        results,
+    })
+}
+
+/// The coordinator kept what was sent, under the digest the site computes.
+fn check_answer(answer: &ReportAnswer, iteration: u64, sent: &SiteReport) -> anyhow::Result<()> {
+    let kept = &answer.report;
+    let contributor = kept.contributor.as_deref().unwrap_or_default();
+    if kept.report != *sent || kept.digest != sent.digest(iteration, contributor) {
+        bail!(
+            "the coordinator's answer does not match the report sent (digest {}): not counted as sent",
+            kept.digest
+        );
+    }
+    Ok(())
+}
+
+/// Checks the gate's signed decision on `iteration` against `key` and, given the report this site
+/// kept, that the decision counted it (by the digest recomputed from the report's content).
+pub async fn check_counted(
+    client: &Client,
+    key: &SigningPublicKey,
+    iteration: u64,
+    kept: Option<&Path>,
+) -> anyhow::Result<()> {
+    let record = client.gate_record(iteration).await?;
+    let Some(signed) = &record.receipt else {
+        bail!(
+            "candidate {iteration} has no signed decision yet ({:?})",
+            record.state
+        );
+    };
+    signed
+        .verify(key)
+        .with_context(|| format!("the gate receipt of candidate {iteration}"))?;
+    let r = &signed.receipt;
+    if r.iteration != iteration || r.state != record.state {
+        bail!(
+            "the signed decision ({:?} of iteration {}) is not the record's ({:?} of {iteration})",
+            r.state,
+            r.iteration,
+            record.state
+        );
+    }
+    println!(
+        "candidate {iteration}: {:?} by {}, signed with key {} ({}); {} site report(s) counted",
+        r.state,
+        r.decided_by,
+        r.key_id,
+        r.reason,
+        r.reports.len()
+    );
+    if let Some(path) = kept {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let answer: ReportAnswer = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a kept site report", path.display()))?;
+        let contributor = answer.report.contributor.as_deref().unwrap_or_default();
+        let digest = answer.report.report.digest(iteration, contributor);
+        if !signed.counts(&digest) {
+            bail!("the signed decision does not count this site's report {digest}");
+        }
+        println!("this site's report {digest} was counted");
+    }
+    Ok(())
+}
+
+/// The candidate this site should evaluate now, if any: pending or held, and not reported yet.
+pub fn due(
+    candidate: Option<&Promotion>,
+    done: &BTreeSet<u64>,
+    eval: &SiteEvaluation,
+) -> Option<u64> {
+    candidate
+        .filter(|p| matches!(p.state, PromotionState::Pending | PromotionState::Held))
+        .map(|p| p.iteration)
+        .filter(|i| !done.contains(i) && !eval.reported(*i))
+}
+
+/// Runs `coldfuse evaluate`: reports on candidates as they appear (or on the current one, `--once`).
+pub async fn evaluate(client: &Client, cache: &Path, args: EvaluateArgs) -> anyhow::Result<()> {
+    let eval = SiteEvaluation::from_args(&args)?;
+    let mut done = BTreeSet::new();
+    loop {
+        let s = client.gate().await?;
+        if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
+            bail!("this deployment's gate takes no site reports (gate.sites is not set)");
+        }
+        match due(s.candidate.as_ref(), &done, &eval) {
+            Some(i) => {
+                let answer = eval.evaluate(client, cache, i, s.latest).await?;
+                print_promotion(&answer.promotion);
+                done.insert(i);
+            }
+            None if args.once => {
+                println!("no candidate awaiting this site's report");
+            }
+            None => {}
+        }
+        if args.once {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs_f64(args.poll_secs.max(0.1))).await;
+    }
+}
