@@ -110,6 +110,22 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
     assert_eq!(&png[..4], b"\x89PNG");
     let svg = std::fs::read_to_string(run.join("gains.svg")).unwrap();
     assert!(svg.contains("bbc-news") && svg.contains("polarity"));
+    // The sites scored the candidate on rows they never trained on; the gate promoted it on their
+    // reports, and the panel, its CSV and the plot say so.
+    assert!(stdout.contains("candidate 1: Promoted by the sites' reports"), "{stdout}");
+    let panel = stdout
+        .split("gain at the contributing sites")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no site panel:\n{stdout}"));
+    let row = panel.lines().find(|l| l.starts_with("1 ")).unwrap();
+    assert!(row.trim_end().ends_with("Promoted") && row.matches(" ± ").count() == 3, "{row}");
+    let csv = std::fs::read_to_string(run.join("sites.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3, "{csv}");
+    assert!(svg.contains("gain at the contributing sites"));
+    for site in ["sms-spam", "hedge", "email-spam"] {
+        let report = run.join(format!("sites/{site}/reports/report-000001.json"));
+        assert!(report.is_file(), "{} kept its report", site);
+    }
 }
 
 /// `coldfuse eval` on a task from the user's own file (`--task NAME=PATH` and its column flags): the

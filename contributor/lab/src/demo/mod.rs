@@ -1,9 +1,11 @@
 //! `coldfuse demo`: ColD Fusion end to end on one machine. An embedded coordinator on a local-directory
 //! store, several contributors (three by default) fine-tuning the shared base on their own real tasks
-//! over real HTTP, several fused iterations, then every base scored on held-out tasks (linear probe and
-//! few-shot fine-tune, several seeds) against iteration 0.
+//! over real HTTP, several fused iterations, each candidate scored by the contributing sites on rows
+//! they never train on (site evaluation; the gate promotes or holds it), then every promoted base
+//! scored on held-out tasks (linear probe and few-shot fine-tune, several seeds) against iteration 0.
 
 mod attack;
+mod sites;
 
 use std::{
     path::PathBuf,
@@ -14,7 +16,7 @@ use anyhow::Context;
 use clap::Args;
 use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
 use coldfuse_shared::{
-    api::{DeploymentConfig, RoundStatus},
+    api::{DeploymentConfig, GateConfig, PromotionState, RoundStatus, SiteGate, SiteRule},
     diff::Encoding,
     fusion::{FusionConfig, StrategyConfig},
     train::{DeviceChoice, TrainConfig},
@@ -22,6 +24,7 @@ use coldfuse_shared::{
 
 use coldfuse_contributor::{
     args::DiffArgs,
+    evaluate::SiteEvaluation,
     pull::pull,
     submit::{submit, Submitted},
     train::{train_contribution, BaseSource},
@@ -86,7 +89,14 @@ pub struct DemoArgs {
     /// measure what they prevent.
     #[arg(long)]
     no_defences: bool,
+    /// No site evaluation: every fused base becomes latest at once (no gate).
+    #[arg(long)]
+    no_site_evaluation: bool,
 }
+
+/// The demo gate's tolerance: a candidate is held when the median site's lower 95% bound of the gain
+/// is below −0.02.
+const SITE_TOLERANCE: f64 = 0.02;
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -141,6 +151,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         max_relative_norm: defaults.max_relative_norm.filter(|_| !args.no_defences),
         exclude_above_median: defaults.exclude_above_median.filter(|_| !args.no_defences),
+        gate: (!args.no_site_evaluation).then_some(GateConfig {
+            tolerance: SITE_TOLERANCE,
+            min_evals: 0,
+            sites: Some(SiteGate {
+                min_reports: contributors.len(),
+                deadline_secs: 3600,
+                rule: SiteRule::Median,
+            }),
+        }),
         ..DeploymentConfig::default()
     };
     let done = init::init(
@@ -165,12 +184,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("coordinator listening on {url}");
     let admin = Client::new(&url, Some(admin))?;
 
+    // Each site trains on its sample, checks its local dev accuracy on 200 other rows, and keeps up
+    // to SITE_EVAL_ROWS more, never trained on, to score candidates with (probe only, to stay short).
+    let site_plan = args.protocol.plan.plan(Vec::new());
     let mut sites = Vec::new();
+    let mut evaluations = Vec::new();
     for (i, task) in contributors.iter().enumerate() {
         let token = admin.create_contributor_token(&task.name).await?.token;
-        let data = task.sample(args.examples, 200, i as u64)?;
+        let mut data = task.sample(args.examples, 200 + sites::SITE_EVAL_ROWS, i as u64)?;
+        let mut dev = data.dev.take().unwrap_or_default();
+        let held_back = dev.split_off((dev.len() / 3).min(200));
+        data.dev = Some(dev);
+        let dir = root.join(format!("sites/{}", task.name));
+        evaluations.push(SiteEvaluation {
+            tasks: vec![sites::private_task(
+                &dir,
+                &task.name,
+                &held_back,
+                &data.labels,
+            )?],
+            plan: site_plan.clone(),
+            reports: dir.join("reports"),
+        });
         sites.push((task, Client::new(&url, Some(token))?, data));
     }
+    let mut promoted = vec![0];
+    let mut decisions = Vec::new();
+    let mut site_gains = Vec::new();
     let cache = root.join("cache");
     let diff = DiffArgs {
         encoding: Encoding::Bf16,
@@ -234,7 +274,26 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         if !args.attacks.is_empty() {
             admin.fuse_now().await?;
         }
+        if !args.no_site_evaluation {
+            let evaluators: Vec<_> = evaluations
+                .iter()
+                .zip(&sites)
+                .map(|(e, s)| (e, &s.1))
+                .collect();
+            let (p, gains) = sites::evaluate(&evaluators, &admin, &cache, iteration).await?;
+            decisions.push((iteration, p.state));
+            site_gains.extend(gains);
+            if p.state != PromotionState::Promoted {
+                println!(
+                    "iteration {iteration} fused, {:?} ({:.0} s so far)",
+                    p.state,
+                    started.elapsed().as_secs_f64()
+                );
+                continue;
+            }
+        }
         let round = wait_for_base(&sites[0].1, iteration).await?;
+        promoted.push(iteration);
         println!(
             "iteration {iteration} fused and published (base {}), {:.0} s so far",
             &round.base_sha256[..12],
@@ -245,14 +304,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Every base, original and fused, as the starting point for tasks that never contributed.
     let client = &sites[0].1;
     let mut bases = Vec::new();
-    for iteration in 0..=args.iterations {
+    for &iteration in &promoted {
         bases.push((iteration, pull(client, &cache, Some(iteration)).await?.dir));
     }
     let scores =
         tokio::task::spawn_blocking(move || heldout::score_bases(&bases, &heldout_tasks, &plan))
             .await??;
     print_table(&scores);
-    write_results(&root, &scores)?;
+    if !decisions.is_empty() {
+        sites::print_panel(&site_gains, &decisions);
+        sites::write_csv(&root, &site_gains)?;
+    }
+    write_results(&root, &scores, &sites::series(&site_gains))?;
     println!(
         "done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),

@@ -3,7 +3,7 @@
 //! confidence interval, as a table, JSON/CSV and a plot; `coldfuse demo` runs the same scoring on every
 //! base it fused.
 
-mod plot;
+pub mod plot;
 
 use std::path::{Path, PathBuf};
 
@@ -44,7 +44,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     print_table(&scores);
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
-        write_results(out, &scores)?;
+        write_results(out, &scores, &Vec::new())?;
     }
     Ok(())
 }
@@ -86,7 +86,11 @@ pub fn print_table(scores: &[BaseScores]) {
 
 /// Writes `results.json`, `results.csv` (one row per task, base, mode and seed) and the plot
 /// `gains.png`/`gains.svg` under `root`.
-pub fn write_results(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
+pub fn write_results(
+    root: &Path,
+    scores: &[BaseScores],
+    sites: &plot::Series,
+) -> anyhow::Result<()> {
     std::fs::write(
         root.join("results.json"),
         serde_json::to_vec_pretty(scores)?,
@@ -100,7 +104,7 @@ pub fn write_results(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
         }
     }
     std::fs::write(root.join("results.csv"), csv)?;
-    plot::write(root, scores)?;
+    plot::write(root, scores, sites)?;
     println!(
         "wrote results.json, results.csv, gains.png and gains.svg in {}",
         root.display()

@@ -1,5 +1,7 @@
 //! The gains plot: per held-out task, the gain of each base over base 0 with its 95% confidence interval,
-//! one panel per mode (linear probe, few-shot), written as `gains.png` and `gains.svg`.
+//! one panel per mode (linear probe, few-shot), and, when the contributing sites evaluated the
+//! candidates, a third panel: each site's gain of every candidate over the base before it, on the
+//! site's own data. Written as `gains.png` and `gains.svg`.
 
 use std::{path::Path, sync::OnceLock};
 
@@ -7,16 +9,49 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{gains, heldout::BaseScores};
 
-/// Pixel size of the whole figure.
-const SIZE: (u32, u32) = (1100, 440);
+/// Pixel size of one panel.
+const PANEL: (u32, u32) = (550, 440);
 
-/// Writes `gains.png` and `gains.svg` under `root`.
-pub fn write(root: &Path, scores: &[BaseScores]) -> anyhow::Result<()> {
+/// One plotted point: iteration, mean gain, CI half-width.
+pub type Point = (f64, f64, f64);
+
+/// Named series of points (a task's or a site's).
+pub type Series = Vec<(String, Vec<Point>)>;
+
+/// One panel: title, x-axis description, series.
+struct Panel {
+    title: String,
+    x_desc: &'static str,
+    series: Series,
+}
+
+/// Writes `gains.png` and `gains.svg` under `root`: the held-out panels, and the sites' panel when
+/// `sites` has any series.
+pub fn write(root: &Path, scores: &[BaseScores], sites: &Series) -> anyhow::Result<()> {
     register_font()?;
+    let mut panels: Vec<Panel> = [
+        ("linear probe (frozen body)", true),
+        ("few-shot fine-tune", false),
+    ]
+    .into_iter()
+    .map(|(title, probe)| Panel {
+        title: format!("{title}: gain over base 0, 95% CI"),
+        x_desc: "fused iteration (0 = original model)",
+        series: series(scores, probe),
+    })
+    .collect();
+    if !sites.is_empty() {
+        panels.push(Panel {
+            title: "gain at the contributing sites (own data, vs previous base)".into(),
+            x_desc: "candidate iteration",
+            series: sites.clone(),
+        });
+    }
+    let size = (PANEL.0 * panels.len() as u32, PANEL.1);
     let png = root.join("gains.png");
-    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), scores)?;
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), &panels)?;
     let svg = root.join("gains.svg");
-    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), scores)?;
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), &panels)?;
     Ok(())
 }
 
@@ -35,11 +70,8 @@ fn fail(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e}")
 }
 
-/// One plotted point: iteration, mean gain, CI half-width.
-type Point = (f64, f64, f64);
-
 /// Per task (in first-seen order), the points of one mode (`probe` or few-shot).
-fn series(scores: &[BaseScores], probe: bool) -> Vec<(String, Vec<Point>)> {
+fn series(scores: &[BaseScores], probe: bool) -> Series {
     let mut out: Vec<(String, Vec<Point>)> = Vec::new();
     for s in scores {
         let (p, f) = gains(scores, s);
@@ -57,7 +89,7 @@ fn series(scores: &[BaseScores], probe: bool) -> Vec<(String, Vec<Point>)> {
 }
 
 /// The y range covering every interval and zero, padded by a tenth.
-fn y_range(all: &[(String, Vec<Point>)]) -> (f64, f64) {
+fn y_range(all: &Series) -> (f64, f64) {
     let (mut lo, mut hi) = (0.0f64, 0.0f64);
     for (_, pts) in all {
         for &(_, m, h) in pts.iter().filter(|p| p.1.is_finite()) {
@@ -69,24 +101,18 @@ fn y_range(all: &[(String, Vec<Point>)]) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn draw<DB: DrawingBackend>(
-    area: DrawingArea<DB, Shift>,
-    scores: &[BaseScores],
-) -> anyhow::Result<()> {
+fn draw<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, panels: &[Panel]) -> anyhow::Result<()> {
     area.fill(&WHITE).map_err(fail)?;
-    let last = scores.iter().map(|s| s.iteration).max().unwrap_or(0) as f64;
-    let panels = area.split_evenly((1, 2));
-    for (panel, (title, probe)) in panels.iter().zip([
-        ("linear probe (frozen body)", true),
-        ("few-shot fine-tune", false),
-    ]) {
-        let all = series(scores, probe);
-        let (lo, hi) = y_range(&all);
+    let last = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.0)))
+        .fold(0.0f64, f64::max);
+    let areas = area.split_evenly((1, panels.len()));
+    for (panel, p) in areas.iter().zip(panels) {
+        let all = &p.series;
+        let (lo, hi) = y_range(all);
         let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!("{title}: gain over base 0, 95% CI"),
-                ("sans-serif", 18),
-            )
+            .caption(&p.title, ("sans-serif", 17))
             .margin(14)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -94,7 +120,7 @@ fn draw<DB: DrawingBackend>(
             .map_err(fail)?;
         chart
             .configure_mesh()
-            .x_desc("fused iteration (0 = original model)")
+            .x_desc(p.x_desc)
             .y_desc("accuracy gain")
             .x_labels(last as usize + 2)
             .x_label_formatter(&|x| {
@@ -191,7 +217,7 @@ mod tests {
         assert!(lo < 0.0 && hi > probe[0].1[1].1 + probe[0].1[1].2);
 
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &all).unwrap();
+        write(dir.path(), &all, &Vec::new()).unwrap();
         let png = std::fs::read(dir.path().join("gains.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let svg = std::fs::read_to_string(dir.path().join("gains.svg")).unwrap();
@@ -204,5 +230,16 @@ mod tests {
         ] {
             assert!(svg.contains(text), "the SVG lacks {text:?}");
         }
+        assert!(
+            !svg.contains("contributing sites"),
+            "no site panel without site gains"
+        );
+        let sites = vec![(
+            "sms-spam".to_string(),
+            vec![(1.0, 0.02, 0.01), (2.0, 0.01, 0.01)],
+        )];
+        write(dir.path(), &all, &sites).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("gains.svg")).unwrap();
+        assert!(svg.contains("gain at the contributing sites") && svg.contains("sms-spam"));
     }
 }
