@@ -24,6 +24,7 @@ use crate::{
     gate::print_promotion,
     heldout::{self, paired_gain, tasks, HeldoutPlan, PlanArgs},
     pull::pull,
+    settings::Settings,
 };
 
 /// Arguments of `coldfuse evaluate`.
@@ -50,6 +51,8 @@ pub struct EvaluateArgs {
 /// What a site scores candidates on, and how.
 #[derive(Debug, Clone)]
 pub struct SiteEvaluation {
+    /// This site's contributor id (what its token reports as; part of each report's digest).
+    pub contributor: String,
     /// The site's tasks (its own data).
     pub tasks: Vec<tasks::Task>,
     /// The protocol.
@@ -61,20 +64,31 @@ pub struct SiteEvaluation {
 impl SiteEvaluation {
     /// The evaluation `evaluate` describes: every task from its files, few-shot on each unless
     /// `--probe-only`.
-    pub fn from_args(args: &EvaluateArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: &EvaluateArgs, contributor: String) -> anyhow::Result<Self> {
         let registry = tasks::Registry::new(&args.tasks)?;
         let tasks = registry.from_files().to_vec();
         if tasks.is_empty() {
             bail!("name this site's data to score candidates on: --task NAME=PATH or --tasks-file FILE");
         }
-        Ok(Self::new(tasks, &args.plan, args.reports.clone()))
+        Ok(Self::new(
+            contributor,
+            tasks,
+            &args.plan,
+            args.reports.clone(),
+        ))
     }
 
     /// Scores `tasks` with `plan` (few-shot on each unless `--probe-only`).
-    pub fn new(tasks: Vec<tasks::Task>, plan: &PlanArgs, reports: PathBuf) -> Self {
+    pub fn new(
+        contributor: String,
+        tasks: Vec<tasks::Task>,
+        plan: &PlanArgs,
+        reports: PathBuf,
+    ) -> Self {
         let plan = plan.plan(tasks.iter().map(|t| t.name.clone()).collect());
         heldout::announce(&tasks::names(&tasks), &plan);
         Self {
+            contributor,
             tasks,
             plan,
             reports,
@@ -111,7 +125,7 @@ impl SiteEvaluation {
             .report_site(candidate, &report)
             .await
             .with_context(|| format!("reporting on candidate {candidate}"))?;
-        check_answer(&answer, candidate, &report)?;
+        check_answer(&answer, candidate, &report, &self.contributor)?;
         std::fs::create_dir_all(&self.reports)
             .with_context(|| format!("creating {}", self.reports.display()))?;
         let path = self.report_path(candidate);
@@ -152,13 +166,14 @@ pub fn aggregate(
             let (reference_score, candidate_score) = (heldout::mean(rv), heldout::mean(cv));
             if !(reference_score.is_finite() && candidate_score.is_finite()) {
                 bail!(
-                    "task {}: no accuracy to report (site evaluation scores classification tasks)",
-                    r.task
+                    "task {}: no {} to report (a constant prediction or target has none)",
+                    r.task,
+                    r.metric
                 );
             }
             results.push(SiteResult {
                 method,
-                metric: "accuracy".into(),
+                metric: r.metric.clone(),
                 reference_score,
                 candidate_score,
                 gain,
@@ -175,11 +190,19 @@ pub fn aggregate(
     })
 }
 
-/// The coordinator kept what was sent, under the digest the site computes.
-fn check_answer(answer: &ReportAnswer, iteration: u64, sent: &SiteReport) -> anyhow::Result<()> {
+/// The coordinator kept what was sent, as this site's, under the digest the site computes.
+fn check_answer(
+    answer: &ReportAnswer,
+    iteration: u64,
+    sent: &SiteReport,
+    contributor: &str,
+) -> anyhow::Result<()> {
     let kept = &answer.report;
-    let contributor = kept.contributor.as_deref().unwrap_or_default();
-    if kept.report != *sent || kept.digest != sent.digest(iteration, contributor) {
+    let nonce = kept.nonce.as_deref().unwrap_or_default();
+    if kept.report != *sent
+        || kept.contributor.as_deref() != Some(contributor)
+        || kept.digest != sent.digest(iteration, contributor, nonce)
+    {
         bail!(
             "the coordinator's answer does not match the report sent (digest {}): not counted as sent",
             kept.digest
@@ -194,7 +217,7 @@ pub async fn check_counted(
     client: &Client,
     key: &SigningPublicKey,
     iteration: u64,
-    kept: Option<&Path>,
+    kept: Option<(&Path, &str)>,
 ) -> anyhow::Result<()> {
     let record = client.gate_record(iteration).await?;
     let Some(signed) = &record.receipt else {
@@ -218,60 +241,89 @@ pub async fn check_counted(
     println!(
         "candidate {iteration}: {:?} by {}, signed with key {} ({}); {} site report(s) counted",
         r.state,
-        r.decided_by,
-        r.key_id,
-        r.reason,
+        printable(&r.decided_by),
+        printable(&r.key_id),
+        printable(&r.reason),
         r.reports.len()
     );
-    if let Some(path) = kept {
+    if let Some((path, contributor)) = kept {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let answer: ReportAnswer = serde_json::from_slice(&text)
             .with_context(|| format!("{}: not a kept site report", path.display()))?;
-        let contributor = answer.report.contributor.as_deref().unwrap_or_default();
-        let digest = answer.report.report.digest(iteration, contributor);
+        let nonce = answer.report.nonce.as_deref().unwrap_or_default();
+        let digest = answer.report.report.digest(iteration, contributor, nonce);
         if !signed.counts(&digest) {
             bail!("the signed decision does not count this site's report {digest}");
         }
-        println!("this site's report {digest} was counted");
+        if r.decided_by.starts_with("admin") {
+            println!(
+                "this site's report {digest} was counted by the gate's last verdict; the operator \
+                 then decided by hand"
+            );
+        } else {
+            println!("this site's report {digest} was counted");
+        }
     }
     Ok(())
 }
 
-/// The candidate this site should evaluate now, if any: pending or held, and not reported yet.
+/// The candidate this site should evaluate now, if any: pending (a held one waits for the operator),
+/// and not reported on yet.
 pub fn due(
     candidate: Option<&Promotion>,
     done: &BTreeSet<u64>,
     eval: &SiteEvaluation,
 ) -> Option<u64> {
     candidate
-        .filter(|p| matches!(p.state, PromotionState::Pending | PromotionState::Held))
+        .filter(|p| p.state == PromotionState::Pending)
         .map(|p| p.iteration)
         .filter(|i| !done.contains(i) && !eval.reported(*i))
 }
 
 /// Runs `coldfuse evaluate`: reports on candidates as they appear (or on the current one, `--once`).
-pub async fn evaluate(client: &Client, cache: &Path, args: EvaluateArgs) -> anyhow::Result<()> {
-    let eval = SiteEvaluation::from_args(&args)?;
+/// While waiting, a failed candidate is reported and not retried, a failed poll is retried.
+pub async fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
+    let client = settings.client()?;
+    let contributor = crate::login::contributor_id(None, settings, Some(&client)).await?;
+    let eval = SiteEvaluation::from_args(&args, contributor)?;
+    let poll = Duration::from_secs_f64(args.poll_secs.clamp(0.1, 3600.0));
     let mut done = BTreeSet::new();
     loop {
-        let s = client.gate().await?;
-        if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
-            bail!("this deployment's gate takes no site reports (gate.sites is not set)");
-        }
-        match due(s.candidate.as_ref(), &done, &eval) {
-            Some(i) => {
-                let answer = eval.evaluate(client, cache, i, s.latest).await?;
-                print_promotion(&answer.promotion);
-                done.insert(i);
+        let step = async {
+            let s = client.gate().await?;
+            if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
+                bail!("this deployment's gate takes no site reports (gate.sites is not set)");
             }
-            None if args.once => {
-                println!("no candidate awaiting this site's report");
+            match due(s.candidate.as_ref(), &done, &eval) {
+                Some(i) => {
+                    done.insert(i);
+                    let answer = eval
+                        .evaluate(&client, &settings.cache_dir, i, s.latest)
+                        .await?;
+                    print_promotion(&answer.promotion);
+                }
+                None if args.once => println!("no candidate awaiting this site's report"),
+                None => {}
             }
-            None => {}
+            Ok(())
+        };
+        match step.await {
+            Err(e) if !args.once => {
+                tracing::warn!(error = %format!("{e:#}"), "site evaluation");
+                println!("site evaluation failed: {e:#}");
+            }
+            result => result?,
         }
         if args.once {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_secs_f64(args.poll_secs.max(0.1))).await;
+        tokio::time::sleep(poll).await;
     }
+}
+
+/// `s` with control characters (terminal escapes from a hostile answer) shown as `?`.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }

@@ -4,7 +4,7 @@
 
 use coldfuse_shared::api::Promotion;
 
-use crate::client::Client;
+use crate::{client::Client, evaluate::printable};
 
 /// Prints the gate's settings and the candidate awaiting it.
 pub async fn status(client: &Client) -> anyhow::Result<()> {
@@ -72,8 +72,8 @@ pub fn print_promotion(p: &Promotion) {
         };
         println!(
             "  site {} report {} ({counted}): lower 95% bound of the gain {:+.4}",
-            r.contributor.as_deref().unwrap_or("(hidden)"),
-            &r.digest[..r.digest.len().min(12)],
+            printable(r.contributor.as_deref().unwrap_or("(hidden)")),
+            printable(&r.digest.chars().take(12).collect::<String>()),
             r.report.lower_bound()
         );
         for x in &r.report.results {

@@ -124,7 +124,9 @@ pub async fn run(command: ReceiptCommand, settings: &Settings) -> anyhow::Result
         } => {
             let client = settings.client()?;
             let key = trusted_key(&client, settings).await?;
-            crate::evaluate::check_counted(&client, &key, iteration, report.as_deref()).await
+            let who = crate::login::contributor_id(None, settings, Some(&client)).await?;
+            let kept = report.as_deref().map(|p| (p, who.as_str()));
+            crate::evaluate::check_counted(&client, &key, iteration, kept).await
         }
     }
 }

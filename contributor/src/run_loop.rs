@@ -65,7 +65,13 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
                 spec: job.data.spec(),
             };
             let reports = args.work.join("reports");
-            Some(SiteEvaluation::new(vec![task], &args.evaluation, reports))
+            let who = contributor_id(job.contributor.clone(), settings, Some(&client)).await?;
+            Some(SiteEvaluation::new(
+                who,
+                vec![task],
+                &args.evaluation,
+                reports,
+            ))
         }
         (None, true) => bail!("--evaluate-candidates scores the --dev data: give --dev FILE"),
         _ => None,
@@ -211,18 +217,21 @@ fn is_stale(e: &anyhow::Error) -> bool {
 }
 
 /// Scores the gate's candidate if this site evaluates candidates and has not reported on it yet. A
-/// failure is reported and not retried for that candidate: contributing goes on.
-async fn evaluate_candidate(
-    client: &Client,
-    plan: &LoopPlan,
-    tried: &mut BTreeSet<u64>,
-) -> anyhow::Result<()> {
+/// failure is reported and not retried for that candidate, and a failed poll waits for the next:
+/// contributing goes on either way.
+async fn evaluate_candidate(client: &Client, plan: &LoopPlan, tried: &mut BTreeSet<u64>) {
     let Some(eval) = &plan.evaluation else {
-        return Ok(());
+        return;
     };
-    let s = client.gate().await?;
+    let s = match client.gate().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the gate for site evaluation");
+            return;
+        }
+    };
     if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
-        return Ok(());
+        return;
     }
     if let Some(i) = evaluate::due(s.candidate.as_ref(), tried, eval) {
         tried.insert(i);
@@ -231,7 +240,6 @@ async fn evaluate_candidate(
             println!("candidate {i}: site evaluation failed: {e:#}");
         }
     }
-    Ok(())
 }
 
 /// Polls until a round is open that this contributor has not been accepted into (scoring gated
@@ -243,7 +251,7 @@ async fn wait_for_open_round(
 ) -> anyhow::Result<RoundStatus> {
     let mut announced = false;
     loop {
-        evaluate_candidate(client, plan, evaluated).await?;
+        evaluate_candidate(client, plan, evaluated).await;
         let round = client.round().await?;
         let mine = round.contributors.iter().any(|c| c == &plan.contributor);
         if !round.fusing && !mine {

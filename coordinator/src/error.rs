@@ -19,13 +19,26 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Longest message an error answer carries (bytes).
+const MAX_MESSAGE: usize = 512;
+
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        // Messages may quote what a client sent (a parser's error does): never echo more than this.
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         Self {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 

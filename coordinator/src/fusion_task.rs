@@ -38,8 +38,9 @@ pub async fn run(c: Arc<Coordinator>) {
         };
         let wait = {
             let s = c.state.read().await;
-            let due = s
-                .deadline()
+            // While a candidate is undecided no round fuses: its deadline would only spin the loop.
+            let round_due = s.deadline().filter(|_| s.candidate.is_none());
+            let due = round_due
                 .into_iter()
                 .chain(gate_due)
                 .min()

@@ -88,6 +88,16 @@ pub async fn report_site(
         .map_err(|e| ApiError::bad_request(ErrorCode::BadReport, e))?;
     let _serial = c.fusion_lock.lock().await;
     let mut p = candidate(c, iteration).await?;
+    if p.state != PromotionState::Pending {
+        // A held candidate waits for the operator: late reports no longer decide anything.
+        return Err(ApiError::conflict(
+            ErrorCode::NotCandidate,
+            format!(
+                "candidate {iteration} is {:?}: site reports are closed",
+                p.state
+            ),
+        ));
+    }
     let (gate, latest) = {
         let s = c.state.read().await;
         (s.config.gate.clone(), s.latest.iteration)
@@ -120,9 +130,15 @@ pub async fn report_site(
             ),
         ));
     }
+    let nonce = {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        hex::encode(bytes)
+    };
     let received = ReceivedReport {
-        digest: report.digest(iteration, contributor),
+        digest: report.digest(iteration, contributor, &nonce),
         contributor: Some(contributor.to_string()),
+        nonce: Some(nonce),
         received_at: now_unix(),
         report,
     };
@@ -146,16 +162,13 @@ pub async fn check_deadline(c: &Coordinator) -> Result<Option<u64>, ApiError> {
     let Some(deadline) = p.site_deadline(&gate) else {
         return Ok(None);
     };
-    if now_unix() < deadline {
+    let now = now_unix();
+    if now < deadline {
         return Ok(Some(deadline));
     }
-    let iteration = p.iteration;
-    let p = judge_and_save(c, p).await?;
-    if p.state == PromotionState::Pending {
-        tracing::info!(
-            iteration,
-            "site reports' deadline passed; still waiting for evals"
-        );
+    // Saved only when the gate can decide; else the operator's evals will (nothing to wait for).
+    if p.judge(&gate, now).is_some() {
+        judge_and_save(c, p).await?;
     }
     Ok(None)
 }
@@ -163,9 +176,11 @@ pub async fn check_deadline(c: &Coordinator) -> Result<Option<u64>, ApiError> {
 /// Lets the gate judge `p` (caller holds the fusion lock): promotes it, holds it, or saves it as is.
 async fn judge_and_save(c: &Coordinator, mut p: Promotion) -> Result<Promotion, ApiError> {
     let gate = c.state.read().await.config.gate.clone();
-    let verdict = gate.as_ref().and_then(|g| p.judge(g, now_unix()));
+    let now = now_unix();
+    let verdict = gate.as_ref().and_then(|g| p.judge(g, now));
     if verdict.is_some() {
         p.used_reports = p.site_reports.iter().map(|r| r.digest.clone()).collect();
+        p.updated_at = now;
     }
     match verdict {
         Some((PromotionState::Promoted, reason)) => {

@@ -108,6 +108,11 @@ impl State {
     /// How many iterations the base with weights `sha256` is behind `latest`, if diffs against it
     /// are accepted (always 0 in synchronous mode; up to `max_staleness` in asynchronous mode).
     pub fn staleness(&self, sha256: &str) -> Option<u64> {
+        // Latest's own weights are never stale, even when a later candidate (say, a fusion of zero
+        // diffs, then discarded) published the same weights and took their entry in `bases`.
+        if sha256 == self.latest.base_sha256 {
+            return Some(0);
+        }
         let k = *self.bases.get(sha256)?;
         let tau = self.latest.iteration.checked_sub(k)?;
         (tau <= self.config.mode.max_staleness()).then_some(tau)
@@ -485,7 +490,13 @@ async fn load_candidate(
 ) -> Result<Option<Promotion>, StoreError> {
     let key = keys::gate_record(committed);
     match store.get_json::<Promotion>(&key).await? {
-        Some(p) if !p.state.decided() && latest < committed => Ok(Some(p)),
+        Some(mut p) if !p.state.decided() && latest < committed => {
+            if p.fused_at == 0 {
+                // A record from before site evaluation: its deadline counts from now.
+                p.fused_at = coldfuse_shared::api::now_unix();
+            }
+            Ok(Some(p))
+        }
         Some(mut p) if !p.state.decided() => {
             p.state = PromotionState::Promoted;
             p.reason =

@@ -437,9 +437,22 @@ async fn coordinator_gate_site_reports_decide_by_the_median_of_three() {
     assert!(signed.counts(&hostile), "{signed:?}");
     assert_eq!(latest(&d).await.iteration, 1);
 
-    // Read rules: token holders see who reported, anonymous readers do not.
-    let (_, v) = call(&d.router(), "GET", "/v1/gate/1", Some(&tokens[1]), vec![]).await;
+    // Read rules: admins see who reported; a site sees its own report only (with the nonce that lets
+    // it recompute the digest); anonymous readers see no site and no admin token id.
+    let (_, v) = call(&d.router(), "GET", "/v1/gate/1", Some(&d.admin), vec![]).await;
     assert_eq!(v["site_reports"][0]["contributor"], "site-a");
+    let (_, v) = call(&d.router(), "GET", "/v1/gate/1", Some(&tokens[1]), vec![]).await;
+    let seen: Vec<(Option<&str>, bool)> = v["site_reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["contributor"].as_str(), r["nonce"].is_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(None, false), (Some("site-b"), true), (None, false)],
+        "{v}"
+    );
     let (_, v) = call(&d.router(), "GET", "/v1/gate/1", None, vec![]).await;
     assert!(
         v["site_reports"]
@@ -486,28 +499,38 @@ async fn coordinator_gate_site_reports_any_rule_and_deadline() {
         "{v}"
     );
 
-    // Deadline: 1 s after the fusion; one report of three, then the fusion task's check decides.
+    // Deadline: 1 s after the fusion. Two reports of three: the missing one counts as −∞, so the
+    // lower median is the worse of the two present (both must pass), and they do.
     let d = Deployment::new(site_gated(3, 1, SiteRule::Median)).await;
-    let token = d.token("site-a").await;
-    fuse_one(&d, &token, 1).await;
-    let (_, v) = report_site(&d, 1, &token, site_report(0, 0.01, 0.005)).await;
+    let tokens = [d.token("site-a").await, d.token("site-b").await];
+    fuse_one(&d, &tokens[0], 1).await;
+    report_site(&d, 1, &tokens[0], site_report(0, 0.01, 0.005)).await;
+    let (_, v) = report_site(&d, 1, &tokens[1], site_report(0, 0.03, 0.005)).await;
     assert_eq!(v["promotion"]["state"], "pending");
-    assert!(
-        coldfuse_coordinator::gate::check_deadline(&d.coordinator)
-            .await
-            .unwrap()
-            .is_some(),
-        "not due yet"
-    );
+    let check = || coldfuse_coordinator::gate::check_deadline(&d.coordinator);
+    assert!(check().await.unwrap().is_some(), "not due yet");
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(
-        coldfuse_coordinator::gate::check_deadline(&d.coordinator)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(check().await.unwrap(), None);
     let p = gate_record(&d, 1).await;
     assert_eq!(p.state, PromotionState::Promoted, "{p:?}");
+    let reason = p.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("2 of 3 by the deadline: +0.0050"),
+        "{reason}"
+    );
+
+    // One report of three by the deadline passes nothing: held for the operator. A report arriving
+    // after that decides nothing either (it was how one site alone promoted a held candidate).
+    let d = Deployment::new(site_gated(3, 1, SiteRule::Median)).await;
+    let tokens = [d.token("site-a").await, d.token("site-b").await];
+    fuse_one(&d, &tokens[0], 1).await;
+    report_site(&d, 1, &tokens[0], site_report(0, 0.5, 0.005)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    coldfuse_coordinator::gate::check_deadline(&d.coordinator)
+        .await
+        .unwrap();
+    let p = gate_record(&d, 1).await;
+    assert_eq!(p.state, PromotionState::Held, "{p:?}");
     assert!(
         p.reason
             .as_deref()
@@ -515,7 +538,37 @@ async fn coordinator_gate_site_reports_any_rule_and_deadline() {
             .contains("1 of 3 by the deadline"),
         "{p:?}"
     );
+    let (status, v) = report_site(&d, 1, &tokens[1], site_report(0, 0.5, 0.005)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_candidate")),
+        "{v}"
+    );
+    assert_eq!(gate_record(&d, 1).await.state, PromotionState::Held);
+    assert_eq!(latest(&d).await.iteration, 0);
+    // The operator's discard is signed, by the admin, and still names the report the gate's verdict
+    // (the hold) counted.
+    let (_, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/1/discard",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    let p: Promotion = serde_json::from_value(v).unwrap();
+    let signed = p.receipt.expect("signed");
+    signed.verify(&d.coordinator.signer.public()).unwrap();
+    assert_eq!(
+        (signed.receipt.state, signed.receipt.reports.len()),
+        (PromotionState::Discarded, 1)
+    );
+    assert!(
+        signed.receipt.decided_by.starts_with("admin:"),
+        "{signed:?}"
+    );
 
+    // None by the deadline: held.
     let d = Deployment::new(site_gated(2, 1, SiteRule::Median)).await;
     let token = d.token("site-a").await;
     fuse_one(&d, &token, 1).await;
@@ -533,4 +586,68 @@ async fn coordinator_gate_site_reports_any_rule_and_deadline() {
         "{p:?}"
     );
     assert_eq!(latest(&d).await.iteration, 0);
+}
+
+/// A candidate fused from zero diffs has latest's own weights; discarding it must not make latest's
+/// weights stale (they shared one entry of the base index, and every later diff was refused as
+/// `stale_base`, also after a restart).
+#[tokio::test]
+async fn coordinator_gate_discarding_a_candidate_identical_to_latest_keeps_latest_fresh() {
+    let mut d = Deployment::new(gated(0.02)).await;
+    let token = d.token("site-a").await;
+    // Iteration 1, promoted by hand: a base the coordinator serialised itself.
+    let (status, v) = fuse_one(&d, &token, 1).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/1/promote",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let base = latest(&d).await;
+    assert_eq!(base.iteration, 1);
+    let (dir, m) = coldfuse_e2e::coordinator::shaped_diff(
+        &d.coordinator.base_dir(1),
+        &base.base_sha256,
+        "site-a",
+        2,
+        0.0,
+        |_| true,
+    );
+    let (status, v) = contribute(&d, &token, dir.path(), &m).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = d.fuse_now().await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["base_sha256"].as_str(),
+        Some(base.base_sha256.as_str()),
+        "same weights"
+    );
+    let (status, v) = call(
+        &d.router(),
+        "POST",
+        "/v1/admin/gate/2/discard",
+        Some(&d.admin),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    for (restart, site) in [(false, "site-b"), (true, "site-c")] {
+        if restart {
+            d.reload().await;
+        }
+        let token = d.token(site).await;
+        let (dir, m) = make_diff(
+            &d.coordinator.base_dir(1),
+            &base.base_sha256,
+            site,
+            7,
+            false,
+        );
+        let (status, v) = contribute(&d, &token, dir.path(), &m).await;
+        assert_eq!(status, StatusCode::OK, "restart {restart}: {v}");
+    }
 }

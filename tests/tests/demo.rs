@@ -112,19 +112,25 @@ fn e2e_demo_runs_contributors_fusion_and_heldout_scores() {
     assert!(svg.contains("bbc-news") && svg.contains("polarity"));
     // The sites scored the candidate on rows they never trained on; the gate promoted it on their
     // reports, and the panel, its CSV and the plot say so.
-    assert!(stdout.contains("candidate 1: Promoted by the sites' reports"), "{stdout}");
+    assert!(
+        stdout.contains("candidate 1: Promoted by the sites' reports"),
+        "{stdout}"
+    );
     let panel = stdout
         .split("gain at the contributing sites")
         .nth(1)
         .unwrap_or_else(|| panic!("no site panel:\n{stdout}"));
     let row = panel.lines().find(|l| l.starts_with("1 ")).unwrap();
-    assert!(row.trim_end().ends_with("Promoted") && row.matches(" ± ").count() == 3, "{row}");
+    assert!(
+        row.trim_end().ends_with("Promoted") && row.matches(" ± ").count() == 3,
+        "{row}"
+    );
     let csv = std::fs::read_to_string(run.join("sites.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3, "{csv}");
     assert!(svg.contains("gain at the contributing sites"));
     for site in ["sms-spam", "hedge", "email-spam"] {
         let report = run.join(format!("sites/{site}/reports/report-000001.json"));
-        assert!(report.is_file(), "{} kept its report", site);
+        assert!(report.is_file(), "{site} kept its report");
     }
 }
 
@@ -192,6 +198,64 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
         tasks,
         ["reviews", "reviews"],
         "both bases scored on the file's task"
+    );
+
+    // A regression task (float labels): scored by Pearson's r, named as such in the CSV.
+    let sts = dir.path().join("sts.csv");
+    let mut rows = String::from("review,stars\n");
+    for i in 0..40 {
+        let (words, stars) = [
+            ("a wonderful, moving film", 4.5),
+            ("a dull, tedious mess", 1.0),
+        ][i % 2];
+        rows.push_str(&format!(
+            "\"{words}, take {i}\",{}\n",
+            stars + (i % 5) as f64 * 0.1
+        ));
+    }
+    std::fs::write(&sts, rows).unwrap();
+    let out = Command::new(bin("coldfuse"))
+        .args([
+            "eval",
+            "--probe-only",
+            "--probe-seeds",
+            "2",
+            "--probe-epochs",
+            "2",
+        ])
+        .args([
+            "--heldout-examples",
+            "12",
+            "--heldout-dev",
+            "8",
+            "--heldout-max-len",
+            "16",
+        ])
+        .arg("--task")
+        .arg(format!("sts={}", sts.display()))
+        .args([
+            "--task-regression",
+            "--task-text-column",
+            "review",
+            "--task-label-column",
+            "stars",
+        ])
+        .arg("--base")
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("out-sts"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.path().join("out-sts/results.csv")).unwrap();
+    assert!(
+        csv.lines().skip(1).all(|l| l.contains(",pearson,")),
+        "{csv}"
     );
 
     let short = dir.path().join("short.csv");

@@ -429,7 +429,9 @@ async fn e2e_three_sites_hold_a_wrecked_candidate_and_promote_an_honest_one() {
             let kept = d.path(&format!("c{i}/work/reports/report-{iteration:06}.json"));
             let answer: ReportAnswer =
                 serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
-            let digest = answer.report.report.digest(iteration, site);
+            assert_eq!(answer.report.contributor.as_deref(), Some(*site));
+            let nonce = answer.report.nonce.as_deref().unwrap();
+            let digest = answer.report.report.digest(iteration, site, nonce);
             assert_eq!(answer.report.digest, digest);
             assert!(
                 record.used_reports.contains(&digest),

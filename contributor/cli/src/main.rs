@@ -286,9 +286,7 @@ async fn site(command: SiteCommand, settings: Settings) -> anyhow::Result<()> {
             submit::print_outcome(&outcome)
         }
         SiteCommand::Run { args, .. } => run_command(args, &settings).await,
-        SiteCommand::Evaluate { args, .. } => {
-            evaluate::evaluate(&settings.client()?, &settings.cache_dir, args).await
-        }
+        SiteCommand::Evaluate { args, .. } => evaluate::evaluate(&settings, args).await,
         SiteCommand::Receipt { which, .. } => receipt::run(which, &settings).await,
         SiteCommand::Gate { which, .. } => {
             let client = settings.client()?;

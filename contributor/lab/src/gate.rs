@@ -71,7 +71,7 @@ pub async fn evaluate(client: &Client, cache: &Path, args: EvaluateArgs) -> anyh
                 let eval = GateEval {
                     task: r.task.clone(),
                     method,
-                    metric: "accuracy".into(),
+                    metric: r.metric.clone(),
                     reference_iteration: s.latest,
                     reference_score: heldout::mean(rv),
                     candidate_score: heldout::mean(cv),

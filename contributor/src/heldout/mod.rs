@@ -23,11 +23,13 @@ use tasks::Task;
 pub struct BaseScores {
     /// Held-out task.
     pub task: String,
+    /// The metric of the scores (`accuracy`, or `pearson` for a regression task).
+    pub metric: String,
     /// Base iteration.
     pub iteration: u64,
-    /// Dev accuracy of the linear probe, one per seed.
+    /// Dev score of the linear probe, one per seed.
     pub probe: Vec<f64>,
-    /// Dev accuracy of the few-shot fine-tune, one per seed.
+    /// Dev score of the few-shot fine-tune, one per seed.
     pub few_shot: Vec<f64>,
     /// Training examples each seed drew (fewer than asked on a small task).
     pub train_examples: usize,
@@ -71,6 +73,7 @@ pub fn score(
     let model = ModelDir::open(dir)?;
     let mut out = BaseScores {
         task: task.name.clone(),
+        metric: task.metric().to_string(),
         iteration,
         probe: Vec::new(),
         few_shot: Vec::new(),
@@ -93,7 +96,8 @@ pub fn score(
         )?;
         for (&seed, (_, rows)) in plan.probe_seeds.iter().zip(&draws.draws) {
             let cfg = config(plan, true, seed, rows.len());
-            out.probe.push(accuracy(&probe.fit(rows, &cfg)?));
+            out.probe
+                .push(metric(&probe.fit(rows, &cfg)?, task.metric()));
         }
     }
     if plan.few_shot_tasks.contains(&task.name) {
@@ -107,8 +111,10 @@ pub fn score(
                 progress: ProgressMode::Off,
                 ..RunOptions::default()
             };
-            out.few_shot
-                .push(accuracy(&fine_tune(&model, &data, &cfg, &opts)?.metrics));
+            out.few_shot.push(metric(
+                &fine_tune(&model, &data, &cfg, &opts)?.metrics,
+                task.metric(),
+            ));
         }
     }
     Ok(out)
@@ -140,9 +146,9 @@ fn config(plan: &HeldoutPlan, probe: bool, seed: u64, examples: usize) -> TrainC
     }
 }
 
-/// Dev accuracy from a run's metrics (NaN if missing).
-fn accuracy(metrics: &std::collections::BTreeMap<String, f64>) -> f64 {
-    metrics.get("accuracy").copied().unwrap_or(f64::NAN)
+/// Metric `name` from a run's dev metrics (NaN if missing).
+fn metric(metrics: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    metrics.get(name).copied().unwrap_or(f64::NAN)
 }
 
 /// Scores every base (iteration, dir) on every task, printing one line per base and task.

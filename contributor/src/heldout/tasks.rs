@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use coldfuse_shared::data::{self, Column, Columns, DataSpec, DevSource, Draws, Format, TrainData};
+use coldfuse_shared::data::{
+    self, Column, Columns, DataSpec, DevSource, Draws, Format, TaskKind, TrainData,
+};
 use serde::Deserialize;
 
 /// Rows a task needs at least: a quarter of them for dev, the rest to train on, two of each at least.
@@ -27,6 +29,14 @@ pub struct Task {
 }
 
 impl Task {
+    /// The metric its scores are in: accuracy for classification, Pearson's r for regression.
+    pub fn metric(&self) -> &'static str {
+        match self.spec.task {
+            TaskKind::Classification => "accuracy",
+            TaskKind::Regression => "pearson",
+        }
+    }
+
     /// Up to `train` training and `dev` dev rows, sampled with `seed` (a small task keeps a quarter
     /// of its rows for dev and trains on the rest).
     pub fn sample(&self, train: usize, dev: usize, seed: u64) -> anyhow::Result<TrainData> {
@@ -104,7 +114,8 @@ pub struct TaskArgs {
     #[arg(long, value_name = "NAME=PATH")]
     pub task: Vec<String>,
     /// A TOML file of tasks, each `[[task]]` with `name`, `path` (relative to the file) and
-    /// optionally `format`, `header`, `text`, `pair`, `label` (column names or 0-based positions).
+    /// optionally `format`, `header`, `text`, `pair`, `label` (column names or 0-based positions)
+    /// and `kind` (classification or regression).
     #[arg(long, value_name = "FILE")]
     pub tasks_file: Option<PathBuf>,
     /// Format of the --task files: csv, tsv or jsonl (default: from the extension).
@@ -122,6 +133,9 @@ pub struct TaskArgs {
     /// Column holding the label in the --task files.
     #[arg(long, default_value = "label")]
     pub task_label_column: Column,
+    /// The --task files have float labels (regression, scored by Pearson's r) instead of classes.
+    #[arg(long)]
+    pub task_regression: bool,
 }
 
 /// One `[[task]]` of a tasks file.
@@ -135,6 +149,7 @@ struct TaskEntry {
     text: Option<Column>,
     pair: Option<Column>,
     label: Option<Column>,
+    kind: Option<TaskKind>,
 }
 
 /// A tasks file.
@@ -161,6 +176,11 @@ impl Registry {
                 text: args.task_text_column.clone(),
                 text_pair: args.task_pair_column.clone(),
                 label: args.task_label_column.clone(),
+            },
+            task: if args.task_regression {
+                TaskKind::Regression
+            } else {
+                TaskKind::Classification
             },
             ..DataSpec::default()
         };
@@ -266,6 +286,7 @@ fn read_tasks_file(path: &Path) -> anyhow::Result<Vec<Task>> {
                         text_pair: e.pair,
                         label: e.label.unwrap_or(defaults.label),
                     },
+                    task: e.kind.unwrap_or_default(),
                     ..DataSpec::default()
                 },
             }
@@ -378,6 +399,45 @@ mod tests {
             err.contains("mine, pairs, sms-spam") && err.contains("bbc-news"),
             "{err}"
         );
+        assert_eq!(
+            (r.get("mine").unwrap().metric(), pairs.metric()),
+            ("accuracy", "accuracy")
+        );
+    }
+
+    /// A regression task (float labels, as `train --regression`), from the tasks file's `kind` or
+    /// `--task-regression`, is read as one and scored by Pearson's r.
+    #[test]
+    fn regression_tasks_from_the_tasks_file_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = rows(12, |i| {
+            serde_json::json!({"text": format!("pair {i}"), "label": i as f64 / 4.0}).to_string()
+        });
+        let file = write(dir.path(), "sts.jsonl", &jsonl);
+        let toml = "[[task]]\nname = \"sts\"\npath = \"sts.jsonl\"\nkind = \"regression\"\n";
+        let tasks_file = write(dir.path(), "tasks.toml", toml);
+        let by_flag = format!("sts2={file}");
+        let r = registry(&[
+            "--tasks-file",
+            &tasks_file,
+            "--task",
+            &by_flag,
+            "--task-regression",
+        ])
+        .unwrap();
+        for name in ["sts", "sts2"] {
+            let t = r.get(name).unwrap();
+            assert_eq!(t.metric(), "pearson");
+            let data = t.sample(8, 3, 0).unwrap();
+            assert_eq!(data.labels, coldfuse_shared::data::LabelSpace::Regression);
+        }
+        let bad = write(
+            dir.path(),
+            "bad.toml",
+            "[[task]]\nname = \"x\"\npath = \"sts.jsonl\"\nkind = \"ranking\"\n",
+        );
+        let err = format!("{:#}", registry(&["--tasks-file", &bad]).unwrap_err());
+        assert!(err.contains("bad.toml") && err.contains("ranking"), "{err}");
     }
 
     #[test]

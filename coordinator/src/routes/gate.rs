@@ -30,12 +30,15 @@ pub async fn status(
     }))
 }
 
-/// The record as `caller` may see it: anonymous readers do not learn which sites reported.
+/// The record as `caller` may see it: only admins and auditors learn which site sent which report
+/// (a contributor sees its own); nobody else learns admin token ids.
 fn as_seen_by(caller: &auth::Caller, p: Promotion) -> Promotion {
-    if *caller == auth::Caller::Anonymous {
-        p.redacted()
-    } else {
-        p
+    match caller {
+        auth::Caller::Token(t) if matches!(t.role, Role::Admin | Role::Auditor) => p,
+        auth::Caller::Token(t) if t.role == Role::Contributor => {
+            p.redacted_for(t.contributor.as_deref())
+        }
+        _ => p.redacted(),
     }
 }
 

@@ -305,8 +305,9 @@ mod tests {
             }],
         };
         p.site_reports.push(crate::api::ReceivedReport {
-            digest: report.digest(2, "hospital-7"),
+            digest: report.digest(2, "hospital-7", "n"),
             contributor: Some("hospital-7".into()),
+            nonce: Some("n".into()),
             received_at: 0,
             report,
         });

@@ -157,12 +157,30 @@ impl Promotion {
         }
     }
 
-    /// The record as an anonymous reader sees it: site reports without the reporting contributor.
-    pub fn redacted(mut self) -> Self {
+    /// The record as a reader who is neither admin nor auditor sees it: site reports without the
+    /// reporting contributor and the digest's nonce (except the reader's own report, `viewer`), and
+    /// no admin token ids.
+    pub fn redacted_for(mut self, viewer: Option<&str>) -> Self {
         for r in &mut self.site_reports {
-            r.contributor = None;
+            if viewer.is_none() || r.contributor.as_deref() != viewer {
+                r.contributor = None;
+                r.nonce = None;
+            }
+        }
+        for e in &mut self.evals {
+            e.reported_by = String::new();
+        }
+        if let Some(by) = &mut self.decided_by {
+            if by.starts_with("admin:") {
+                *by = "admin".into();
+            }
         }
         self
+    }
+
+    /// [`Promotion::redacted_for`] an anonymous reader.
+    pub fn redacted(self) -> Self {
+        self.redacted_for(None)
     }
 
     /// When the gate stops waiting for site reports (None: it does not wait for any).
@@ -359,8 +377,9 @@ mod tests {
             }],
         };
         ReceivedReport {
-            digest: report.digest(3, contributor),
+            digest: report.digest(3, contributor, "n"),
             contributor: Some(contributor.into()),
+            nonce: Some("n".into()),
             received_at: 0,
             report,
         }

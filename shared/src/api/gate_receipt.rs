@@ -24,7 +24,8 @@ pub struct GateReceipt {
     pub state: PromotionState,
     /// Why.
     pub reason: String,
-    /// Digests of the site reports the decision counted ([`super::SiteReport::digest`]).
+    /// Digests of the site reports the gate's last verdict counted ([`super::SiteReport::digest`]);
+    /// for a decision by hand (`decided_by` admin), those of the verdict before it.
     pub reports: Vec<String>,
     /// Operator evals it had.
     pub evals: usize,

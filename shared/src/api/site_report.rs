@@ -11,6 +11,9 @@ use crate::hash::sha256_bytes;
 
 /// Most results one report may carry (a method per task, a few tasks).
 pub const MAX_RESULTS: usize = 16;
+/// Widest interval half-width a result may claim (two seeds' t-interval of a gain is up to 12.7 × its
+/// spread, so honest intervals can be wider than the score range).
+pub const MAX_INTERVAL: f64 = 1000.0;
 /// Most seeds or examples a result may claim (more is not a site's evaluation, it is a typo or a lie).
 pub const MAX_COUNT: u64 = 10_000_000;
 
@@ -39,12 +42,13 @@ fn day() -> u64 {
 }
 
 /// How site reports combine into a verdict; each report counts as its worst lower 95% bound of the
-/// gain over its results.
+/// gain over its results, and each of the `min_reports` that did not arrive (by the deadline) as −∞.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SiteRule {
-    /// Hold when the median of the sites' lower bounds is below −tolerance: a minority of sites can
-    /// neither hold a candidate nor pass one (the default; see ARCHITECTURE.md, "Threat model").
+    /// Hold when the lower median of the sites' lower bounds is below −tolerance: passing needs more
+    /// than half of them, so a minority of sites can neither hold a candidate nor pass one (the
+    /// default; see ARCHITECTURE.md, "Promotion gate").
     #[default]
     Median,
     /// Hold when any site's lower bound is below −tolerance: every reporting site has a veto (for
@@ -76,19 +80,19 @@ impl SiteGate {
         Ok(())
     }
 
-    /// The statistic the rule compares with −tolerance, over the reports' lower bounds (None without
-    /// reports).
+    /// The statistic the rule compares with −tolerance: over the reports' lower bounds, padded with −∞
+    /// up to `min_reports` (a missing report passes nothing), the lowest (`any`) or the lower median
+    /// (`median`: more than half must pass). None without reports.
     pub fn statistic(&self, reports: &[ReceivedReport]) -> Option<f64> {
         let mut bounds: Vec<f64> = reports.iter().map(|r| r.report.lower_bound()).collect();
         if bounds.is_empty() {
             return None;
         }
+        bounds.resize(bounds.len().max(self.min_reports), f64::NEG_INFINITY);
         bounds.sort_by(f64::total_cmp);
-        let n = bounds.len();
         Some(match self.rule {
             SiteRule::Any => bounds[0],
-            SiteRule::Median if n % 2 == 1 => bounds[n / 2],
-            SiteRule::Median => (bounds[n / 2 - 1] + bounds[n / 2]) / 2.0,
+            SiteRule::Median => bounds[(bounds.len() - 1) / 2],
         })
     }
 }
@@ -99,7 +103,8 @@ impl SiteGate {
 pub struct SiteResult {
     /// Linear probe or few-shot.
     pub method: EvalMethod,
-    /// Metric name (`accuracy`); higher is better, in [0, 1].
+    /// Metric name: `accuracy` (in [0, 1]) or, for a regression task, `pearson` (in [−1, 1]); higher
+    /// is better.
     pub metric: String,
     /// The reference's (latest's) mean score over seeds.
     pub reference_score: f64,
@@ -152,15 +157,20 @@ impl SiteReport {
         }
         for (k, r) in self.results.iter().enumerate() {
             let at = |what: &str| format!("result {k}: {what}");
-            if r.metric != "accuracy" {
-                return Err(at(&format!("metric {:?} (only accuracy)", r.metric)));
-            }
+            let low = match r.metric.as_str() {
+                "accuracy" => 0.0,
+                "pearson" => -1.0,
+                other => return Err(at(&format!("metric {other:?} (accuracy or pearson)"))),
+            };
             for (name, v) in [
                 ("reference_score", r.reference_score),
                 ("candidate_score", r.candidate_score),
             ] {
-                if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-                    return Err(at(&format!("{name} must be in [0, 1]")));
+                if !(v.is_finite() && (low..=1.0).contains(&v)) {
+                    return Err(at(&format!(
+                        "{name} must be in [{low}, 1] for {}",
+                        r.metric
+                    )));
                 }
             }
             if !r.gain.is_finite()
@@ -168,10 +178,15 @@ impl SiteReport {
             {
                 return Err(at("gain must be candidate_score − reference_score"));
             }
+            if r.seeds >= 2 && r.interval.is_none() {
+                return Err(at("interval is required with 2 or more seeds"));
+            }
             if r.interval
-                .is_some_and(|h| !(h.is_finite() && (0.0..=2.0).contains(&h)))
+                .is_some_and(|h| !(h.is_finite() && (0.0..=MAX_INTERVAL).contains(&h)))
             {
-                return Err(at("interval must be a half-width in [0, 2]"));
+                return Err(at(&format!(
+                    "interval must be a half-width in [0, {MAX_INTERVAL}]"
+                )));
             }
             for (name, v) in [
                 ("seeds", r.seeds),
@@ -195,11 +210,13 @@ impl SiteReport {
     }
 
     /// The digest that names this report from `contributor` about candidate `iteration`: SHA-256 of
-    /// `coldfuse site report v1`, the iteration, the contributor and the report's JSON, so a site can
-    /// recompute it from what it sent and find it in the gate's record and receipt.
-    pub fn digest(&self, iteration: u64, contributor: &str) -> String {
+    /// `coldfuse site report v2`, the iteration, the contributor, the coordinator's random `nonce`
+    /// for it and the report's JSON. The site recomputes it from what it sent and the nonce it was
+    /// answered, and finds it in the gate's record and receipt; without the nonce (which only the
+    /// reporter, admins and auditors see) nobody can tell which site a published digest is from.
+    pub fn digest(&self, iteration: u64, contributor: &str, nonce: &str) -> String {
         let mut bytes =
-            format!("coldfuse site report v1\n{iteration}\n{contributor}\n").into_bytes();
+            format!("coldfuse site report v2\n{iteration}\n{contributor}\n{nonce}\n").into_bytes();
         bytes.extend(serde_json::to_vec(self).unwrap_or_default());
         sha256_bytes(&bytes)
     }
@@ -211,8 +228,10 @@ impl SiteReport {
 pub struct ReceivedReport {
     /// [`SiteReport::digest`] of the report.
     pub digest: String,
-    /// The reporting contributor (from its token; omitted for anonymous readers).
+    /// The reporting contributor (from its token; shown only to itself, admins and auditors).
     pub contributor: Option<String>,
+    /// The coordinator's random nonce in the digest (shown only to the reporter, admins and auditors).
+    pub nonce: Option<String>,
     /// Unix time of receipt.
     pub received_at: u64,
     /// What the site sent.
@@ -252,8 +271,9 @@ mod tests {
             results: vec![result(0.5, 0.5 + gain, Some(0.01))],
         };
         ReceivedReport {
-            digest: report.digest(1, contributor),
+            digest: report.digest(1, contributor, "n"),
             contributor: Some(contributor.into()),
+            nonce: Some("n".into()),
             received_at: 0,
             report,
         }
@@ -278,8 +298,15 @@ mod tests {
         assert!(bad(|r| r.interval = Some(-0.1)).contains("interval"));
         assert!(bad(|r| r.interval = Some(f64::INFINITY)).contains("interval"));
         assert!(bad(|r| r.seeds = 0).contains("seeds"));
+        assert!(bad(|r| r.interval = None).contains("interval is required"));
         assert!(bad(|r| r.dev_examples = MAX_COUNT + 1).contains("dev_examples"));
         assert!(bad(|r| r.metric = "f1".into()).contains("metric"));
+        assert!(bad(|r| r.reference_score = -0.5).contains("reference_score"));
+        let mut pearson = ok.clone();
+        pearson.results[0].metric = "pearson".into();
+        pearson.results[0].reference_score = -0.5;
+        pearson.results[0].gain = 0.72 + 0.5;
+        assert_eq!(pearson.validate(), Ok(()));
         let mut many = ok.clone();
         many.results = vec![ok.results[0].clone(); MAX_RESULTS + 1];
         assert!(many.validate().is_err());
@@ -309,8 +336,22 @@ mod tests {
             ..median
         };
         assert!((any.statistic(&reports).unwrap() + 0.91).abs() < 1e-9);
-        let m2 = median.statistic(&reports[..2]).unwrap();
-        assert!((m2 - (0.01 - 0.91) / 2.0).abs() < 1e-9, "{m2}");
+        // Two of three: the missing one counts as −∞, so both present must pass (lower median).
+        let m2 = median
+            .statistic(&[reports[0].clone(), reports[2].clone()])
+            .unwrap();
+        assert!((m2 - 0.0).abs() < 1e-9, "{m2}");
+        let m1 = median.statistic(&reports[..1]).unwrap();
+        assert_eq!(m1, f64::NEG_INFINITY, "one report of three passes nothing");
+        // Four reports: the lower median, so two of four cannot pass a candidate.
+        let four = SiteGate {
+            min_reports: 4,
+            ..median
+        };
+        let mut r4 = reports;
+        r4.push(received("d", -0.5));
+        let m4 = four.statistic(&r4).unwrap();
+        assert!((m4 + 0.51).abs() < 1e-9, "{m4}");
         assert_eq!(median.statistic(&[]), None);
         assert!(SiteGate {
             min_reports: 0,
@@ -320,15 +361,30 @@ mod tests {
         .is_err());
     }
 
+    /// A site computes the digest from the floats it sent, the coordinator from those it parsed: they
+    /// must be the same numbers (serde_json's `float_roundtrip`; without it this value comes back one
+    /// unit in the last place off, and an honest report looked tampered with).
+    #[test]
+    fn scores_survive_the_wire_bit_for_bit() {
+        let mut r = received("a", 0.0).report;
+        r.results[0].candidate_score = 0.09090909090909091;
+        r.results[0].reference_score = 0.1;
+        r.results[0].gain = 0.09090909090909091 - 0.1;
+        let back: SiteReport = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.digest(1, "a", "n"), r.digest(1, "a", "n"));
+    }
+
     #[test]
     fn the_digest_names_iteration_contributor_and_content() {
         let r = received("a", 0.0).report;
-        let d = r.digest(1, "a");
+        let d = r.digest(1, "a", "n");
         assert_eq!(d.len(), 64);
-        assert_ne!(d, r.digest(2, "a"));
-        assert_ne!(d, r.digest(1, "b"));
+        assert_ne!(d, r.digest(2, "a", "n"));
+        assert_ne!(d, r.digest(1, "b", "n"));
+        assert_ne!(d, r.digest(1, "a", "m"), "the nonce hides who reported");
         let mut other = r;
         other.results[0].seeds = 6;
-        assert_ne!(d, other.digest(1, "a"));
+        assert_ne!(d, other.digest(1, "a", "n"));
     }
 }

@@ -197,6 +197,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         data.dev = Some(dev);
         let dir = root.join(format!("sites/{}", task.name));
         evaluations.push(SiteEvaluation {
+            contributor: task.name.clone(),
             tasks: vec![sites::private_task(
                 &dir,
                 &task.name,

@@ -95,11 +95,14 @@ pub fn write_results(
         root.join("results.json"),
         serde_json::to_vec_pretty(scores)?,
     )?;
-    let mut csv = String::from("task,iteration,mode,seed,accuracy\n");
+    let mut csv = String::from("task,iteration,mode,seed,metric,score\n");
     for s in scores {
         for (mode, values) in [("linear_probe", &s.probe), ("few_shot", &s.few_shot)] {
             for (seed, v) in values.iter().enumerate() {
-                csv.push_str(&format!("{},{},{mode},{seed},{v}\n", s.task, s.iteration));
+                csv.push_str(&format!(
+                    "{},{},{mode},{seed},{},{v}\n",
+                    s.task, s.iteration, s.metric
+                ));
             }
         }
     }

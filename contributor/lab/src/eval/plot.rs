@@ -188,6 +188,7 @@ mod tests {
     fn scores(task: &str, iteration: u64, probe: [f64; 3], few_shot: [f64; 3]) -> BaseScores {
         BaseScores {
             task: task.into(),
+            metric: "accuracy".into(),
             iteration,
             probe: probe.to_vec(),
             few_shot: few_shot.to_vec(),
