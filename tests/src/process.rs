@@ -230,3 +230,16 @@ pub async fn token(url: &str, admin: &str, request: &serde_json::Value) -> Strin
         .expect("token answer");
     v["token"].as_str().expect("a token").to_string()
 }
+
+/// `coldfuse` as contributor site `i` of a test deployment: coordinator `url`, `token`, and its own
+/// settings file and cache under `dir/c{i}/`; one thread, warnings only.
+pub fn site_cli(url: &str, token: &str, dir: &std::path::Path, i: usize) -> Command {
+    let mut cmd = Command::new(bin("coldfuse"));
+    cmd.env("COLDFUSE_COORDINATOR", url)
+        .env("COLDFUSE_TOKEN", token)
+        .env("COLDFUSE_CONFIG", dir.join(format!("c{i}/config.toml")))
+        .env("COLDFUSE_CACHE_DIR", dir.join(format!("c{i}/cache")))
+        .env("RAYON_NUM_THREADS", "1")
+        .env("RUST_LOG", "warn");
+    cmd
+}

@@ -364,14 +364,7 @@ async fn coordinator_gate_evaluator_process_reports_and_promotes() {
 /// by digest only.
 #[tokio::test]
 async fn coordinator_gate_site_reports_decide_by_the_median_of_three() {
-    let d = Deployment::new(site_gated(3, 3600, SiteRule::Median)).await;
-    let tokens = [
-        d.token("site-a").await,
-        d.token("site-b").await,
-        d.token("site-c").await,
-    ];
-    let (status, v) = fuse_one(&d, &tokens[0], 1).await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    let (d, tokens) = site_candidate(site_gated(3, 3600, SiteRule::Median), 3).await;
 
     // Who may report, and what is refused.
     let (status, v) = report_site(&d, 1, &d.admin, site_report(0, 0.0, 0.01)).await;
@@ -480,64 +473,34 @@ async fn coordinator_gate_site_reports_decide_by_the_median_of_three() {
 /// arrived, and one with none holds the candidate for the operator.
 #[tokio::test]
 async fn coordinator_gate_site_reports_any_rule_and_deadline() {
-    let d = Deployment::new(site_gated(3, 3600, SiteRule::Any)).await;
-    let tokens = [
-        d.token("site-a").await,
-        d.token("site-b").await,
-        d.token("site-c").await,
-    ];
-    fuse_one(&d, &tokens[0], 1).await;
+    let (d, tokens) = site_candidate(site_gated(3, 3600, SiteRule::Any), 3).await;
     report_site(&d, 1, &tokens[0], site_report(0, 0.02, 0.01)).await;
     report_site(&d, 1, &tokens[1], site_report(0, 0.02, 0.01)).await;
     let (_, v) = report_site(&d, 1, &tokens[2], site_report(0, -0.03, 0.01)).await;
-    assert_eq!(v["promotion"]["state"], "held", "{v}");
-    assert!(
-        v["promotion"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("lowest lower 95% bound"),
-        "{v}"
-    );
+    let p: Promotion = serde_json::from_value(v["promotion"].clone()).unwrap();
+    assert_decided(&p, PromotionState::Held, "lowest lower 95% bound");
 
     // Deadline: 1 s after the fusion. Two reports of three: the missing one counts as −∞, so the
     // lower median is the worse of the two present (both must pass), and they do.
-    let d = Deployment::new(site_gated(3, 1, SiteRule::Median)).await;
-    let tokens = [d.token("site-a").await, d.token("site-b").await];
-    fuse_one(&d, &tokens[0], 1).await;
+    let (d, tokens) = site_candidate(site_gated(3, 1, SiteRule::Median), 2).await;
     report_site(&d, 1, &tokens[0], site_report(0, 0.01, 0.005)).await;
     let (_, v) = report_site(&d, 1, &tokens[1], site_report(0, 0.03, 0.005)).await;
     assert_eq!(v["promotion"]["state"], "pending");
-    let check = || coldfuse_coordinator::gate::check_deadline(&d.coordinator);
-    assert!(check().await.unwrap().is_some(), "not due yet");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(check().await.unwrap(), None);
-    let p = gate_record(&d, 1).await;
-    assert_eq!(p.state, PromotionState::Promoted, "{p:?}");
-    let reason = p.reason.as_deref().unwrap();
-    assert!(
-        reason.contains("2 of 3 by the deadline: +0.0050"),
-        "{reason}"
+    let not_yet = coldfuse_coordinator::gate::check_deadline(&d.coordinator).await;
+    assert!(not_yet.unwrap().is_some(), "not due yet");
+    let p = after_the_deadline(&d).await;
+    assert_decided(
+        &p,
+        PromotionState::Promoted,
+        "2 of 3 by the deadline: +0.0050",
     );
 
     // One report of three by the deadline passes nothing: held for the operator. A report arriving
     // after that decides nothing either (it was how one site alone promoted a held candidate).
-    let d = Deployment::new(site_gated(3, 1, SiteRule::Median)).await;
-    let tokens = [d.token("site-a").await, d.token("site-b").await];
-    fuse_one(&d, &tokens[0], 1).await;
+    let (d, tokens) = site_candidate(site_gated(3, 1, SiteRule::Median), 2).await;
     report_site(&d, 1, &tokens[0], site_report(0, 0.5, 0.005)).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    coldfuse_coordinator::gate::check_deadline(&d.coordinator)
-        .await
-        .unwrap();
-    let p = gate_record(&d, 1).await;
-    assert_eq!(p.state, PromotionState::Held, "{p:?}");
-    assert!(
-        p.reason
-            .as_deref()
-            .unwrap()
-            .contains("1 of 3 by the deadline"),
-        "{p:?}"
-    );
+    let p = after_the_deadline(&d).await;
+    assert_decided(&p, PromotionState::Held, "1 of 3 by the deadline");
     let (status, v) = report_site(&d, 1, &tokens[1], site_report(0, 0.5, 0.005)).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
@@ -548,44 +511,49 @@ async fn coordinator_gate_site_reports_any_rule_and_deadline() {
     assert_eq!(latest(&d).await.iteration, 0);
     // The operator's discard is signed, by the admin, and still names the report the gate's verdict
     // (the hold) counted.
-    let (_, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/admin/gate/1/discard",
-        Some(&d.admin),
-        vec![],
-    )
-    .await;
+    let uri = "/v1/admin/gate/1/discard";
+    let (_, v) = call(&d.router(), "POST", uri, Some(&d.admin), vec![]).await;
     let p: Promotion = serde_json::from_value(v).unwrap();
     let signed = p.receipt.expect("signed");
     signed.verify(&d.coordinator.signer.public()).unwrap();
-    assert_eq!(
-        (signed.receipt.state, signed.receipt.reports.len()),
-        (PromotionState::Discarded, 1)
-    );
-    assert!(
-        signed.receipt.decided_by.starts_with("admin:"),
-        "{signed:?}"
-    );
+    let r = &signed.receipt;
+    assert_eq!((r.state, r.reports.len()), (PromotionState::Discarded, 1));
+    assert!(r.decided_by.starts_with("admin:"), "{signed:?}");
 
     // None by the deadline: held.
-    let d = Deployment::new(site_gated(2, 1, SiteRule::Median)).await;
-    let token = d.token("site-a").await;
-    fuse_one(&d, &token, 1).await;
+    let (d, _) = site_candidate(site_gated(2, 1, SiteRule::Median), 1).await;
+    let p = after_the_deadline(&d).await;
+    assert_decided(&p, PromotionState::Held, "no site reported by the deadline");
+    assert_eq!(latest(&d).await.iteration, 0);
+}
+
+/// A deployment under `config` with `sites` contributor tokens (site-a, site-b, ...) and candidate 1
+/// fused from site-a's diff.
+async fn site_candidate(config: DeploymentConfig, sites: usize) -> (Deployment, Vec<String>) {
+    let d = Deployment::new(config).await;
+    let mut tokens = Vec::new();
+    for name in ["site-a", "site-b", "site-c"].into_iter().take(sites) {
+        tokens.push(d.token(name).await);
+    }
+    let (status, v) = fuse_one(&d, &tokens[0], 1).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    (d, tokens)
+}
+
+/// Candidate 1's record once its 1 s site deadline passed and the fusion task's check ran.
+async fn after_the_deadline(d: &Deployment) -> Promotion {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    coldfuse_coordinator::gate::check_deadline(&d.coordinator)
-        .await
-        .unwrap();
-    let p = gate_record(&d, 1).await;
-    assert_eq!(p.state, PromotionState::Held, "{p:?}");
+    let next = coldfuse_coordinator::gate::check_deadline(&d.coordinator).await;
+    assert_eq!(next.unwrap(), None, "nothing left to wait for");
+    gate_record(d, 1).await
+}
+
+fn assert_decided(p: &Promotion, state: PromotionState, why: &str) {
+    assert_eq!(p.state, state, "{p:?}");
     assert!(
-        p.reason
-            .as_deref()
-            .unwrap()
-            .contains("no site reported by the deadline"),
+        p.reason.as_deref().unwrap_or_default().contains(why),
         "{p:?}"
     );
-    assert_eq!(latest(&d).await.iteration, 0);
 }
 
 /// A candidate fused from zero diffs has latest's own weights; discarding it must not make latest's

@@ -19,7 +19,7 @@ use std::{
 use coldfuse_e2e::{
     datasets::{three_tasks, write_split},
     models::minilm_layers,
-    process::{bin, contributor_token, token, Server},
+    process::{bin, contributor_token, site_cli, token, Server},
     proxy::Proxy,
     s3::S3Server,
 };
@@ -51,14 +51,7 @@ impl Run {
 
     /// `coldfuse` with the connection of contributor `i` (through the proxy) and its own cache.
     fn coldfuse(&self, i: usize) -> Command {
-        let mut cmd = Command::new(bin("coldfuse"));
-        cmd.env("COLDFUSE_COORDINATOR", &self.proxy.url)
-            .env("COLDFUSE_TOKEN", &self.tokens[i])
-            .env("COLDFUSE_CONFIG", self.path(&format!("c{i}/config.toml")))
-            .env("COLDFUSE_CACHE_DIR", self.path(&format!("c{i}/cache")))
-            .env("RAYON_NUM_THREADS", "1")
-            .env("RUST_LOG", "warn");
-        cmd
+        site_cli(&self.proxy.url, &self.tokens[i], self.dir.path(), i)
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
 use coldfuse_e2e::{
     coordinator::edited_diff,
     models::minilm_layers,
-    process::{bin, contributor_token, Server},
+    process::{bin, contributor_token, site_cli, Server},
     proxy::Proxy,
 };
 use coldfuse_shared::{
@@ -115,14 +115,7 @@ impl Deployment {
 
     /// `coldfuse` as site `i`, through the proxy.
     fn coldfuse(&self, i: usize) -> Command {
-        let mut cmd = Command::new(bin("coldfuse"));
-        cmd.env("COLDFUSE_COORDINATOR", &self.proxy.url)
-            .env("COLDFUSE_TOKEN", &self.tokens[i])
-            .env("COLDFUSE_CONFIG", self.path(&format!("c{i}/config.toml")))
-            .env("COLDFUSE_CACHE_DIR", self.path(&format!("c{i}/cache")))
-            .env("RAYON_NUM_THREADS", "1")
-            .env("RUST_LOG", "warn");
-        cmd
+        site_cli(&self.proxy.url, &self.tokens[i], self.dir.path(), i)
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {

@@ -290,30 +290,15 @@ mod tests {
         assert!(gate_at < gated.find("## Checking it").unwrap());
         assert!(gated.contains("| polarity | LinearProbe | accuracy | 0.6000 (iteration 1) | 0.6250 | +0.0250 | 3 × 100 |"), "{gated}");
         assert!(gated.contains("Promoted; no eval regressed"));
-        let report = crate::api::SiteReport {
-            reference_iteration: 1,
-            results: vec![crate::api::SiteResult {
-                method: EvalMethod::FewShot,
-                metric: "accuracy".into(),
-                reference_score: 0.5,
-                candidate_score: 0.55,
-                gain: 0.05,
-                interval: Some(0.02),
-                seeds: 3,
-                train_examples: 64,
-                dev_examples: 200,
-            }],
-        };
-        p.site_reports.push(crate::api::ReceivedReport {
-            digest: report.digest(2, "hospital-7", "n"),
-            contributor: Some("hospital-7".into()),
-            nonce: Some("n".into()),
-            received_at: 0,
-            report,
-        });
+        p.site_reports
+            .push(crate::api::site_report::fixtures::received(
+                2,
+                "hospital-7",
+                0.05,
+            ));
         let gated = with_gate(&card, &p);
         let row = format!(
-            "| {} | FewShot | 0.5000 (iteration 1) | 0.5500 | +0.0500 ± 0.0200 | 3 | 64 / 200 |",
+            "| {} | LinearProbe | 0.5000 (iteration 1) | 0.5500 | +0.0500 ± 0.0100 | 5 | 64 / 200 |",
             &p.site_reports[0].digest[..12]
         );
         assert!(gated.contains(&row), "{gated}");

@@ -362,27 +362,7 @@ mod tests {
     }
 
     fn site(contributor: &str, gain: f64) -> ReceivedReport {
-        let report = super::super::SiteReport {
-            reference_iteration: 2,
-            results: vec![super::super::SiteResult {
-                method: EvalMethod::LinearProbe,
-                metric: "accuracy".into(),
-                reference_score: 0.5,
-                candidate_score: 0.5 + gain,
-                gain,
-                interval: Some(0.01),
-                seeds: 5,
-                train_examples: 64,
-                dev_examples: 200,
-            }],
-        };
-        ReceivedReport {
-            digest: report.digest(3, contributor, "n"),
-            contributor: Some(contributor.into()),
-            nonce: Some("n".into()),
-            received_at: 0,
-            report,
-        }
+        super::super::site_report::fixtures::received(3, contributor, gain)
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod keys;
 mod receipt;
 mod round;
 pub mod routes;
-mod site_report;
+pub(crate) mod site_report;
 
 pub use base::{BaseManifest, FileEntry, IterationRecord, LatestPointer, LineageContribution};
 pub use card::{front_matter, model_card, with_gate, CardOrigin, MODEL_CARD};

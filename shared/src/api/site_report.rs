@@ -247,10 +247,12 @@ pub struct ReportAnswer {
     pub promotion: super::Promotion,
 }
 
+/// Reports for the tests of this module, `gate` and `card`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
+    /// A linear-probe result (5 seeds, 64 training and 200 dev examples).
     pub(crate) fn result(reference: f64, candidate: f64, interval: Option<f64>) -> SiteResult {
         SiteResult {
             method: EvalMethod::LinearProbe,
@@ -265,18 +267,29 @@ mod tests {
         }
     }
 
-    fn received(contributor: &str, gain: f64) -> ReceivedReport {
+    /// `contributor`'s report on candidate `iteration` against the iteration before it: one result of
+    /// this gain (from 0.5) ± 0.01.
+    pub(crate) fn received(iteration: u64, contributor: &str, gain: f64) -> ReceivedReport {
         let report = SiteReport {
-            reference_iteration: 0,
+            reference_iteration: iteration - 1,
             results: vec![result(0.5, 0.5 + gain, Some(0.01))],
         };
         ReceivedReport {
-            digest: report.digest(1, contributor, "n"),
+            digest: report.digest(iteration, contributor, "n"),
             contributor: Some(contributor.into()),
             nonce: Some("n".into()),
             received_at: 0,
             report,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixtures::result, *};
+
+    fn received(contributor: &str, gain: f64) -> ReceivedReport {
+        super::fixtures::received(1, contributor, gain)
     }
 
     #[test]
