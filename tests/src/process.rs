@@ -243,3 +243,24 @@ pub fn site_cli(url: &str, token: &str, dir: &std::path::Path, i: usize) -> Comm
         .env("RUST_LOG", "warn");
     cmd
 }
+
+/// Runs `commands` at once (stdout and stderr captured) and waits for all of them.
+pub async fn outputs_of(commands: Vec<Command>) -> Vec<std::process::Output> {
+    let children: Vec<_> = commands
+        .into_iter()
+        .map(|mut c| {
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap()
+}

@@ -148,7 +148,7 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
         csv.push_str(&format!("\"{words}, take {i}\",{stars}\n"));
     }
     std::fs::write(&data, csv).unwrap();
-    let eval = |task: &str| {
+    let eval = |task: &str, extra: &[&str]| {
         Command::new(bin("coldfuse"))
             .args([
                 "eval",
@@ -166,6 +166,7 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
                 "--task-label-column",
                 "stars",
             ])
+            .args(extra)
             .arg("--base")
             .arg(&model)
             .arg("--base")
@@ -177,7 +178,7 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
             .output()
             .unwrap()
     };
-    let out = eval(&format!("reviews={}", data.display()));
+    let out = eval(&format!("reviews={}", data.display()), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -214,45 +215,13 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
         ));
     }
     std::fs::write(&sts, rows).unwrap();
-    let out = Command::new(bin("coldfuse"))
-        .args([
-            "eval",
-            "--probe-only",
-            "--probe-seeds",
-            "2",
-            "--probe-epochs",
-            "2",
-        ])
-        .args([
-            "--heldout-examples",
-            "12",
-            "--heldout-dev",
-            "8",
-            "--heldout-max-len",
-            "16",
-        ])
-        .arg("--task")
-        .arg(format!("sts={}", sts.display()))
-        .args([
-            "--task-regression",
-            "--task-text-column",
-            "review",
-            "--task-label-column",
-            "stars",
-        ])
-        .arg("--base")
-        .arg(&model)
-        .arg("--out")
-        .arg(dir.path().join("out-sts"))
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = eval(&format!("sts={}", sts.display()), &["--task-regression"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let csv = std::fs::read_to_string(dir.path().join("out-sts/results.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("out/results.csv")).unwrap();
     assert!(
         csv.lines().skip(1).all(|l| l.contains(",pearson,")),
         "{csv}"
@@ -260,7 +229,7 @@ fn e2e_eval_scores_bases_on_a_task_from_a_file() {
 
     let short = dir.path().join("short.csv");
     std::fs::write(&short, "review,stars\ngood,5\nbad,1\nfine,5\n").unwrap();
-    let out = eval(&format!("short={}", short.display()));
+    let out = eval(&format!("short={}", short.display()), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

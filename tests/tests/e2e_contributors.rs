@@ -12,14 +12,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use coldfuse_e2e::{
     datasets::{three_tasks, write_split},
     models::minilm_layers,
-    process::{bin, contributor_token, site_cli, token, Server},
+    process::{bin, contributor_token, outputs_of, site_cli, token, Server},
     proxy::Proxy,
     s3::S3Server,
 };
@@ -114,11 +114,11 @@ async fn start(store: &str, cut_upload_after: Option<usize>) -> Run {
 /// Runs `coldfuse run --rounds 2` for the three contributors at once and waits for iteration 2.
 async fn contribute_two_rounds(run: &Run) {
     let tasks = three_tasks();
-    let children: Vec<_> = (0..3)
+    let commands: Vec<Command> = (0..3)
         .map(|i| {
             let name = tasks[i].name;
-            run.coldfuse(i)
-                .args(["run", "--rounds", &ROUNDS.to_string(), "--poll-secs", "0.2"])
+            let mut cmd = run.coldfuse(i);
+            cmd.args(["run", "--rounds", &ROUNDS.to_string(), "--poll-secs", "0.2"])
                 .arg("--data")
                 .arg(run.path(&format!("{name}-train.jsonl")))
                 .arg("--dev")
@@ -133,21 +133,11 @@ async fn contribute_two_rounds(run: &Run) {
                 ])
                 .args(["--max-len", "48", "--lr", "1e-4", "--seed", &i.to_string()])
                 .args(["--chunk-mib", "4", "--work"])
-                .arg(run.path(&format!("c{i}/work")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+                .arg(run.path(&format!("c{i}/work")));
+            cmd
         })
         .collect();
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap();
+    let outputs = outputs_of(commands).await;
     for (i, out) in outputs.iter().enumerate() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);

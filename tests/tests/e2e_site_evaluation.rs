@@ -13,14 +13,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use coldfuse_e2e::{
     coordinator::edited_diff,
     models::minilm_layers,
-    process::{bin, contributor_token, site_cli, Server},
+    process::{bin, contributor_token, outputs_of, site_cli, Server},
     proxy::Proxy,
 };
 use coldfuse_shared::{
@@ -244,24 +244,14 @@ async fn start() -> Deployment {
 
 /// Runs one `coldfuse` per site at once (`args(i)` builds site `i`'s command); asserts success.
 async fn each_site(d: &Deployment, args: impl Fn(usize, &mut Command)) -> Vec<String> {
-    let children: Vec<_> = (0..3)
+    let commands = (0..3)
         .map(|i| {
             let mut cmd = d.coldfuse(i);
             args(i, &mut cmd);
-            cmd.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            cmd
         })
         .collect();
-    let outputs: Vec<Output> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect()
-    })
-    .await
-    .unwrap();
+    let outputs = outputs_of(commands).await;
     outputs
         .iter()
         .enumerate()
