@@ -48,6 +48,21 @@ pub struct EvaluateArgs {
     pub reports: PathBuf,
 }
 
+/// Why `evaluate` has nothing to do on this deployment.
+const NO_SITE_EVALUATION: &str =
+    "this deployment's gate takes no site reports (gate.sites is not set)";
+
+/// What one [`SiteEvaluation::poll`] found.
+#[derive(Debug)]
+pub enum Poll {
+    /// The deployment's gate takes no site reports.
+    Off,
+    /// No candidate due.
+    Idle,
+    /// A candidate was scored and reported on: the coordinator's answer.
+    Reported(Box<ReportAnswer>),
+}
+
 /// What a site scores candidates on, and how.
 #[derive(Debug, Clone)]
 pub struct SiteEvaluation {
@@ -104,6 +119,29 @@ impl SiteEvaluation {
         self.reports.join(format!("report-{iteration:06}.json"))
     }
 
+    /// One look at the gate: scores and reports on the candidate if it is due (pending, and not in
+    /// `tried` or reported on already; it goes into `tried` whatever happens).
+    pub async fn poll(
+        &self,
+        client: &Client,
+        cache: &Path,
+        tried: &mut BTreeSet<u64>,
+    ) -> anyhow::Result<Poll> {
+        let s = client.gate().await?;
+        if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
+            return Ok(Poll::Off);
+        }
+        let Some(i) = due(s.candidate.as_ref(), tried, self) else {
+            return Ok(Poll::Idle);
+        };
+        tried.insert(i);
+        let answer = self
+            .evaluate(client, cache, i, s.latest)
+            .await
+            .with_context(|| format!("candidate {i}"))?;
+        Ok(Poll::Reported(Box::new(answer)))
+    }
+
     /// Scores `candidate` against `latest`, reports the aggregates and keeps the answer.
     pub async fn evaluate(
         &self,
@@ -144,12 +182,21 @@ impl SiteEvaluation {
     }
 }
 
-/// The aggregates of paired scores (reference then candidate, per task): per task and method, both
-/// means, the gain with its 95% half-width, and the counts. Nothing per example.
+/// The aggregates of paired scores (reference then candidate, per task), without the task names:
+/// what a site sends.
 pub fn aggregate(
     reference_iteration: u64,
     scores: &[heldout::BaseScores],
 ) -> anyhow::Result<SiteReport> {
+    Ok(SiteReport {
+        reference_iteration,
+        results: compare(scores)?.into_iter().map(|(_, r)| r).collect(),
+    })
+}
+
+/// Per task and method of paired scores (reference then candidate, per task): the task's name and
+/// both means, the gain with its 95% half-width, and the counts. Nothing per example.
+pub fn compare(scores: &[heldout::BaseScores]) -> anyhow::Result<Vec<(String, SiteResult)>> {
     let mut results = Vec::new();
     for pair in scores.chunks(2) {
         let [r, c] = pair else {
@@ -171,7 +218,7 @@ pub fn aggregate(
                     r.metric
                 );
             }
-            results.push(SiteResult {
+            let result = SiteResult {
                 method,
                 metric: r.metric.clone(),
                 reference_score,
@@ -181,13 +228,11 @@ pub fn aggregate(
                 seeds: rv.len() as u64,
                 train_examples: r.train_examples as u64,
                 dev_examples: r.dev_examples as u64,
-            });
+            };
+            results.push((r.task.clone(), result));
         }
     }
-    Ok(SiteReport {
-        reference_iteration,
-        results,
-    })
+    Ok(results)
 }
 
 /// The coordinator kept what was sent, as this site's, under the digest the site computes.
@@ -287,32 +332,21 @@ pub async fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result
     let contributor = crate::login::contributor_id(None, settings, Some(&client)).await?;
     let eval = SiteEvaluation::from_args(&args, contributor)?;
     let poll = Duration::from_secs_f64(args.poll_secs.clamp(0.1, 3600.0));
-    let mut done = BTreeSet::new();
+    let mut tried = BTreeSet::new();
     loop {
-        let step = async {
-            let s = client.gate().await?;
-            if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
-                bail!("this deployment's gate takes no site reports (gate.sites is not set)");
-            }
-            match due(s.candidate.as_ref(), &done, &eval) {
-                Some(i) => {
-                    done.insert(i);
-                    let answer = eval
-                        .evaluate(&client, &settings.cache_dir, i, s.latest)
-                        .await?;
-                    print_promotion(&answer.promotion);
-                }
-                None if args.once => println!("no candidate awaiting this site's report"),
-                None => {}
-            }
-            Ok(())
-        };
-        match step.await {
-            Err(e) if !args.once => {
+        let polled = eval.poll(&client, &settings.cache_dir, &mut tried).await;
+        match polled.and_then(|p| match p {
+            Poll::Off => Err(anyhow::anyhow!(NO_SITE_EVALUATION)),
+            p => Ok(p),
+        }) {
+            Ok(Poll::Reported(answer)) => print_promotion(&answer.promotion),
+            Ok(_) if args.once => println!("no candidate awaiting this site's report"),
+            Ok(_) => {}
+            Err(e) if args.once => return Err(e),
+            Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "site evaluation");
                 println!("site evaluation failed: {e:#}");
             }
-            result => result?,
         }
         if args.once {
             return Ok(());

@@ -14,7 +14,7 @@ use coldfuse_shared::{
 use crate::{
     args::{DiffArgs, JobArgs},
     client::Client,
-    evaluate::{self, SiteEvaluation},
+    evaluate::SiteEvaluation,
     heldout::{tasks::Task, PlanArgs},
     login::contributor_id,
     pull::pull,
@@ -57,6 +57,7 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
     let job = args.job;
     let cfg = job.hyper.config()?;
     let data = job.data.load(cfg.seed)?;
+    let contributor = contributor_id(job.contributor, settings, Some(&client)).await?;
     let evaluation = match (&job.data.dev, args.evaluate_candidates) {
         (Some(dev), true) => {
             let task = Task {
@@ -65,9 +66,8 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
                 spec: job.data.spec(),
             };
             let reports = args.work.join("reports");
-            let who = contributor_id(job.contributor.clone(), settings, Some(&client)).await?;
             Some(SiteEvaluation::new(
-                who,
+                contributor.clone(),
                 vec![task],
                 &args.evaluation,
                 reports,
@@ -77,7 +77,7 @@ pub async fn run_command(args: RunArgs, settings: &Settings) -> anyhow::Result<(
         _ => None,
     };
     let plan = LoopPlan {
-        contributor: contributor_id(job.contributor, settings, Some(&client)).await?,
+        contributor,
         rounds: args.rounds,
         poll: Duration::from_secs_f64(args.poll_secs.max(0.05)),
         work: args.work,
@@ -223,22 +223,9 @@ async fn evaluate_candidate(client: &Client, plan: &LoopPlan, tried: &mut BTreeS
     let Some(eval) = &plan.evaluation else {
         return;
     };
-    let s = match client.gate().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the gate for site evaluation");
-            return;
-        }
-    };
-    if s.gate.as_ref().is_none_or(|g| g.sites.is_none()) {
-        return;
-    }
-    if let Some(i) = evaluate::due(s.candidate.as_ref(), tried, eval) {
-        tried.insert(i);
-        if let Err(e) = eval.evaluate(client, &plan.cache, i, s.latest).await {
-            tracing::warn!(candidate = i, error = %format!("{e:#}"), "site evaluation failed");
-            println!("candidate {i}: site evaluation failed: {e:#}");
-        }
+    if let Err(e) = eval.poll(client, &plan.cache, tried).await {
+        tracing::warn!(error = %format!("{e:#}"), "site evaluation failed");
+        println!("site evaluation failed: {e:#}");
     }
 }
 

@@ -124,7 +124,11 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
                 s.bases.insert(manifest.base_sha256.clone(), iteration);
                 s.committed = iteration;
                 match gated {
-                    Some(pending) => s.candidate = Some(pending),
+                    Some(pending) => {
+                        s.candidate = Some(pending);
+                        // The fusion task re-plans its waits: the candidate's site deadline.
+                        c.wake.notify_one();
+                    }
                     None => s.latest = manifest,
                 }
                 s.round = BTreeMap::new();

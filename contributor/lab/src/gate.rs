@@ -5,8 +5,8 @@
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::Context;
-use coldfuse_contributor::{gate::print_promotion, pull::pull, Client};
-use coldfuse_shared::api::{EvalMethod, GateEval, PromotionState};
+use coldfuse_contributor::{evaluate, gate::print_promotion, pull::pull, Client};
+use coldfuse_shared::api::{GateEval, PromotionState};
 
 use crate::eval::{heldout, tasks::Registry, ProtocolArgs};
 
@@ -58,33 +58,23 @@ pub async fn evaluate(client: &Client, cache: &Path, args: EvaluateArgs) -> anyh
             tokio::task::spawn_blocking(move || heldout::score_bases(&bases, &tasks_c, &plan_c))
                 .await??;
         let mut last = None;
-        for pair in scores.chunks(2) {
-            let [r, c] = pair else { continue };
-            let methods = [
-                (EvalMethod::LinearProbe, &r.probe, &c.probe),
-                (EvalMethod::FewShot, &r.few_shot, &c.few_shot),
-            ];
-            for (method, rv, cv) in methods {
-                if rv.is_empty() {
-                    continue;
-                }
-                let eval = GateEval {
-                    task: r.task.clone(),
-                    method,
-                    metric: r.metric.clone(),
-                    reference_iteration: s.latest,
-                    reference_score: heldout::mean(rv),
-                    candidate_score: heldout::mean(cv),
-                    seeds: rv.len(),
-                    examples: plan.train,
-                    reported_by: String::new(),
-                };
-                let p = client
-                    .report_eval(i, &eval)
-                    .await
-                    .with_context(|| format!("reporting the {} eval of candidate {i}", r.task))?;
-                last = Some(p);
-            }
+        for (task, r) in evaluate::compare(&scores)? {
+            let eval = GateEval {
+                task,
+                method: r.method,
+                metric: r.metric,
+                reference_iteration: s.latest,
+                reference_score: r.reference_score,
+                candidate_score: r.candidate_score,
+                seeds: r.seeds as usize,
+                examples: r.train_examples as usize,
+                reported_by: String::new(),
+            };
+            let p = client
+                .report_eval(i, &eval)
+                .await
+                .with_context(|| format!("reporting the {} eval of candidate {i}", eval.task))?;
+            last = Some(p);
         }
         done.insert(i);
         match last {

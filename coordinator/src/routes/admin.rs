@@ -47,28 +47,21 @@ pub async fn fuse(
     if q.get("wait").is_some_and(|w| w == "true") {
         // On its own task: a client that hangs up does not cancel the fusion half-way.
         let runner = c.clone();
-        let record = tokio::spawn(async move {
-            let fused = fuse_round(&runner, true).await;
-            // The fusion task re-plans its waits (e.g. the new candidate's site deadline).
-            runner.wake.notify_one();
-            fused
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(format!("fusion failed, nothing published: {e:#}")))?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                ErrorCode::NothingToFuse,
-                "a fusion is already running, or no accepted contribution is left",
-            )
-        })?;
+        let record = tokio::spawn(async move { fuse_round(&runner, true).await })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::internal(format!("fusion failed, nothing published: {e:#}")))?
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    ErrorCode::NothingToFuse,
+                    "a fusion is already running, or no accepted contribution is left",
+                )
+            })?;
         return Ok(Json(record).into_response());
     }
     let runner = c.clone();
     tokio::spawn(async move {
-        let fused = fuse_round(&runner, true).await;
-        runner.wake.notify_one();
-        if let Err(e) = fused {
+        if let Err(e) = fuse_round(&runner, true).await {
             tracing::error!(error = %format!("{e:#}"), "forced fusion failed");
             runner.metrics.fusion_failed();
         }
