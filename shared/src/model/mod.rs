@@ -9,12 +9,15 @@ mod arch;
 pub mod bert;
 pub mod bert_config;
 mod ctx;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod deberta;
 mod error;
 pub mod fused;
 pub mod layers;
 pub mod loss;
 mod params;
+pub mod precision;
 pub mod roberta;
 pub mod transformer;
 
@@ -22,6 +25,7 @@ pub use arch::Architecture;
 pub use ctx::ForwardCtx;
 pub use error::ModelError;
 pub use params::{Init, Params};
+pub use precision::Precision;
 
 use candle_core::Tensor;
 

@@ -11,7 +11,7 @@ use super::{
         layer::{LayerDropout, LayerSpec, Packing},
     },
     layers::{softmax_last_dim, Activation, LayerNorm, Linear},
-    ForwardCtx, ModelError, Params,
+    precision, ForwardCtx, ModelError, Params, Precision,
 };
 
 /// Multi-head self-attention with HF names `attention.self.{query,key,value}` and `attention.output.*`.
@@ -71,10 +71,10 @@ impl SelfAttention {
         let k = self.split_heads(&self.key.forward(xs)?)?;
         let v = self.split_heads(&self.value.forward(xs)?)?;
         let scale = self.scale();
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(bias)?;
+        let scores = (precision::matmul(&q, &k.transpose(2, 3)?.contiguous()?)? * scale)?
+            .broadcast_add(bias)?;
         let probs = ctx.dropout(&softmax_last_dim(&scores)?, self.attn_dropout)?;
-        Ok(probs
-            .matmul(&v)?
+        Ok(precision::matmul(&probs, &v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, h))?)
@@ -222,7 +222,10 @@ impl TransformerStack {
         ctx: &ForwardCtx,
     ) -> Result<Tensor, ModelError> {
         let tensor = attention_bias(mask)?;
-        let fusable = fused::applies(xs) && self.layers.iter().all(TransformerLayer::fusable);
+        // The fused node computes in f32: under bf16 autocast the composed ops run.
+        let fusable = fused::applies(xs)
+            && precision::current() == Precision::F32
+            && self.layers.iter().all(TransformerLayer::fusable);
         let bias = match fusable {
             true => Bias::Keys(tensor.flatten_all()?.to_vec1::<f32>()?.into()),
             false => Bias::Tensor(tensor),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use crate::model::Precision;
 
 /// A dev-set metric, used to pick the best evaluation and for early stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +131,10 @@ pub struct TrainConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Log a loss line every this many steps when no progress bar is drawn.
     pub log_every: usize,
+    /// Precision of the matmuls: `bf16` is autocast with f32 master weights and optimiser state
+    /// (PyTorch's AMP); `f32` (the default) is left out of the serialised form.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -157,6 +162,7 @@ impl Default for TrainConfig {
             metric: None,
             early_stopping: None,
             log_every: 10,
+            precision: Precision::F32,
         }
     }
 }

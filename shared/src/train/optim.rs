@@ -2,10 +2,11 @@
 //! fused: one pass over each parameter's f32 data updates moments and weights in place, instead of
 //! about ten candle tensor ops per parameter.
 //!
-//! Gradients of the micro-batches of one step are summed into host buffers (scaled by each
-//! micro-batch's share of the examples); their global L2 norm gives the clipping factor, applied
-//! inside the same pass. On the CPU the weights are updated in place through candle's
-//! [`InplaceOp1`]; on other devices the weights make a host round trip (fused kernels come later).
+//! Gradients of the micro-batches of one step are summed (scaled by each micro-batch's share of the
+//! examples); their global L2 norm gives the clipping factor, applied inside the same pass. On the CPU
+//! the sums and moments are host buffers and the weights are updated in place through candle's
+//! [`InplaceOp1`]. On a GPU everything stays on the device: sums, moments and the update are candle
+//! tensor ops with the same per-element formula, and only the norm (one scalar per step) comes back.
 
 use std::{cell::RefCell, collections::BTreeMap};
 
@@ -45,15 +46,27 @@ pub fn decays(name: &str) -> bool {
     !(is_bias || is_norm)
 }
 
+/// A parameter's moments and gradient sum (over the current step's micro-batches): host buffers for
+/// the fused CPU pass, or tensors on the parameter's device.
+enum Moments {
+    Host {
+        m: Vec<f32>,
+        v: Vec<f32>,
+        grad: Vec<f32>,
+    },
+    Device {
+        m: Tensor,
+        v: Tensor,
+        grad: Tensor,
+    },
+}
+
 /// Per-parameter state.
 struct Slot {
     name: String,
     var: Var,
     decay: bool,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    /// Gradient summed over the current step's micro-batches.
-    grad: Vec<f32>,
+    moments: Moments,
     /// Whether any micro-batch of the current step gave this parameter a gradient.
     has_grad: bool,
     /// Updates applied so far (PyTorch keeps one count per parameter).
@@ -133,6 +146,21 @@ fn squares(g: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// Σ g² of a host buffer on rayon's pool; the parts are collected in order, then summed, so the sum does
+/// not depend on the threads' timing.
+fn host_squares(g: &[f32]) -> f64 {
+    let parts: Vec<f64> = g
+        .par_chunks(CHUNK)
+        .map(|c| {
+            vectorized(
+                #[inline(always)]
+                || squares(c),
+            )
+        })
+        .collect();
+    parts.iter().sum()
+}
+
 /// The in-place CPU update of one parameter's storage.
 struct FusedUpdate<'a> {
     slot: RefCell<(&'a [f32], &'a mut [f32], &'a mut [f32])>,
@@ -159,6 +187,28 @@ impl InplaceOp1 for FusedUpdate<'_> {
         }
         update_all(p, g, m, v, self.scalars);
         Ok(())
+    }
+}
+
+impl StepScalars {
+    /// One update of `p` with the tensors' own ops on their device: the per-element formula of
+    /// [`update_chunk`] in the same order, except that candle divides by a constant by multiplying by
+    /// its inverse (so equal to about 1 ulp, not bit for bit).
+    fn update_tensors(
+        self,
+        p: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let grad = (g * f64::from(self.grad_scale))?;
+        let m = (m + ((&grad - m)? * f64::from(self.one_minus_beta1))?)?;
+        let v =
+            ((v * f64::from(self.beta2))? + ((&grad * f64::from(self.one_minus_beta2))? * &grad)?)?;
+        let denom = ((v.sqrt()? / f64::from(self.bias_correction2_sqrt))? + f64::from(self.eps))?;
+        let p = ((p * f64::from(self.decay_factor))?
+            + ((&m / &denom)? * f64::from(self.neg_step_size))?)?;
+        Ok((p, m, v))
     }
 }
 
@@ -210,8 +260,18 @@ fn accumulate_into(
 }
 
 impl AdamW {
-    /// An optimizer over `vars` (f32, any device), with zero moments.
+    /// An optimizer over `vars` (f32, any device), with zero moments: host buffers when the parameters
+    /// are on the CPU, tensors on their device otherwise.
     pub fn new(vars: &BTreeMap<String, Var>, params: AdamWParams) -> Result<Self, TrainError> {
+        let on_device = vars.values().any(|v| !v.device().is_cpu());
+        Self::build(vars, params, on_device)
+    }
+
+    fn build(
+        vars: &BTreeMap<String, Var>,
+        params: AdamWParams,
+        on_device: bool,
+    ) -> Result<Self, TrainError> {
         let slots = vars
             .iter()
             .map(|(name, var)| {
@@ -222,13 +282,25 @@ impl AdamW {
                     )));
                 }
                 let n = var.elem_count();
+                let moments = if on_device {
+                    let zeros = || Tensor::zeros(n, DType::F32, var.device());
+                    Moments::Device {
+                        m: zeros()?,
+                        v: zeros()?,
+                        grad: zeros()?,
+                    }
+                } else {
+                    Moments::Host {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                        grad: vec![0.0; n],
+                    }
+                };
                 Ok(Slot {
                     name: name.clone(),
                     var: var.clone(),
                     decay: decays(name),
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                    grad: vec![0.0; n],
+                    moments,
                     has_grad: false,
                     steps: 0,
                 })
@@ -239,7 +311,7 @@ impl AdamW {
 
     /// Number of trained values.
     pub fn num_values(&self) -> usize {
-        self.slots.iter().map(|s| s.m.len()).sum()
+        self.slots.iter().map(|s| s.var.elem_count()).sum()
     }
 
     /// Names of the parameters that get weight decay.
@@ -258,34 +330,38 @@ impl AdamW {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            accumulate_into(&mut slot.grad, grad, scale, !slot.has_grad)?;
+            let first = !slot.has_grad;
+            match &mut slot.moments {
+                Moments::Host { grad: sum, .. } => accumulate_into(sum, grad, scale, first)?,
+                Moments::Device { grad: sum, .. } => {
+                    let scaled =
+                        (grad.detach().flatten_all()?.to_dtype(DType::F32)? * f64::from(scale))?;
+                    *sum = if first { scaled } else { (&*sum + scaled)? };
+                }
+            }
             slot.has_grad = true;
         }
         Ok(())
     }
 
-    /// Global L2 norm of the summed gradients.
-    pub fn grad_norm(&self) -> f64 {
-        let sum: f64 = self
-            .slots
-            .iter()
-            .filter(|s| s.has_grad)
-            .map(|s| {
-                // Collected in order, then summed: the same norm whatever the threads' timing.
-                let parts: Vec<f64> = s
-                    .grad
-                    .par_chunks(CHUNK)
-                    .map(|c| {
-                        vectorized(
-                            #[inline(always)]
-                            || squares(c),
-                        )
-                    })
-                    .collect();
-                parts.iter().sum::<f64>()
-            })
-            .sum();
-        sum.sqrt()
+    /// Global L2 norm of the summed gradients (on a GPU, the one value per step that comes back).
+    pub fn grad_norm(&self) -> Result<f64, TrainError> {
+        let mut on_device = Vec::new();
+        let mut sum = 0f64;
+        for slot in self.slots.iter().filter(|s| s.has_grad) {
+            match &slot.moments {
+                Moments::Host { grad, .. } => sum += host_squares(grad),
+                Moments::Device { grad, .. } => {
+                    on_device.push(grad.to_dtype(DType::F64)?.sqr()?.sum_all()?);
+                }
+            }
+        }
+        if !on_device.is_empty() {
+            sum += Tensor::stack(&on_device, 0)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+        Ok(sum.sqrt())
     }
 
     /// Applies one AdamW update with learning rate `lr` to every parameter that got a gradient, the
@@ -307,31 +383,51 @@ impl AdamW {
                 eps: p.eps as f32,
             };
             let tensor = slot.var.as_tensor();
-            if tensor.device().is_cpu() && tensor.is_contiguous() {
-                let op = FusedUpdate {
-                    slot: RefCell::new((&slot.grad, &mut slot.m, &mut slot.v)),
-                    scalars,
-                };
-                tensor.inplace_op1(&op)?;
-            } else {
-                let mut host = tensor
-                    .flatten_all()?
-                    .to_device(&Device::Cpu)?
-                    .to_vec1::<f32>()?;
-                update_all(&mut host, &slot.grad, &mut slot.m, &mut slot.v, scalars);
-                let new = Tensor::from_vec(host, tensor.shape(), tensor.device())?;
-                slot.var.set(&new)?;
+            match &mut slot.moments {
+                Moments::Host { m, v, grad }
+                    if tensor.device().is_cpu() && tensor.is_contiguous() =>
+                {
+                    let op = FusedUpdate {
+                        slot: RefCell::new((grad, m, v)),
+                        scalars,
+                    };
+                    tensor.inplace_op1(&op)?;
+                }
+                Moments::Host { m, v, grad } => {
+                    let mut host = tensor.flatten_all()?.to_vec1::<f32>()?;
+                    update_all(&mut host, grad, m, v, scalars);
+                    slot.var
+                        .set(&Tensor::from_vec(host, tensor.shape(), tensor.device())?)?;
+                }
+                Moments::Device { m, v, grad } => {
+                    let (p, new_m, new_v) =
+                        scalars.update_tensors(&tensor.flatten_all()?, grad, m, v)?;
+                    slot.var.set(&p.reshape(tensor.shape())?)?;
+                    (*m, *v) = (new_m, new_v);
+                }
             }
             slot.has_grad = false;
         }
         Ok(())
     }
 
-    /// The moments and update count of every parameter, for a run checkpoint.
-    pub fn state(&self) -> Vec<(&str, &[f32], &[f32], u64)> {
+    /// The moments (flat f32 tensors on the CPU) and update count of every parameter, for a run
+    /// checkpoint.
+    pub fn state(&self) -> Result<Vec<(&str, Tensor, Tensor, u64)>, TrainError> {
         self.slots
             .iter()
-            .map(|s| (s.name.as_str(), s.m.as_slice(), s.v.as_slice(), s.steps))
+            .map(|s| {
+                let (m, v) = match &s.moments {
+                    Moments::Host { m, v, .. } => (
+                        Tensor::from_slice(m, m.len(), &Device::Cpu)?,
+                        Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+                    ),
+                    Moments::Device { m, v, .. } => {
+                        (m.to_device(&Device::Cpu)?, v.to_device(&Device::Cpu)?)
+                    }
+                };
+                Ok((s.name.as_str(), m, v, s.steps))
+            })
             .collect()
     }
 
@@ -345,16 +441,28 @@ impl AdamW {
             let (m, v, steps) = state
                 .remove(&slot.name)
                 .ok_or_else(|| format!("no optimizer state for {}", slot.name))?;
-            if m.len() != slot.m.len() || v.len() != slot.v.len() {
+            let n = slot.var.elem_count();
+            if m.len() != n || v.len() != n {
                 return Err(format!(
-                    "optimizer state for {} has {} values, the parameter {}",
+                    "optimizer state for {} has {} values, the parameter {n}",
                     slot.name,
                     m.len(),
-                    slot.m.len()
                 ));
             }
-            slot.m = m;
-            slot.v = v;
+            match &mut slot.moments {
+                Moments::Host {
+                    m: old_m, v: old_v, ..
+                } => (*old_m, *old_v) = (m, v),
+                Moments::Device {
+                    m: old_m, v: old_v, ..
+                } => {
+                    let on = |x: Vec<f32>| Tensor::from_vec(x, n, slot.var.device());
+                    (*old_m, *old_v) = (
+                        on(m).map_err(|e| e.to_string())?,
+                        on(v).map_err(|e| e.to_string())?,
+                    );
+                }
+            }
             slot.steps = steps;
         }
         match state.keys().next() {
@@ -453,6 +561,83 @@ mod tests {
         assert!(diff < 1e-6, "max diff {diff}");
     }
 
+    /// The device path (tensor ops, what a GPU runs) gives the fused host pass's weights, moments and
+    /// norms over several clipped, decayed, accumulated steps; run here on the CPU.
+    #[test]
+    fn device_state_matches_the_fused_host_pass() {
+        let dev = Device::Cpu;
+        let init: Vec<f32> = (0..4000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let make = |on_device: bool| {
+            let w = Var::from_vec(init.clone(), (40, 100), &dev).unwrap();
+            let b = Var::from_vec(init[..100].to_vec(), 100, &dev).unwrap();
+            let vars = BTreeMap::from([("w".to_string(), w), ("x.bias".to_string(), b)]);
+            let params = AdamWParams {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+            };
+            (AdamW::build(&vars, params, on_device).unwrap(), vars)
+        };
+        let (mut host, host_vars) = make(false);
+        let (mut device, device_vars) = make(true);
+        assert!(matches!(device.slots[0].moments, Moments::Device { .. }));
+        let target = Tensor::arange(0f32, 4000.0, &dev)
+            .unwrap()
+            .reshape((40, 100))
+            .unwrap();
+        let grads = |vars: &BTreeMap<String, Var>, k: f64| {
+            let w = vars["w"].as_tensor();
+            let b = vars["x.bias"].as_tensor();
+            ((w * &target).unwrap().sqr().unwrap().sum_all().unwrap() * k)
+                .unwrap()
+                .add(&(b.sqr().unwrap().sum_all().unwrap() * (3.0 * k)).unwrap())
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        for step in 0..4 {
+            for (opt, vars) in [(&mut host, &host_vars), (&mut device, &device_vars)] {
+                opt.accumulate(&grads(vars, 1.0), 0.25).unwrap();
+                opt.accumulate(&grads(vars, 0.5), 0.75).unwrap();
+            }
+            let (h, d) = (host.grad_norm().unwrap(), device.grad_norm().unwrap());
+            assert!((h - d).abs() <= 1e-6 * h, "step {step}: norm {h} vs {d}");
+            host.step(1e-2, (1.0 / h).min(1.0)).unwrap();
+            device.step(1e-2, (1.0 / h).min(1.0)).unwrap();
+        }
+        for name in ["w", "x.bias"] {
+            let diff = (host_vars[name].as_tensor() - device_vars[name].as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff <= 1e-6, "{name} differs by {diff}");
+            assert_eq!(host_vars[name].dims(), device_vars[name].dims());
+        }
+        let (hs, ds) = (host.state().unwrap(), device.state().unwrap());
+        for ((name, hm, hv, hsteps), (_, dm, dv, dsteps)) in hs.iter().zip(&ds) {
+            assert_eq!(hsteps, dsteps);
+            for (a, b) in [(hm, dm), (hv, dv)] {
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_scalar::<f32>().unwrap();
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff <= 1e-6 * scale, "{name} moments differ by {diff}");
+            }
+        }
+    }
+
     /// Two half-weighted micro-batches give the same update as one full batch.
     #[test]
     fn accumulation_and_clipping() {
@@ -480,7 +665,7 @@ mod tests {
             .unwrap();
         opt.accumulate(&g1, 0.5).unwrap();
         opt.accumulate(&g2, 0.5).unwrap();
-        let norm = opt.grad_norm();
+        let norm = opt.grad_norm().unwrap();
         assert!((norm - 3.0 * 3f64.sqrt()).abs() < 1e-6, "norm {norm}");
         opt.step(0.1, 0.5).unwrap();
         // First Adam step moves every weight by lr·sign(g) whatever the scale.
@@ -488,6 +673,6 @@ mod tests {
         for (g, want) in got.iter().zip([0.9f32, -2.1, 2.9]) {
             assert!((g - want).abs() < 1e-6, "{got:?}");
         }
-        assert_eq!(opt.grad_norm(), 0.0, "sums cleared after a step");
+        assert_eq!(opt.grad_norm().unwrap(), 0.0, "sums cleared after a step");
     }
 }

@@ -121,16 +121,9 @@ pub(crate) fn save(dir: &Path, ck: &Checkpoint<'_>) -> Result<PathBuf, TrainErro
     let optimizer = staging.join(OPTIMIZER);
     let mut moments = HashMap::new();
     let mut adam_steps = BTreeMap::new();
-    for (name, m, v, steps) in ck.optimizer.state() {
-        let tensor = |x: &[f32]| Tensor::from_slice(x, x.len(), &Device::Cpu);
-        moments.insert(
-            format!("m.{name}"),
-            tensor(m).map_err(candle_err(&optimizer))?,
-        );
-        moments.insert(
-            format!("v.{name}"),
-            tensor(v).map_err(candle_err(&optimizer))?,
-        );
+    for (name, m, v, steps) in ck.optimizer.state()? {
+        moments.insert(format!("m.{name}"), m);
+        moments.insert(format!("v.{name}"), v);
         adam_steps.insert(name.to_string(), steps);
     }
     candle_core::safetensors::save(&moments, &optimizer).map_err(candle_err(&optimizer))?;

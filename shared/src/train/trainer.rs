@@ -20,7 +20,7 @@ use crate::{
     checkpoint::ModelDir,
     classifier::{HeadInit, SequenceClassifier},
     data::{bucketed_batches, sequential_batches, EncodedSet, LabelSpace, TrainData},
-    model::ForwardCtx,
+    model::{precision, ForwardCtx},
     tokenize::TextTokenizer,
 };
 
@@ -281,6 +281,9 @@ impl Trainer {
             return Err(TrainError::Config("early stopping needs a dev set".into()));
         }
         let cfg = &self.cfg;
+        // Every forward pass of the run (a linear probe's frozen features, the steps, dev evaluations)
+        // happens on this thread, in the run's precision.
+        let _precision = precision::autocast(cfg.precision);
         let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accumulation);
         let total = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
@@ -399,7 +402,7 @@ impl Trainer {
             let end = (start + cfg.grad_accumulation).min(plan.1.len());
             let started = std::time::Instant::now();
             let loss = self.accumulate(train, &plan.1[start..end], run)?;
-            let grad_norm = run.optimizer.grad_norm();
+            let grad_norm = run.optimizer.grad_norm()?;
             if !grad_norm.is_finite() {
                 return Err(TrainError::Diverged {
                     step: run.state.step,
@@ -412,6 +415,8 @@ impl Trainer {
                 .map_or(1.0, |max| (max / (grad_norm + 1e-6)).min(1.0));
             let lr = schedule.lr(run.state.step);
             run.optimizer.step(lr, clip)?;
+            // A GPU runs the update asynchronously: wait for it so the step's time is its own.
+            self.opts.device.synchronize()?;
 
             let epoch = run.state.epoch;
             run.state.step += 1;

@@ -39,6 +39,11 @@ fn host_u32(t: &Tensor) -> Vec<u32> {
 
 /// The batch the fixture was computed on.
 pub fn golden_batch(g: &HashMap<String, Tensor>) -> Batch {
+    golden_batch_on(g, &Device::Cpu)
+}
+
+/// The batch the fixture was computed on, its tensors on `device`.
+pub fn golden_batch_on(g: &HashMap<String, Tensor>, device: &Device) -> Batch {
     let ids = &g["input_ids"];
     let (b, t) = ids.dims2().unwrap();
     let types = g.get("token_type_ids").map(host_u32);
@@ -48,9 +53,25 @@ pub fn golden_batch(g: &HashMap<String, Tensor>) -> Batch {
         types,
         b,
         t,
-        &Device::Cpu,
+        device,
     )
     .unwrap()
+}
+
+/// CUDA GPU 0 for the GPU variants of the checks. Without the `cuda` feature or a GPU they pass
+/// without checking anything (saying so), except under `COLDFUSE_REQUIRE_GPU=1`, which
+/// scripts/gpu-check.sh sets: there a missing GPU fails them.
+pub fn cuda() -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(device) => Some(device),
+        Err(e) if std::env::var_os("COLDFUSE_REQUIRE_GPU").is_some() => {
+            panic!("COLDFUSE_REQUIRE_GPU is set but there is no CUDA GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("no CUDA GPU ({e}): the GPU check did not run");
+            None
+        }
+    }
 }
 
 /// The body of `dir` on the CPU with a fresh seeded head of `num_labels` outputs.
@@ -62,8 +83,13 @@ pub fn fresh_classifier(dir: &ModelDir, num_labels: usize, seed: u64) -> Sequenc
 /// Largest absolute elementwise difference.
 pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
+    let cpu = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    let (a, b) = (cpu(a), cpu(b));
     (a - b)
         .unwrap()
         .abs()
@@ -82,6 +108,15 @@ pub const NORM_FLOOR: f32 = 1e-7;
 
 /// ‖a − b‖ / max(‖b‖, NORM_FLOOR).
 pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    rel_err_floor(a, b, NORM_FLOOR)
+}
+
+/// Norm floor for gradients computed on a GPU: cuBLAS sums in another order than the CPU, so an
+/// analytically zero gradient's noise there is compared absolutely at 1e-7 × the gradient tolerance.
+pub const GPU_NORM_FLOOR: f32 = 1e-4;
+
+/// ‖a − b‖ / max(‖b‖, floor).
+pub fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     let norm = |t: &Tensor| {
         t.sqr()
@@ -92,8 +127,12 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
             .unwrap()
             .sqrt()
     };
+    let (a, b) = (
+        &a.to_device(&Device::Cpu).unwrap(),
+        &b.to_device(&Device::Cpu).unwrap(),
+    );
     let d = norm(&(a - b).unwrap());
-    d / norm(b).max(NORM_FLOOR)
+    d / norm(b).max(floor)
 }
 
 /// The all-MiniLM-L6-v2 dir installed by scripts/assets.sh (`COLDFUSE_MINILM_DIR`).

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use coldfuse_shared::{
     data::{EncodedRow, EncodedSet, LabelSpace, Target},
+    model::Precision,
     train::{DeviceChoice, ProgressMode, RunOptions, TrainConfig, Trainer},
     HeadInit, ModelDir, SequenceClassifier,
 };
@@ -38,6 +39,9 @@ pub struct TrainArgs {
     /// Device for coldfuse and PyTorch: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Matmul precision for both: f32, or bf16 (coldfuse's autocast; `torch.autocast` with bf16).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_pytorch: bool,
@@ -60,11 +64,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let tokens = args.batch * args.seq;
     println!(
-        "fine-tuning step on {}: batch {} × {} tokens, {threads} threads, {}",
+        "fine-tuning step on {}: batch {} × {} tokens, {threads} threads, {}, {}",
         model_dir.display(),
         args.batch,
         args.seq,
-        args.device
+        args.device,
+        args.precision
     );
     let mut ours_rounds = Vec::new();
     let mut torch_rounds = Vec::new();
@@ -125,6 +130,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "seq": args.seq,
         "threads": threads,
         "device": args.device.to_string(),
+        "precision": args.precision.to_string(),
         "steps": args.steps,
         "rounds": args.rounds,
         "coldfuse_seconds_per_step": ours,
@@ -173,6 +179,7 @@ fn coldfuse_step(model_dir: &std::path::Path, args: &TrainArgs) -> anyhow::Resul
         max_steps: Some(args.steps + 1),
         max_len: args.seq,
         shuffle: false,
+        precision: args.precision,
         ..TrainConfig::default()
     };
     let opts = RunOptions {
@@ -229,6 +236,7 @@ fn torch_step(model: &std::path::Path, args: &TrainArgs, threads: usize) -> anyh
             &threads.to_string(),
         ])
         .args(["--device", &device])
+        .args(["--precision", &args.precision.to_string()])
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::{
     layers::{softmax_last_dim, LayerNorm, Linear},
-    ForwardCtx, ModelError, Params,
+    precision, ForwardCtx, ModelError, Params,
 };
 
 /// What every layer's attention shares within one forward pass.
@@ -129,7 +129,7 @@ impl DisentangledAttention {
         let v = self.split_heads(&self.value.forward(xs)?)?;
         // transformers: sqrt of an f32 tensor, and the key divided by it before the product.
         let scale = f64::from(((self.head_dim * self.pos_att.scale_factor()) as f32).sqrt());
-        let mut scores = q.matmul(&(k.t()? / scale)?.contiguous()?)?;
+        let mut scores = precision::matmul(&q, &(k.t()? / scale)?.contiguous()?)?;
         if let Some((rel, index)) = &inputs.relative {
             let rel = ctx.dropout(rel, self.hidden_dropout)?;
             if let Some(bias) = self.relative_scores(&q, &k, &rel, index, scale)? {
@@ -140,8 +140,7 @@ impl DisentangledAttention {
             .broadcast_mul(&inputs.keep)?
             .broadcast_add(&inputs.fill)?;
         let probs = ctx.dropout(&softmax_last_dim(&scores)?, self.attn_dropout)?;
-        let context = probs
-            .matmul(&v)?
+        let context = precision::matmul(&probs, &v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, h))?;
@@ -165,13 +164,13 @@ impl DisentangledAttention {
         let mut bias: Option<Tensor> = None;
         if self.pos_att.c2p {
             let pk = self.split_rel(&pos_key.forward(rel)?)?;
-            let att = q.broadcast_matmul(&pk.t()?)?;
+            let att = precision::broadcast_matmul(q, &pk.t()?)?;
             let c2p = (RelativeIndex::select(&att, &index.c2p)? / scale)?;
             bias = Some(c2p);
         }
         if self.pos_att.p2c {
             let pq = self.split_rel(&pos_query.forward(rel)?)?;
-            let att = k.broadcast_matmul(&pq.t()?)?;
+            let att = precision::broadcast_matmul(k, &pq.t()?)?;
             let p2c = (RelativeIndex::select(&att, &index.p2c)? / scale)?;
             bias = Some(match bias {
                 Some(c2p) => (c2p + p2c)?,

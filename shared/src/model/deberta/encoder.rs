@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::{
     layers::{Activation, LayerNorm, Linear},
-    ForwardCtx, Init, ModelError, Params,
+    precision, ForwardCtx, Init, ModelError, Params,
 };
 
 /// One layer: disentangled attention, then the feed-forward block with residual + LayerNorm.
@@ -103,7 +103,7 @@ impl ConvLayer {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((width, self.kernel * width))?;
-            outs.push(unfolded.matmul(&w.t()?)?);
+            outs.push(precision::matmul(&unfolded, &w.t()?)?);
         }
         let out = Tensor::cat(&outs, 1)?.broadcast_add(&self.bias)?;
         Ok(out.reshape((b, t, h))?)

@@ -2,7 +2,7 @@
 //! m = [hash(seed, i) < keep]. Backward applies the same mask to the gradient, so no mask is stored
 //! and elements are drawn in parallel, reproducibly for a seed.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 use super::rows::{f32_slice, for_row_chunks};
 
@@ -37,6 +37,13 @@ impl Dropout {
         }
     }
 
+    /// The mask as values: `scale` where an element is kept, 0 where it is dropped.
+    pub(super) fn mask(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n];
+        self.apply(&vec![1f32; n], &mut out);
+        out
+    }
+
     fn apply(&self, x: &[f32], out: &mut [f32]) {
         for_row_chunks(out, 1, |start, chunk| {
             for (k, (o, &v)) in chunk.iter_mut().zip(&x[start..]).enumerate() {
@@ -59,15 +66,29 @@ impl CustomOp1 for Dropout {
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::model::cuda::dropout(storage, layout, self.seed, self.threshold, self.scale)
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
     }
 }
 
-/// Inverted dropout of `xs` with drop probability `p` (in (0, 1)), masks from `seed`; CPU f32 only
-/// (check [`super::applies`]).
+/// Inverted dropout of `xs` with drop probability `p` (in (0, 1)), masks from `seed`: one kernel for f32
+/// on the CPU or a CUDA GPU, else the same mask built on the host and multiplied in.
 pub fn dropout(xs: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    xs.contiguous()?.apply_op1(Dropout::new(p, seed))
+    let op = Dropout::new(p, seed);
+    if xs.dtype() == DType::F32 && (xs.device().is_cpu() || xs.device().is_cuda()) {
+        return xs.contiguous()?.apply_op1(op);
+    }
+    let mask = Tensor::from_vec(op.mask(xs.elem_count()), xs.shape(), xs.device())?;
+    xs.mul(&mask.to_dtype(xs.dtype())?)
 }
 
 #[cfg(test)]
@@ -111,5 +132,26 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(gv, v);
+    }
+
+    /// Tensors the kernel does not take (here bf16) get the same mask, built on the host.
+    #[test]
+    fn other_dtypes_get_the_kernels_mask() {
+        let ones = Tensor::ones((300, 70), DType::F32, &Device::Cpu).unwrap();
+        let kept = |t: &Tensor| -> Vec<bool> {
+            let v: Vec<f32> = t
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            v.iter().map(|&a| a != 0.0).collect()
+        };
+        let f32_mask = kept(&dropout(&ones, 0.3, 11).unwrap());
+        let bf16 = dropout(&ones.to_dtype(DType::BF16).unwrap(), 0.3, 11).unwrap();
+        assert_eq!(bf16.dtype(), DType::BF16);
+        assert_eq!(kept(&bf16), f32_mask);
+        assert!(f32_mask.iter().any(|&k| !k) && f32_mask.iter().any(|&k| k));
     }
 }
