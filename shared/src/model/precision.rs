@@ -80,23 +80,25 @@ pub fn current() -> Precision {
 
 /// `a · b` (candle's batched `matmul`) in the current precision, returned in `a`'s dtype.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    match current() {
-        Precision::F32 => a.matmul(b),
-        Precision::Bf16 => a
-            .to_dtype(DType::BF16)?
-            .matmul(&b.to_dtype(DType::BF16)?)?
-            .to_dtype(a.dtype()),
-    }
+    in_current_precision(a, b, Tensor::matmul)
 }
 
 /// `a · b` with broadcasting of the batch dimensions, in the current precision, in `a`'s dtype.
 pub fn broadcast_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    in_current_precision(a, b, Tensor::broadcast_matmul)
+}
+
+/// `product(a, b)` on operands in the current precision, returned in `a`'s dtype.
+fn in_current_precision(
+    a: &Tensor,
+    b: &Tensor,
+    product: fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     match current() {
-        Precision::F32 => a.broadcast_matmul(b),
-        Precision::Bf16 => a
-            .to_dtype(DType::BF16)?
-            .broadcast_matmul(&b.to_dtype(DType::BF16)?)?
-            .to_dtype(a.dtype()),
+        Precision::F32 => product(a, b),
+        Precision::Bf16 => {
+            product(&a.to_dtype(DType::BF16)?, &b.to_dtype(DType::BF16)?)?.to_dtype(a.dtype())
+        }
     }
 }
 
