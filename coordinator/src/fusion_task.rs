@@ -12,8 +12,12 @@ use coldfuse_shared::{
         LineageContribution, Promotion, Verdict, MODEL_CARD,
     },
     diff::{DiffManifest, DIFF_FILE},
-    fusion::{clip_bound, replay, FusionError, RecordedDiff, ReplayInputs},
+    fusion::{
+        clip_bound, foldable, replay, replay_sum, FusionError, RecordedDiff, ReplayInputs,
+        RunningSum,
+    },
     hash::sha256_file,
+    store::block_size,
 };
 
 use crate::{
@@ -137,12 +141,17 @@ pub async fn fuse_round(c: &Coordinator, force: bool) -> anyhow::Result<Option<I
                 return Ok(Some(record));
             }
             Err(e) => {
-                if let Some(FusionError::Diff {
-                    contributor,
-                    source,
-                    ..
-                }) = e.downcast_ref::<FusionError>()
-                {
+                // A diff's content is the contributor's doing; reading it (a store or disk error)
+                // is ours, and is retried instead.
+                let culprit = match e.downcast_ref::<FusionError>() {
+                    Some(FusionError::Diff {
+                        contributor,
+                        source,
+                        ..
+                    }) if !source.is_local_io() => Some((contributor, source)),
+                    _ => None,
+                };
+                if let Some((contributor, source)) = culprit {
                     tracing::error!(%contributor, error = %format!("{e:#}"), "a diff failed the fusion");
                     // The reason, not the coordinator's paths (they are in the log).
                     let message = format!(
@@ -217,17 +226,6 @@ async fn fuse_and_commit(
     let scratch = tempfile::Builder::new()
         .prefix(&format!("fusion-{iteration:06}-"))
         .tempdir_in(&c.work)?;
-    let mut paths = Vec::new();
-    for (contributor, _, _) in accepted {
-        let path = scratch.path().join(format!("{contributor}.safetensors"));
-        c.store
-            .get_file(
-                &keys::contribution_file(iteration, contributor, DIFF_FILE),
-                &path,
-            )
-            .await?;
-        paths.push(path);
-    }
     let base_dir = c.cache_base(latest).await?;
     let optimizer = config.server_optimizer;
     let state_out = scratch.path().join("optimizer.safetensors");
@@ -237,15 +235,6 @@ async fn fuse_and_commit(
             .get_file(&keys::optimizer_state(latest.iteration), &prev_state)
             .await
             .is_ok();
-    let diffs: Vec<RecordedDiff> = paths
-        .into_iter()
-        .zip(accepted)
-        .map(|(path, (_, manifest, staleness))| RecordedDiff {
-            path,
-            manifest: manifest.clone(),
-            staleness: *staleness,
-        })
-        .collect();
     let out = scratch.path().join("out");
     let (parent_sha, fusion, state_path) = (
         latest.base_sha256.clone(),
@@ -253,19 +242,29 @@ async fn fuse_and_commit(
         state_out.clone(),
     );
     let out_dir = out.clone();
+    let sum = match foldable(&config.fusion) {
+        true => Some(c.folder.sum_for(c, iteration, latest, accepted).await?),
+        false => None,
+    };
+    let fold_order = sum.as_ref().map(RunningSum::order);
+    let diffs = match sum {
+        Some(_) => Vec::new(),
+        None => stored_diffs(c, iteration, accepted).await?,
+    };
     let replayed = tokio::task::spawn_blocking(move || {
-        replay(
-            &ReplayInputs {
-                parent_dir: &base_dir,
-                parent_sha256: &parent_sha,
-                diffs: &diffs,
-                fusion: &fusion,
-                optimizer,
-                prev_state: has_prev.then_some(prev_state.as_path()),
-            },
-            &out_dir,
-            &state_path,
-        )
+        let inputs = ReplayInputs {
+            parent_dir: &base_dir,
+            parent_sha256: &parent_sha,
+            diffs: &diffs,
+            fold_order: None,
+            fusion: &fusion,
+            optimizer,
+            prev_state: has_prev.then_some(prev_state.as_path()),
+        };
+        match &sum {
+            Some(sum) => replay_sum(&inputs, sum, &out_dir, &state_path),
+            None => replay(&inputs, &out_dir, &state_path),
+        }
     })
     .await
     .context("fusion task")??;
@@ -311,6 +310,7 @@ async fn fuse_and_commit(
         update_l2_norm: Some(report.update_l2_norm),
         server_optimizer: (!optimizer.is_none()).then_some(optimizer),
         optimizer_state_sha256,
+        fold_order,
         origin: None,
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),
@@ -369,6 +369,29 @@ async fn fuse_and_commit(
         "iteration committed"
     );
     Ok((record, manifest, gated))
+}
+
+/// Every accepted diff as a ranged reader of its stored object, for the strategies that need them
+/// all at once: the engine streams them from the store (no local copy; blocks of
+/// `store::block_size(N)` bytes, a few kept per diff).
+async fn stored_diffs(
+    c: &Coordinator,
+    iteration: u64,
+    accepted: &[(String, DiffManifest, u64)],
+) -> anyhow::Result<Vec<RecordedDiff>> {
+    let block = block_size(accepted.len());
+    let mut diffs = Vec::new();
+    for (contributor, manifest, staleness) in accepted {
+        let key = keys::contribution_file(iteration, contributor, DIFF_FILE);
+        let source = c.store.range_source(&key, block).await?;
+        diffs.push(RecordedDiff {
+            path: key.into(),
+            source: Some(Arc::new(source)),
+            manifest: manifest.clone(),
+            staleness: *staleness,
+        });
+    }
+    Ok(diffs)
 }
 
 /// Test hooks for crash tests: `COLDFUSE_FAULT_PAUSE_BEFORE_COMMIT_MS` pauses between publishing a

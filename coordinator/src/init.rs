@@ -82,6 +82,7 @@ pub async fn init(
         update_l2_norm: None,
         server_optimizer: None,
         optimizer_state_sha256: None,
+        fold_order: None,
         origin: name.clone(),
         created_by: concat!("coldfuse ", env!("CARGO_PKG_VERSION")).into(),
         created_at: now_unix(),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bench;
 pub mod edge;
 pub mod error;
+pub mod folding;
 pub mod fusion_task;
 pub mod gate;
 pub mod init;

@@ -116,7 +116,7 @@ enum Command {
         out: PathBuf,
     },
     /// Benchmark: API latency and throughput on loopback while a real fusion runs, against idle.
-    Bench(coldfuse_coordinator::bench::LoadArgs),
+    Bench(coldfuse_coordinator::bench::BenchArgs),
     /// Serve the API.
     Serve(coldfuse_coordinator::server::ServeArgs),
     /// Write a private CA, a server certificate for `--host`s and optional site client

@@ -188,6 +188,8 @@ pub struct Coordinator {
     revocations: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Longest wait for the next bytes of an upload body, in milliseconds.
     upload_body_idle_ms: std::sync::atomic::AtomicU64,
+    /// The open round's running sum (linear fusions).
+    pub folder: crate::folding::Folder,
 }
 
 /// A failure to start.
@@ -230,6 +232,10 @@ impl Coordinator {
             source,
         })?;
         let state = read_state(&store, FusingFlag::default()).await?;
+        crate::folding::reset_dir(work).map_err(|source| LoadError::Work {
+            path: work.join("fold"),
+            source,
+        })?;
         let mut tokens = HashMap::new();
         for key in store.list(keys::TOKENS).await? {
             if let (Some(hash), Some(record)) = (
@@ -256,6 +262,7 @@ impl Coordinator {
             base_norms: Default::default(),
             revocations: Default::default(),
             upload_body_idle_ms: std::sync::atomic::AtomicU64::new(60_000),
+            folder: Default::default(),
             validations: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),

@@ -256,6 +256,7 @@ fn fusion_dare_drops_the_requested_fraction_reproducibly() {
             threads: Some(1),
             chunk_elements: 7,
             sync: false,
+            ..FuseOptions::default()
         },
     );
     let c = fuse(
@@ -294,6 +295,7 @@ fn fusion_is_bit_identical_across_threads_chunks_and_arrival_order() {
                 threads: Some(3),
                 chunk_elements: 5,
                 sync: false,
+                ..FuseOptions::default()
             },
         );
         cs.reverse();
@@ -306,6 +308,7 @@ fn fusion_is_bit_identical_across_threads_chunks_and_arrival_order() {
                 threads: Some(1),
                 chunk_elements: 64,
                 sync: false,
+                ..FuseOptions::default()
             },
         );
         assert_eq!(a, b, "{strategy}: threads/chunks changed the result");

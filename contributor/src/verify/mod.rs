@@ -215,6 +215,7 @@ pub async fn fetch(source: &Source, iteration: u64, work: &Path) -> anyhow::Resu
         check_hash(&path, &what, &c.diff_sha256, "the lineage record").await?;
         diffs.push(RecordedDiff {
             path,
+            source: None,
             manifest,
             staleness: c.staleness,
         });
@@ -269,12 +270,14 @@ pub async fn replay(evidence: &Evidence, work: &Path) -> anyhow::Result<Replayed
         evidence.optimizer,
         evidence.prev_state.clone(),
     );
+    let fold_order = evidence.record.fold_order.clone();
     Ok(tokio::task::spawn_blocking(move || {
         fusion::replay(
             &ReplayInputs {
                 parent_dir: &parent_dir,
                 parent_sha256: &parent_sha256,
                 diffs: &diffs,
+                fold_order: fold_order.as_deref(),
                 fusion: &fusion_config,
                 optimizer,
                 prev_state: prev_state.as_deref(),

@@ -26,7 +26,7 @@ use coldfuse_shared::{
 
 use tracing::Instrument;
 
-use crate::{auth, state::Contribution, upload, ApiError, Coordinator};
+use crate::{auth, folding::Folder, state::Contribution, upload, ApiError, Coordinator};
 use coldfuse_shared::api::ErrorCode;
 
 /// `POST /v1/contributions`: announce a contribution to the current round with its manifest.
@@ -287,8 +287,15 @@ async fn finish_upload(
     // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
     let key = keys::contribution_file(p.iteration, &contributor, DIFF_FILE);
     c.store.put_file(&key, &spool).await?;
-    let _ = tokio::fs::remove_file(&spool).await;
-    let verdict = accept(&c, &headers, &p, &contributor, &stats).await?;
+    let verdict = match accept(&c, &headers, &p, &contributor, &stats).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&spool).await;
+            return Err(e);
+        }
+    };
+    // The spool goes to the running sum (or away).
+    Folder::accepted(&c, p.iteration, &contributor, &p.manifest, &spool).await;
     c.metrics.accepted(bytes);
     c.wake.notify_one();
     tracing::info!(%contributor, iteration = p.iteration, bytes, "contribution accepted");

@@ -89,6 +89,10 @@ pub struct IterationRecord {
     /// SHA-256 of the server-optimiser state after this iteration (when one is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_state_sha256: Option<String>,
+    /// The order the contributions were summed in (contributor ids), when the round was closed from
+    /// a running sum (f64 sums depend on it); absent: ascending diff hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold_order: Option<Vec<String>>,
     /// Where iteration 0 came from (e.g. the original model's directory name).
     pub origin: Option<String>,
     /// coldfuse version that produced it.

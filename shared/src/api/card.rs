@@ -230,6 +230,7 @@ mod tests {
             update_l2_norm: Some(0.5),
             server_optimizer: None,
             optimizer_state_sha256: None,
+            fold_order: None,
             origin: None,
             created_by: "coldfuse test".into(),
             created_at: 0,

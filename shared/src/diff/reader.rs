@@ -1,6 +1,6 @@
 //! Opening a diff against its base: structural checks up front, values decoded on demand.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use super::{
     codec::{INDICES_SUFFIX, VALUES_SUFFIX},
@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     hash::sha256_file,
-    tensorfile::{Dtype, TensorFile, TensorInfo},
+    tensorfile::{ByteSource, Dtype, LocalFile, TensorFile, TensorInfo},
 };
 
 /// Where one diffed tensor's values are stored in the file.
@@ -92,10 +92,19 @@ impl DiffReader {
     /// Opens the diff at `path` and checks the manifest against `base` and the file's layout
     /// (no values are read; see [`validate`] for the full check).
     pub fn open(path: &Path, manifest: DiffManifest, base: &BaseInfo) -> Result<Self, DiffError> {
+        let file = LocalFile::open(path).map_err(|e| DiffError::io(path, e))?;
+        Self::open_source(path, Arc::new(file), manifest, base)
+    }
+
+    /// As [`DiffReader::open`], reading the diff from `source` (`name` stands for it in errors).
+    pub fn open_source(
+        name: &Path,
+        source: Arc<dyn ByteSource>,
+        manifest: DiffManifest,
+        base: &BaseInfo,
+    ) -> Result<Self, DiffError> {
         check_announced(&manifest, base)?;
-        let len = std::fs::metadata(path)
-            .map_err(|e| DiffError::io(path, e))?
-            .len();
+        let len = source.len();
         if len != manifest.diff_bytes {
             return Err(DiffError::Integrity {
                 what: "size",
@@ -103,7 +112,7 @@ impl DiffReader {
                 actual: len.to_string(),
             });
         }
-        let file = TensorFile::open_limited(path, header_limit(&manifest))?;
+        let file = TensorFile::open_source(name, source, header_limit(&manifest))?;
         let mut tensors = Vec::with_capacity(manifest.tensors.len());
         for entry in &manifest.tensors {
             tensors.push(layout(&file, entry, manifest.encoding)?);

@@ -21,6 +21,18 @@ pub fn fuse_dir(
     out: &Path,
     options: &FuseOptions,
 ) -> Result<FusionReport, FusionError> {
+    write_dir(base, out, |weights| {
+        fuse_weights(base, diffs, config, weights, options)
+    })
+}
+
+/// Writes a model directory at `out` (absent or empty): the base's other regular files, and the
+/// weights `weights` writes to the path it is given.
+pub(super) fn write_dir(
+    base: &BaseInfo,
+    out: &Path,
+    weights: impl FnOnce(&Path) -> Result<FusionReport, FusionError>,
+) -> Result<FusionReport, FusionError> {
     prepare_target(out).map_err(|e| match e {
         CheckpointError::OutputExists(p) => FusionError::OutputExists(p),
         CheckpointError::Io { path, source } => FusionError::Io { path, source },
@@ -42,7 +54,7 @@ pub fn fuse_dir(
             let dst = staging.join(&name);
             fs::copy(entry.path(), &dst).map_err(|e| FusionError::io(&dst, e))?;
         }
-        fuse_weights(base, diffs, config, &staging.join(BASE_WEIGHTS), options)
+        weights(&staging.join(BASE_WEIGHTS))
     })();
     match result {
         Ok(report) => {

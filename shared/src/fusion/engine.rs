@@ -13,9 +13,12 @@ use crate::{
     tensorfile::{Dtype, TensorFileWriter, TensorInfo},
 };
 
-/// Tuning knobs of the engine (results do not depend on them).
+/// Tuning knobs of the engine (results do not depend on them, except `order`).
 #[derive(Debug, Clone)]
 pub struct FuseOptions {
+    /// The order the contributions are combined in, as contributor ids: the fold order a running sum
+    /// recorded (`RunningSum`). Default: the canonical order, ascending diff hash.
+    pub order: Option<Vec<String>>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
     /// Elements per work item.
@@ -27,6 +30,7 @@ pub struct FuseOptions {
 impl Default for FuseOptions {
     fn default() -> Self {
         Self {
+            order: None,
             threads: None,
             chunk_elements: 1 << 14,
             sync: true,
@@ -73,7 +77,7 @@ pub struct FusionReport {
 }
 
 /// One unit of parallel work.
-enum Item {
+pub(super) enum Item {
     Fuse {
         tensor: usize,
         plan: usize,
@@ -117,9 +121,11 @@ pub fn fuse_weights(
     let started = Instant::now();
     config.validate()?;
     let threads = options.threads.unwrap_or_else(default_threads).max(1);
-    let (inputs, norms) = prepare(base, diffs, config, threads)?;
+    let (inputs, norms) = prepare(base, diffs, config, options.order.as_deref(), threads)?;
     let chunk = options.chunk_elements.max(1);
-    let items = work_items(&inputs, chunk);
+    let items = work_items(base, chunk, |name| {
+        inputs.plans.iter().position(|p| p.name == name)
+    });
     let specs = base.file.header.specs();
     let writer = TensorFileWriter::create(out, &specs, &base.file.header.metadata)?;
     let sums = for_each_item(
@@ -160,7 +166,8 @@ pub fn fuse_weights(
     }
 }
 
-fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
+/// `source` as contribution `d`'s error.
+pub(super) fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
     FusionError::Diff {
         contributor: d.manifest.contributor.clone(),
         sha256: d.manifest.diff_sha256.clone(),
@@ -168,12 +175,13 @@ fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
     }
 }
 
-/// Orders contributions canonically, checks they fit the base and each other, and computes
-/// weights, clip factors and (for TIES) magnitude thresholds.
+/// Orders contributions (canonically, or as `order` says), checks they fit the base and each other,
+/// and computes weights, clip factors and (for TIES) magnitude thresholds.
 fn prepare<'a>(
     base: &'a BaseInfo,
     diffs: &'a [DiffReader],
     config: &FusionConfig,
+    order: Option<&[String]>,
     threads: usize,
 ) -> Result<(Inputs<'a>, Option<Vec<f64>>), FusionError> {
     let strategy = config.strategy.build()?;
@@ -186,10 +194,13 @@ fn prepare<'a>(
         });
     }
     let mut ordered: Vec<&DiffReader> = diffs.iter().collect();
-    ordered.sort_by(|a, b| {
-        (&a.manifest.diff_sha256, &a.manifest.contributor)
-            .cmp(&(&b.manifest.diff_sha256, &b.manifest.contributor))
-    });
+    match order {
+        None => ordered.sort_by(|a, b| {
+            (&a.manifest.diff_sha256, &a.manifest.contributor)
+                .cmp(&(&b.manifest.diff_sha256, &b.manifest.contributor))
+        }),
+        Some(order) => ordered = in_order(ordered, order)?,
+    }
     for d in &ordered {
         if d.manifest.base.sha256 != base.sha256 {
             let source = DiffError::WrongBase {
@@ -251,6 +262,32 @@ fn prepare<'a>(
         inputs.thresholds = thresholds(&inputs, density, threads)?;
     }
     Ok((inputs, norms))
+}
+
+/// `diffs` in `order` (contributor ids), which must name each of them exactly once.
+fn in_order<'a>(
+    diffs: Vec<&'a DiffReader>,
+    order: &[String],
+) -> Result<Vec<&'a DiffReader>, FusionError> {
+    let ordered: Vec<&DiffReader> = order
+        .iter()
+        .filter_map(|id| {
+            diffs
+                .iter()
+                .find(|d| &d.manifest.contributor == id)
+                .copied()
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = order.iter().collect();
+    if ordered.len() != diffs.len() || order.len() != diffs.len() || unique.len() != order.len() {
+        return Err(FusionError::Config(format!(
+            "the fold order names {} contributors ({} distinct) for {} diffs, not each once",
+            order.len(),
+            unique.len(),
+            diffs.len()
+        )));
+    }
+    Ok(ordered)
 }
 
 /// Each contribution's weight: 1/n, or (weighted strategies) its self-reported example count over the
@@ -326,24 +363,21 @@ fn thresholds(
     Ok(flat.chunks(n).map(|c| c.to_vec()).collect())
 }
 
-fn work_items(inputs: &Inputs<'_>, chunk: usize) -> Vec<Item> {
-    let header = &inputs.base.file.header;
-    let mut tensor_plans: Vec<Option<usize>> = vec![None; header.tensors.len()];
-    for (p, plan) in inputs.plans.iter().enumerate() {
-        let t = header
-            .tensors
-            .iter()
-            .position(|t| t.name == plan.name)
-            .expect("diff tensors were checked against the base");
-        tensor_plans[t] = Some(p);
-    }
+/// The base's tensors in chunks of `chunk` elements: fused where `plan_of(name)` names a plan, copied
+/// otherwise.
+pub(super) fn work_items(
+    base: &BaseInfo,
+    chunk: usize,
+    plan_of: impl Fn(&str) -> Option<usize>,
+) -> Vec<Item> {
     let mut items = Vec::new();
-    for (tensor, info) in header.tensors.iter().enumerate() {
+    for (tensor, info) in base.file.header.tensors.iter().enumerate() {
         let numel = info.numel();
+        let plan = plan_of(&info.name);
         let mut start = 0;
         while start < numel {
             let len = chunk.min(numel - start);
-            items.push(match tensor_plans[tensor] {
+            items.push(match plan {
                 Some(plan) => Item::Fuse {
                     tensor,
                     plan,
@@ -391,10 +425,7 @@ impl Worker {
     ) -> Result<f64, FusionError> {
         match *item {
             Item::Copy { tensor, start, len } => {
-                let info = &inputs.base.file.header.tensors[tensor];
-                self.bytes.resize(len * info.dtype.size(), 0);
-                inputs.base.file.read_raw(info, start, &mut self.bytes)?;
-                writer.write_at(tensor, start, &self.bytes)?;
+                copy_chunk(inputs.base, writer, tensor, start, len, &mut self.bytes)?;
                 Ok(0.0)
             }
             Item::Fuse {
@@ -415,7 +446,6 @@ impl Worker {
         start: usize,
         len: usize,
     ) -> Result<f64, FusionError> {
-        let info = &inputs.base.file.header.tensors[tensor];
         let thresholds = inputs
             .thresholds
             .get(plan)
@@ -455,57 +485,90 @@ impl Worker {
         inputs
             .strategy
             .combine(&chunk, &mut self.update[..len], &mut self.combine);
-        let base = &mut self.base[..len];
-        inputs
-            .base
-            .file
-            .read_f32(info, start, base, &mut self.halves)?;
-        let update = &self.update[..len];
-        let (sum_sq, finite) = add_update(base, update);
-        if !finite {
-            let j = base.iter().position(|b| !b.is_finite()).unwrap_or(0);
-            return Err(FusionError::NonFinite {
-                tensor: info.name.clone(),
-                index: start + j,
-            });
-        }
-        self.write(writer, info, tensor, start, len)?;
-        Ok(sum_sq)
+        apply_update(
+            inputs.base,
+            writer,
+            tensor,
+            start,
+            &self.update[..len],
+            &mut self.base[..len],
+            &mut self.halves,
+        )
     }
+}
 
-    fn write(
-        &mut self,
-        writer: &TensorFileWriter,
-        info: &TensorInfo,
-        tensor: usize,
-        start: usize,
-        len: usize,
-    ) -> Result<(), FusionError> {
-        use half::slice::HalfFloatSliceExt;
-        let values = &self.base[..len];
-        match info.dtype {
-            Dtype::F32 => writer.write_at(tensor, start, bytemuck::cast_slice(values))?,
-            Dtype::F16 | Dtype::Bf16 => {
-                self.halves.resize(len, 0);
-                if info.dtype == Dtype::F16 {
-                    let halves = bytemuck::cast_slice_mut::<u16, f16>(&mut self.halves);
-                    halves.convert_from_f32_slice(values);
-                    if let Some(j) = halves.iter().position(|h| h.is_infinite()) {
-                        return Err(FusionError::NonFinite {
-                            tensor: info.name.clone(),
-                            index: start + j,
-                        });
-                    }
-                } else {
-                    bytemuck::cast_slice_mut::<u16, bf16>(&mut self.halves)
-                        .convert_from_f32_slice(values);
-                }
-                writer.write_at(tensor, start, bytemuck::cast_slice(&self.halves))?;
-            }
-            other => unreachable!("diffs only cover float tensors, not {other}"),
-        }
-        Ok(())
+/// Copies elements `start..start + len` of base tensor number `tensor` unchanged.
+pub(super) fn copy_chunk(
+    base: &BaseInfo,
+    writer: &TensorFileWriter,
+    tensor: usize,
+    start: usize,
+    len: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<(), FusionError> {
+    let info = &base.file.header.tensors[tensor];
+    bytes.resize(len * info.dtype.size(), 0);
+    base.file.read_raw(info, start, bytes)?;
+    writer.write_at(tensor, start, bytes)?;
+    Ok(())
+}
+
+/// `base + update` for one chunk: reads the base's values into `values`, adds `update`, checks the
+/// result is finite and writes it in the tensor's dtype; answers Σ update².
+pub(super) fn apply_update(
+    base: &BaseInfo,
+    writer: &TensorFileWriter,
+    tensor: usize,
+    start: usize,
+    update: &[f32],
+    values: &mut [f32],
+    halves: &mut Vec<u16>,
+) -> Result<f64, FusionError> {
+    let info = &base.file.header.tensors[tensor];
+    base.file.read_f32(info, start, values, halves)?;
+    let (sum_sq, finite) = add_update(values, update);
+    if !finite {
+        let j = values.iter().position(|b| !b.is_finite()).unwrap_or(0);
+        return Err(FusionError::NonFinite {
+            tensor: info.name.clone(),
+            index: start + j,
+        });
     }
+    write_values(writer, info, tensor, start, values, halves)?;
+    Ok(sum_sq)
+}
+
+/// Writes f32 `values` as elements `start..` of tensor number `tensor`, in its dtype.
+fn write_values(
+    writer: &TensorFileWriter,
+    info: &TensorInfo,
+    tensor: usize,
+    start: usize,
+    values: &[f32],
+    halves: &mut Vec<u16>,
+) -> Result<(), FusionError> {
+    use half::slice::HalfFloatSliceExt;
+    match info.dtype {
+        Dtype::F32 => writer.write_at(tensor, start, bytemuck::cast_slice(values))?,
+        Dtype::F16 | Dtype::Bf16 => {
+            halves.resize(values.len(), 0);
+            if info.dtype == Dtype::F16 {
+                let halves = bytemuck::cast_slice_mut::<u16, f16>(halves);
+                halves.convert_from_f32_slice(values);
+                if let Some(j) = halves.iter().position(|h| h.is_infinite()) {
+                    return Err(FusionError::NonFinite {
+                        tensor: info.name.clone(),
+                        index: start + j,
+                    });
+                }
+            } else {
+                bytemuck::cast_slice_mut::<u16, bf16>(halves).convert_from_f32_slice(values);
+            }
+            writer.write_at(tensor, start, bytemuck::cast_slice(halves))?;
+        }
+        other => unreachable!("diffs only cover float tensors, not {other}"),
+    }
+    Ok(())
 }
 
 /// `base += update`; returns Σ update² and whether every result is finite. Eight independent lanes

@@ -11,6 +11,10 @@ impl Strategy for Mean {
         "mean"
     }
 
+    fn linear_scale(&self, _n: usize) -> Option<f64> {
+        Some(1.0)
+    }
+
     fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch) {
         weighted_sum(chunk, 1.0, &mut scratch.acc, out);
     }

@@ -58,6 +58,13 @@ pub trait Strategy: Send + Sync + fmt::Debug {
         1
     }
 
+    /// For the linear strategies, whose update is `scale / n × Σ rows` under equal weights: that
+    /// `scale` for `n` contributions. They can be folded one diff at a time into a running sum
+    /// (`RunningSum`); every other strategy answers None.
+    fn linear_scale(&self, _n: usize) -> Option<f64> {
+        None
+    }
+
     /// Writes the update for the chunk into `out[..chunk.len]`.
     fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch);
 }
@@ -106,23 +113,30 @@ pub(crate) fn weighted_sum(chunk: &Chunk<'_>, scale: f64, acc: &mut Vec<f64>, ou
             }
         }
         let out = &mut out[start..end];
-        match (equal, scale == 1.0) {
-            // Σv · (1/n) is within an f64 ulp of Σv / n, far below f32 rounding: identical rows
-            // still average back exactly, without a division per element.
-            (true, true) => out
-                .iter_mut()
-                .zip(acc.iter())
-                .for_each(|(o, &a)| *o = (a * inv_n) as f32),
-            (true, false) => out
-                .iter_mut()
-                .zip(acc.iter())
-                .for_each(|(o, &a)| *o = (a * inv_n * scale) as f32),
-            (false, _) => out
+        match equal {
+            true => scaled_mean(acc, inv_n, scale, out),
+            false => out
                 .iter_mut()
                 .zip(acc.iter())
                 .for_each(|(o, &a)| *o = (a * scale) as f32),
         }
         start = end;
+    }
+}
+
+/// `out = scale × acc × inv_n` in f32, from an equal-weight sum `acc` of n rows (`inv_n` = 1/n): the
+/// last step of [`weighted_sum`] and of a running sum's close, so both give the same bits.
+pub(crate) fn scaled_mean(acc: &[f64], inv_n: f64, scale: f64, out: &mut [f32]) {
+    if scale == 1.0 {
+        // Σv · (1/n) is within an f64 ulp of Σv / n, far below f32 rounding: identical rows still
+        // average back exactly, without a division per element.
+        out.iter_mut()
+            .zip(acc)
+            .for_each(|(o, &a)| *o = (a * inv_n) as f32);
+    } else {
+        out.iter_mut()
+            .zip(acc)
+            .for_each(|(o, &a)| *o = (a * inv_n * scale) as f32);
     }
 }
 

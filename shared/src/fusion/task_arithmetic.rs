@@ -15,13 +15,13 @@ impl Strategy for TaskArithmetic {
         "task-arithmetic"
     }
 
-    fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch) {
+    fn linear_scale(&self, n: usize) -> Option<f64> {
         // Weights are equal (1/N); scale by N·λ to get λ·Σ.
-        weighted_sum(
-            chunk,
-            self.lambda as f64 * chunk.n() as f64,
-            &mut scratch.acc,
-            out,
-        );
+        Some(self.lambda as f64 * n as f64)
+    }
+
+    fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch) {
+        let scale = self.linear_scale(chunk.n()).expect("linear");
+        weighted_sum(chunk, scale, &mut scratch.acc, out);
     }
 }

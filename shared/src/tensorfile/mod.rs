@@ -10,6 +10,7 @@ mod dtype;
 mod error;
 mod header;
 mod reader;
+mod source;
 mod writer;
 
 pub use compare::{first_difference, TensorDifference};
@@ -17,4 +18,5 @@ pub use dtype::Dtype;
 pub use error::TensorFileError;
 pub use header::{Header, TensorInfo, MAX_HEADER_BYTES};
 pub use reader::TensorFile;
+pub use source::{ByteSource, LocalFile};
 pub use writer::{TensorFileWriter, TensorSpec};

@@ -1,21 +1,19 @@
 //! Positional reads of single tensors (or element ranges of them) from a checked safetensors file.
 
 use std::{
-    fs::File,
-    io::Read,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use half::{bf16, f16};
 
-use super::{Dtype, Header, TensorFileError, TensorInfo, MAX_HEADER_BYTES};
+use super::{ByteSource, Dtype, Header, LocalFile, TensorFileError, TensorInfo, MAX_HEADER_BYTES};
 
 /// An open safetensors file whose header has been checked; tensors are read on demand.
 #[derive(Debug)]
 pub struct TensorFile {
     path: PathBuf,
-    file: File,
+    source: Arc<dyn ByteSource>,
     len: u64,
     /// The parsed header.
     pub header: Header,
@@ -31,13 +29,20 @@ impl TensorFile {
     /// [`MAX_HEADER_BYTES`]) before reading it: for files from untrusted senders whose tensor count
     /// is known, so a header bomb costs nothing.
     pub fn open_limited(path: impl AsRef<Path>, limit: u64) -> Result<Self, TensorFileError> {
+        let path = path.as_ref();
+        let file = LocalFile::open(path).map_err(|e| TensorFileError::io(path, e))?;
+        Self::open_source(path, Arc::new(file), limit)
+    }
+
+    /// As [`TensorFile::open_limited`], reading from `source`; `name` stands for it in errors.
+    pub fn open_source(
+        name: &Path,
+        source: Arc<dyn ByteSource>,
+        limit: u64,
+    ) -> Result<Self, TensorFileError> {
         let limit = limit.min(MAX_HEADER_BYTES);
-        let path = path.as_ref().to_path_buf();
-        let mut file = File::open(&path).map_err(|e| TensorFileError::io(&path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| TensorFileError::io(&path, e))?
-            .len();
+        let path = name.to_path_buf();
+        let len = source.len();
         if len < 8 {
             return Err(TensorFileError::Truncated {
                 path,
@@ -46,7 +51,8 @@ impl TensorFile {
             });
         }
         let mut prefix = [0u8; 8];
-        file.read_exact(&mut prefix)
+        source
+            .read_exact_at(&mut prefix, 0, 8)
             .map_err(|e| TensorFileError::io(&path, e))?;
         let header_len = u64::from_le_bytes(prefix);
         if header_len > limit {
@@ -64,12 +70,13 @@ impl TensorFile {
             });
         }
         let mut json = vec![0u8; header_len as usize];
-        file.read_exact(&mut json)
+        source
+            .read_exact_at(&mut json, 8, 8 + header_len)
             .map_err(|e| TensorFileError::io(&path, e))?;
         let header = Header::parse(&path, &json, len)?;
         Ok(Self {
             path,
-            file,
+            source,
             len,
             header,
         })
@@ -113,8 +120,8 @@ impl TensorFile {
             return Err(self.range_error(info, start, start + count));
         }
         let offset = info.offset + (start * size) as u64;
-        self.file
-            .read_exact_at(out, offset)
+        self.source
+            .read_exact_at(out, offset, info.offset + info.nbytes)
             .map_err(|e| TensorFileError::io(&self.path, e))
     }
 

@@ -59,6 +59,11 @@ fn numel(shape: &[usize]) -> usize {
 
 /// Writes a synthetic base (config.json with model_type bert + model.safetensors) of `dtype`.
 pub fn base(dtype: Dtype, seed: u64) -> Base {
+    base_with(dtype, seed, |_, _| {})
+}
+
+/// [`base`], with `edit` applied to each float tensor's random values before they are written.
+pub fn base_with(dtype: Dtype, seed: u64, edit: impl Fn(&str, &mut Vec<f32>)) -> Base {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.json"),
@@ -71,7 +76,9 @@ pub fn base(dtype: Dtype, seed: u64) -> Base {
     let mut specs = Vec::new();
     let mut data: Vec<Vec<u8>> = Vec::new();
     for &(name, shape) in BODY.iter().chain(HEAD) {
-        let v = round_to(dtype, &random(&mut rng, numel(shape), 0.5));
+        let mut v = random(&mut rng, numel(shape), 0.5);
+        edit(name, &mut v);
+        let v = round_to(dtype, &v);
         specs.push(TensorSpec {
             name: name.into(),
             dtype,

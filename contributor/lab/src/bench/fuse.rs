@@ -112,6 +112,7 @@ pub fn run(args: FuseArgs) -> anyhow::Result<()> {
         threads: Some(threads),
         sync: false,
         chunk_elements: args.chunk,
+        ..FuseOptions::default()
     };
     let out = out_dir.join("coldfuse.safetensors");
     let rss_reset = sys::reset_peak_rss();

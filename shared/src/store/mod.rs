@@ -1,6 +1,10 @@
 //! The object store behind a deployment, chosen by URL (`file:///dir`, `s3://bucket/prefix`,
 //! `memory://`), with JSON, create-only and streaming file helpers.
 
+mod range;
+
+pub use range::{block_size, StoreRange, BLOCKS_KEPT, STREAM_BUDGET};
+
 use std::{ops::Range, path::Path, sync::Arc};
 
 use bytes::Bytes;
@@ -57,6 +61,8 @@ pub struct Store {
     url: String,
     /// The directory of a `file://` store (to restrict file modes).
     local: Option<std::path::PathBuf>,
+    /// Bytes read from the store through this handle and its clones.
+    read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn backend(key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -124,12 +130,24 @@ impl Store {
             prefix,
             url: url.to_string(),
             local,
+            read: Default::default(),
         })
     }
 
     /// The URL it was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Bytes read from the store so far through this handle and its clones (objects, files and
+    /// streams), for benchmarks and metrics.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_read(&self, bytes: usize) {
+        self.read
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn path(&self, key: &str) -> StorePath {
@@ -169,6 +187,7 @@ impl Store {
         match self.inner.get(&self.path(key)).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(backend(key))?;
+                self.count_read(bytes.len());
                 serde_json::from_slice(&bytes)
                     .map(Some)
                     .map_err(|source| StoreError::Json {
@@ -283,6 +302,7 @@ impl Store {
         let mut f = tokio::fs::File::create(file).await.map_err(local(file))?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(backend(key))?;
+            self.count_read(chunk.len());
             f.write_all(&chunk).await.map_err(local(file))?;
         }
         f.flush().await.map_err(local(file))?;
@@ -305,6 +325,10 @@ impl Store {
             .await
             .map_err(backend(key))?;
         let size = result.meta.size;
-        Ok((size, result.into_stream()))
+        let read = self.read.clone();
+        let stream = result.into_stream().inspect_ok(move |chunk| {
+            read.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        });
+        Ok((size, Box::pin(stream)))
     }
 }

@@ -22,6 +22,41 @@ use crate::{
     init, routes, Coordinator, Store,
 };
 
+pub mod round;
+pub mod sites;
+
+/// `bench`: the load benchmark, or with a subcommand another one.
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// Another benchmark than the load one.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// The load benchmark's settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// The benchmarks besides the load one.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Round close: time, peak RSS, peak local disk and bytes read from the store from the last
+    /// accepted diff to `latest` moving, by model size, contributions and strategy.
+    Round(round::RoundArgs),
+    /// Many sites: announce, upload and round-status latency with N simulated sites in one round,
+    /// and the round's state and lineage size per site as N grows.
+    Sites(sites::SitesArgs),
+}
+
+/// Runs the benchmark `args` names.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(BenchCommand::Round(round)) => round::run(round).await,
+        Some(BenchCommand::Sites(sites)) => sites::run(sites).await,
+        None => run_load(args.load).await,
+    }
+}
+
 /// Settings of the load benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
@@ -120,8 +155,8 @@ struct Site {
     manifest: DiffManifest,
 }
 
-/// Runs the benchmark: prints a table and one JSON line.
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+/// Runs the load benchmark: prints a table and one JSON line.
+async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         Command::new("wrk").arg("-v").output().is_ok(),
         "wrk is not installed: apt-get install wrk (scripts/bench/load.sh does)"

@@ -1,0 +1,320 @@
+//! The open round's running sum, for deployments whose fusion is linear (`fusion::foldable`): each
+//! accepted diff is folded in by a background task right after its acceptance, so closing the round
+//! is one pass over the model whatever the number of contributions.
+//!
+//! The sum is a cache in `work/fold/`, never the record: lineage records the fold order, and a close
+//! whose sum does not hold exactly the contributions being fused (after a restart, a quarantine or a
+//! resubmission) starts a new sum and folds what is missing, streamed from the store one diff at a
+//! time.
+//! Local disk: the sum (8 bytes per float parameter of the base) plus at most [`MAX_LOCAL`] accepted
+//! diffs waiting for their fold; later ones are read back from the store when their turn comes.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context;
+use coldfuse_shared::{
+    api::{keys, BaseManifest, SyncMode, Verdict},
+    diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
+    fusion::{foldable, FusionError, RunningSum},
+    store::block_size,
+    tensorfile::{ByteSource, LocalFile},
+};
+use tokio::sync::Mutex;
+
+use crate::Coordinator;
+
+/// Accepted diffs kept on local disk for their fold at most (beyond, the fold reads the store).
+pub const MAX_LOCAL: usize = 2;
+
+/// The running sum of the open round, if one is being kept.
+#[derive(Debug, Default)]
+pub struct Folder(Mutex<Option<RoundSum>>);
+
+/// A running sum and what it was built for.
+#[derive(Debug)]
+struct RoundSum {
+    iteration: u64,
+    /// Staleness each folded contribution was scaled for.
+    staleness: BTreeMap<String, u64>,
+    sum: RunningSum,
+}
+
+/// One accepted contribution as the fusion takes it: id, manifest, staleness.
+pub type Accepted = (String, DiffManifest, u64);
+
+fn dir(work: &Path) -> PathBuf {
+    work.join("fold")
+}
+
+/// Where an accepted diff waits for its fold (the id is `[A-Za-z0-9._-]`, the hash 64 hex: both
+/// were validated at the announce).
+fn waiting(work: &Path, iteration: u64, contributor: &str, sha256: &str) -> PathBuf {
+    dir(work).join(format!("{iteration:06}-{contributor}-{sha256}.safetensors"))
+}
+
+/// At start-up: empties `work/fold/` (a sum from before a restart is not trusted: it may be
+/// half-added), creating it if needed.
+pub fn reset_dir(work: &Path) -> std::io::Result<()> {
+    let dir = dir(work);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)
+}
+
+impl Folder {
+    /// After `contributor`'s diff at `spool` was accepted into round `iteration`: keeps the file for
+    /// its fold (or removes it when [`MAX_LOCAL`] wait already) and folds it on a background task.
+    /// Without a foldable fusion the spool is only removed.
+    pub async fn accepted(
+        c: &Arc<Coordinator>,
+        iteration: u64,
+        contributor: &str,
+        manifest: &DiffManifest,
+        spool: &Path,
+    ) {
+        let fold = foldable(&c.state.read().await.config.fusion);
+        let kept = waiting(&c.work, iteration, contributor, &manifest.diff_sha256);
+        if !fold || local_count(&c.work).await >= MAX_LOCAL {
+            let _ = tokio::fs::remove_file(spool).await;
+        } else if let Err(e) = tokio::fs::rename(spool, &kept).await {
+            tracing::warn!(error = %e, "keeping an accepted diff for its fold");
+            let _ = tokio::fs::remove_file(spool).await;
+        }
+        if !fold {
+            return;
+        }
+        let (c, contributor, sha256) = (
+            c.clone(),
+            contributor.to_string(),
+            manifest.diff_sha256.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = c
+                .folder
+                .fold_accepted(&c, iteration, &contributor, &sha256)
+                .await
+            {
+                tracing::warn!(
+                    %contributor,
+                    error = %format!("{e:#}"),
+                    "folding an accepted diff failed; the round's close folds again"
+                );
+            }
+            let _ =
+                tokio::fs::remove_file(waiting(&c.work, iteration, &contributor, &sha256)).await;
+        });
+    }
+
+    /// The contributors in the kept sum of round `iteration`, in fold order (empty when none is
+    /// kept: none folded yet, or a close took it).
+    pub async fn folded(&self, iteration: u64) -> Vec<String> {
+        let guard = self.0.lock().await;
+        let kept = guard.as_ref().filter(|rs| rs.iteration == iteration);
+        kept.map(|rs| rs.sum.order()).unwrap_or_default()
+    }
+
+    /// Folds one accepted contribution into the open round's sum, if it is still accepted there
+    /// with this diff and not folded yet.
+    async fn fold_accepted(
+        &self,
+        c: &Coordinator,
+        iteration: u64,
+        contributor: &str,
+        sha256: &str,
+    ) -> anyhow::Result<()> {
+        let mut guard = self.0.lock().await;
+        let (latest, accepted) = {
+            let s = c.state.read().await;
+            let entry = s.round.get(contributor).filter(|e| {
+                e.manifest.diff_sha256 == sha256
+                    && e.quarantined.is_none()
+                    && matches!(e.verdict, Some(Verdict::Accepted { .. }))
+            });
+            let tau = entry.and_then(|e| s.staleness(&e.manifest.base.sha256));
+            match (entry, tau) {
+                (Some(e), Some(tau))
+                    if s.round_iteration() == iteration
+                        && !s.fusing.get()
+                        && foldable(&s.config.fusion) =>
+                {
+                    (
+                        s.latest.clone(),
+                        (contributor.to_string(), e.manifest.clone(), tau),
+                    )
+                }
+                // Fused, quarantined, replaced or a close is running (it folds what it needs).
+                _ => return Ok(()),
+            }
+        };
+        let mut rs = take_matching(&mut guard, iteration, &latest, &[]);
+        if let Some(kept) = &rs {
+            if let Some(tau) = kept.staleness.get(contributor) {
+                let same_diff = kept.sum.folded().iter().any(|f| {
+                    f.manifest.contributor == contributor && f.manifest.diff_sha256 == sha256
+                });
+                if same_diff && *tau == accepted.2 {
+                    *guard = rs;
+                    return Ok(());
+                }
+                // An earlier diff of the same contributor: a sum without it starts over.
+                rs = None;
+            }
+        }
+        let rs = match rs {
+            Some(rs) => rs,
+            None => RoundSum::create(c, iteration, &latest).await?,
+        };
+        *guard = Some(fold(c, rs, &latest, &accepted).await?);
+        Ok(())
+    }
+
+    /// At a round's close: the running sum of exactly `accepted`, folding whatever the kept sum
+    /// lacks (from the waiting files, else streamed from the store). The sum leaves the folder: a
+    /// failed close starts over.
+    pub async fn sum_for(
+        &self,
+        c: &Coordinator,
+        iteration: u64,
+        latest: &BaseManifest,
+        accepted: &[Accepted],
+    ) -> anyhow::Result<RunningSum> {
+        let mut guard = self.0.lock().await;
+        let kept = take_matching(&mut guard, iteration, latest, accepted);
+        let mut rs = match kept {
+            Some(rs) => rs,
+            None => RoundSum::create(c, iteration, latest).await?,
+        };
+        let reused = rs.sum.folded().len();
+        let mut missing: Vec<&Accepted> = accepted
+            .iter()
+            .filter(|(id, _, _)| !rs.staleness.contains_key(id))
+            .collect();
+        missing.sort_by(|a, b| a.0.cmp(&b.0));
+        for a in &missing {
+            rs = fold(c, rs, latest, a).await?;
+        }
+        tracing::info!(
+            iteration,
+            reused,
+            folded_at_close = missing.len(),
+            "running sum ready"
+        );
+        Ok(rs.sum)
+    }
+}
+
+/// Takes the kept sum out of `slot` if it is over round `iteration` on `latest`, and (when
+/// `accepted` is given) holds nothing but contributions of it with the same diff and staleness.
+fn take_matching(
+    slot: &mut Option<RoundSum>,
+    iteration: u64,
+    latest: &BaseManifest,
+    accepted: &[Accepted],
+) -> Option<RoundSum> {
+    let rs = slot.take()?;
+    let fits = rs.iteration == iteration
+        && rs.sum.base_sha256() == latest.base_sha256
+        && (accepted.is_empty()
+            || rs.sum.folded().iter().all(|f| {
+                accepted.iter().any(|(id, m, tau)| {
+                    id == &f.manifest.contributor
+                        && m.diff_sha256 == f.manifest.diff_sha256
+                        && rs.staleness.get(id) == Some(tau)
+                })
+            }));
+    fits.then_some(rs)
+}
+
+impl RoundSum {
+    async fn create(
+        c: &Coordinator,
+        iteration: u64,
+        latest: &BaseManifest,
+    ) -> anyhow::Result<Self> {
+        let base_dir = c.cache_base(latest).await?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir(&c.work).join(format!("sum-{iteration:06}-{n}.f64"));
+        let sha = latest.base_sha256.clone();
+        let sum = tokio::task::spawn_blocking(move || {
+            let base = BaseInfo::open_with_sha256(&base_dir, sha)
+                .map_err(|e| FusionError::Config(format!("parent base: {e}")))?;
+            RunningSum::create(&path, &base)
+        })
+        .await??;
+        Ok(Self {
+            iteration,
+            staleness: BTreeMap::new(),
+            sum,
+        })
+    }
+}
+
+/// Folds `a` into `rs`: from its waiting file when there is one, else streamed from the store. A
+/// diff whose content fails names its contributor (`FusionError::Diff`).
+async fn fold(
+    c: &Coordinator,
+    mut rs: RoundSum,
+    latest: &BaseManifest,
+    a: &Accepted,
+) -> anyhow::Result<RoundSum> {
+    let started = std::time::Instant::now();
+    let (contributor, manifest, tau) = a;
+    let kept = waiting(&c.work, rs.iteration, contributor, &manifest.diff_sha256);
+    let local = matches!(tokio::fs::try_exists(&kept).await, Ok(true));
+    let (name, source): (PathBuf, Arc<dyn ByteSource>) = if local {
+        let file = LocalFile::open(&kept).with_context(|| kept.display().to_string())?;
+        (kept.clone(), Arc::new(file))
+    } else {
+        let key = keys::contribution_file(rs.iteration, contributor, DIFF_FILE);
+        let source = c.store.range_source(&key, block_size(1)).await?;
+        (key.into(), Arc::new(source))
+    };
+    let base_dir = c.cache_base(latest).await?;
+    let (parent_sha, mut manifest, tau) = (latest.base_sha256.clone(), manifest.clone(), *tau);
+    let folded = tokio::task::spawn_blocking(move || {
+        let base = BaseInfo::open_with_sha256(&base_dir, parent_sha.clone())
+            .map_err(|e| FusionError::Config(format!("parent base: {e}")))?;
+        let (contributor, sha256) = (manifest.contributor.clone(), manifest.diff_sha256.clone());
+        // A stale diff (asynchronous mode) is read against the parent's layout and scaled down.
+        manifest.base.sha256 = parent_sha;
+        let mut reader = DiffReader::open_source(&name, source, manifest, &base).map_err(|e| {
+            FusionError::Diff {
+                contributor,
+                sha256,
+                source: Box::new(e),
+            }
+        })?;
+        reader.scale = SyncMode::staleness_scale(tau);
+        rs.sum.fold(&reader, None)?;
+        rs.staleness
+            .insert(reader.manifest.contributor.clone(), tau);
+        Ok::<_, FusionError>(rs)
+    })
+    .await
+    .context("fold task")?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(%contributor, local, seconds, "folded into the running sum");
+    if local && folded.is_ok() {
+        let _ = tokio::fs::remove_file(&kept).await;
+    }
+    Ok(folded?)
+}
+
+/// Accepted diffs waiting in the fold directory now.
+async fn local_count(work: &Path) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(dir(work)).await else {
+        return 0;
+    };
+    let mut n = 0;
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name();
+        n += usize::from(name.to_string_lossy().ends_with(".safetensors"));
+    }
+    n
+}
