@@ -137,17 +137,20 @@ impl Folder {
             });
             let tau = entry.and_then(|e| s.staleness(&e.manifest.base.sha256));
             match (entry, tau) {
+                // While a close runs, only into a sum it has not taken yet (it then finds the
+                // diff folded); once it took the sum it folds what it needs itself.
                 (Some(e), Some(tau))
                     if s.round_iteration() == iteration
-                        && !s.fusing.get()
-                        && foldable(&s.config.fusion) =>
+                        && foldable(&s.config.fusion)
+                        && (!s.fusing.get()
+                            || guard.as_ref().is_some_and(|rs| rs.iteration == iteration)) =>
                 {
                     (
                         s.latest.clone(),
                         (contributor.to_string(), e.manifest.clone(), tau),
                     )
                 }
-                // Fused, quarantined, replaced or a close is running (it folds what it needs).
+                // Fused, quarantined, replaced, or a close took the sum (it folds what it needs).
                 _ => return Ok(()),
             }
         };
@@ -266,14 +269,14 @@ async fn fold(
     let started = std::time::Instant::now();
     let (contributor, manifest, tau) = a;
     let kept = waiting(&c.work, rs.iteration, contributor, &manifest.diff_sha256);
-    let local = matches!(tokio::fs::try_exists(&kept).await, Ok(true));
-    let (name, source): (PathBuf, Arc<dyn ByteSource>) = if local {
-        let file = LocalFile::open(&kept).with_context(|| kept.display().to_string())?;
-        (kept.clone(), Arc::new(file))
-    } else {
-        let key = keys::contribution_file(rs.iteration, contributor, DIFF_FILE);
-        let source = c.store.range_source(&key, block_size(1)).await?;
-        (key.into(), Arc::new(source))
+    let (name, source, local): (PathBuf, Arc<dyn ByteSource>, bool) = match LocalFile::open(&kept) {
+        Ok(file) => (kept.clone(), Arc::new(file), true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = keys::contribution_file(rs.iteration, contributor, DIFF_FILE);
+            let source = c.store.range_source(&key, block_size(1)).await?;
+            (key.into(), Arc::new(source), false)
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(kept.display().to_string())),
     };
     let base_dir = c.cache_base(latest).await?;
     let (parent_sha, mut manifest, tau) = (latest.base_sha256.clone(), manifest.clone(), *tau);

@@ -3,7 +3,7 @@
 
 mod range;
 
-pub use range::{block_size, StoreRange, BLOCKS_KEPT, STREAM_BUDGET};
+pub use range::{block_size, StoreRange, BLOCKS_KEPT, READ_AHEAD, STREAM_BUDGET};
 
 use std::{ops::Range, path::Path, sync::Arc};
 
@@ -63,6 +63,8 @@ pub struct Store {
     local: Option<std::path::PathBuf>,
     /// Bytes read from the store through this handle and its clones.
     read: Arc<std::sync::atomic::AtomicU64>,
+    /// Slots for ranged reads ahead ([`READ_AHEAD`]).
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 fn backend(key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -131,6 +133,7 @@ impl Store {
             url: url.to_string(),
             local,
             read: Default::default(),
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD)),
         })
     }
 
