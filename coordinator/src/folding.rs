@@ -12,7 +12,10 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use anyhow::Context;
@@ -30,14 +33,17 @@ use crate::Coordinator;
 /// Accepted diffs kept on local disk for their fold at most (beyond, the fold reads the store).
 pub const MAX_LOCAL: usize = 2;
 
-/// The running sum of the open round, if one is being kept.
+/// The running sum of the open round, if one is being kept, and the count of accepted diffs waiting
+/// on local disk for their fold.
 #[derive(Debug, Default)]
-pub struct Folder(Mutex<Option<RoundSum>>);
+pub struct Folder(Mutex<Option<RoundSum>>, AtomicUsize);
 
 /// A running sum and what it was built for.
 #[derive(Debug)]
 struct RoundSum {
     iteration: u64,
+    /// The cached parent base (checked once, when the sum starts).
+    base_dir: PathBuf,
     /// Staleness each folded contribution was scaled for.
     staleness: BTreeMap<String, u64>,
     sum: RunningSum,
@@ -79,10 +85,25 @@ impl Folder {
     ) {
         let fold = foldable(&c.state.read().await.config.fusion);
         let kept = waiting(&c.work, iteration, contributor, &manifest.diff_sha256);
-        if !fold || local_count(&c.work).await >= MAX_LOCAL {
-            let _ = tokio::fs::remove_file(spool).await;
-        } else if let Err(e) = tokio::fs::rename(spool, &kept).await {
-            tracing::warn!(error = %e, "keeping an accepted diff for its fold");
+        let waiting_files = &c.folder.1;
+        let slot = fold
+            && waiting_files
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_LOCAL).then_some(n + 1)
+                })
+                .is_ok();
+        let local = match slot {
+            true => match tokio::fs::rename(spool, &kept).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "keeping an accepted diff for its fold");
+                    waiting_files.fetch_sub(1, Ordering::AcqRel);
+                    false
+                }
+            },
+            false => false,
+        };
+        if !local {
             let _ = tokio::fs::remove_file(spool).await;
         }
         if !fold {
@@ -105,9 +126,18 @@ impl Folder {
                     "folding an accepted diff failed; the round's close folds again"
                 );
             }
-            let _ =
-                tokio::fs::remove_file(waiting(&c.work, iteration, &contributor, &sha256)).await;
+            // The waiting file (if this diff had one) goes only here, after the fold or its skip.
+            if local {
+                let kept = waiting(&c.work, iteration, &contributor, &sha256);
+                let _ = tokio::fs::remove_file(kept).await;
+                c.folder.1.fetch_sub(1, Ordering::AcqRel);
+            }
         });
+    }
+
+    /// Drops the kept sum (a round closed without it).
+    pub async fn clear(&self) {
+        *self.0.lock().await = None;
     }
 
     /// The contributors in the kept sum of round `iteration`, in fold order (empty when none is
@@ -244,14 +274,16 @@ impl RoundSum {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir(&c.work).join(format!("sum-{iteration:06}-{n}.f64"));
         let sha = latest.base_sha256.clone();
+        let dir = base_dir.clone();
         let sum = tokio::task::spawn_blocking(move || {
-            let base = BaseInfo::open_with_sha256(&base_dir, sha)
+            let base = BaseInfo::open_with_sha256(&dir, sha)
                 .map_err(|e| FusionError::Config(format!("parent base: {e}")))?;
             RunningSum::create(&path, &base)
         })
         .await??;
         Ok(Self {
             iteration,
+            base_dir,
             staleness: BTreeMap::new(),
             sum,
         })
@@ -278,7 +310,7 @@ async fn fold(
         }
         Err(e) => return Err(anyhow::Error::new(e).context(kept.display().to_string())),
     };
-    let base_dir = c.cache_base(latest).await?;
+    let base_dir = rs.base_dir.clone();
     let (parent_sha, mut manifest, tau) = (latest.base_sha256.clone(), manifest.clone(), *tau);
     let folded = tokio::task::spawn_blocking(move || {
         let base = BaseInfo::open_with_sha256(&base_dir, parent_sha.clone())
@@ -303,21 +335,5 @@ async fn fold(
     .context("fold task")?;
     let seconds = started.elapsed().as_secs_f64();
     tracing::debug!(%contributor, local, seconds, "folded into the running sum");
-    if local && folded.is_ok() {
-        let _ = tokio::fs::remove_file(&kept).await;
-    }
     Ok(folded?)
-}
-
-/// Accepted diffs waiting in the fold directory now.
-async fn local_count(work: &Path) -> usize {
-    let Ok(mut entries) = tokio::fs::read_dir(dir(work)).await else {
-        return 0;
-    };
-    let mut n = 0;
-    while let Ok(Some(e)) = entries.next_entry().await {
-        let name = e.file_name();
-        n += usize::from(name.to_string_lossy().ends_with(".safetensors"));
-    }
-    n
 }

@@ -249,7 +249,11 @@ async fn fuse_and_commit(
     let fold_order = sum.as_ref().map(RunningSum::order);
     let diffs = match sum {
         Some(_) => Vec::new(),
-        None => stored_diffs(c, iteration, accepted).await?,
+        None => {
+            // A sum kept from before a change of strategy is not needed any more.
+            c.folder.clear().await;
+            stored_diffs(c, iteration, accepted).await?
+        }
     };
     let replayed = tokio::task::spawn_blocking(move || {
         let inputs = ReplayInputs {

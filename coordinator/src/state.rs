@@ -182,6 +182,9 @@ pub struct Coordinator {
     pub signer: ReceiptSigner,
     /// L2 norm of each base body diffs were bounded against, by weights SHA-256.
     base_norms: std::sync::Mutex<HashMap<String, f64>>,
+    /// Cached base files whose hash was checked since start-up (path → sha256): checked again only
+    /// by size, so validations, folds and closes do not hash the whole base each time.
+    verified_files: std::sync::Mutex<HashMap<PathBuf, String>>,
     /// Diff validations running at once (hashing and scanning are CPU- and disk-bound).
     pub validations: tokio::sync::Semaphore,
     /// Contributors whose token was revoked while a fusion ran: quarantined before the next snapshot.
@@ -260,6 +263,7 @@ impl Coordinator {
             uploads: Default::default(),
             signer,
             base_norms: Default::default(),
+            verified_files: Default::default(),
             revocations: Default::default(),
             upload_body_idle_ms: std::sync::atomic::AtomicU64::new(60_000),
             folder: Default::default(),
@@ -380,7 +384,10 @@ impl Coordinator {
         tokio::fs::create_dir_all(&dir).await.map_err(work_err)?;
         for file in &manifest.files {
             let path = dir.join(&file.name);
-            if verified(&path, &file.sha256).await {
+            if self.checked_before(&path, &file.sha256, file.size).await
+                || verified(&path, &file.sha256).await
+            {
+                self.remember_checked(&path, &file.sha256);
                 continue;
             }
             let key = keys::base_file(manifest.iteration, &file.name);
@@ -390,8 +397,32 @@ impl Coordinator {
                     "{key} does not match the sha256 in its manifest"
                 )));
             }
+            self.remember_checked(&path, &file.sha256);
         }
         Ok(dir)
+    }
+
+    /// Whether `path` was hashed to `sha256` since start-up and still has `size` bytes.
+    async fn checked_before(&self, path: &Path, sha256: &str, size: u64) -> bool {
+        let known = {
+            let checked = self
+                .verified_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            checked.get(path).is_some_and(|s| s == sha256)
+        };
+        known
+            && tokio::fs::metadata(path)
+                .await
+                .is_ok_and(|m| m.len() == size)
+    }
+
+    fn remember_checked(&self, path: &Path, sha256: &str) {
+        let mut checked = self
+            .verified_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        checked.insert(path.to_path_buf(), sha256.to_string());
     }
 }
 

@@ -264,3 +264,22 @@ pub async fn outputs_of(commands: Vec<Command>) -> Vec<std::process::Output> {
     .await
     .unwrap()
 }
+
+/// `coldfuse verify ITERATION --store STORE_URL` (an auditor's replay straight from the store, with a
+/// fresh config and cache): asserts it reproduced the published base bit for bit.
+pub fn verify_from_store(store_url: &str, iteration: u64) {
+    let work = tempfile::tempdir().unwrap();
+    let o = Command::new(bin("coldfuse"))
+        .args(["verify", &iteration.to_string(), "--store", store_url])
+        .env("COLDFUSE_CONFIG", work.path().join("config.toml"))
+        .env("COLDFUSE_CACHE_DIR", work.path().join("cache"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.contains("bit for bit"),
+        "verify {iteration}: {stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

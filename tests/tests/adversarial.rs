@@ -498,8 +498,11 @@ async fn an_admin_can_drop_a_contribution() {
         "{entry}"
     );
     assert!(entry["diff_sha256"].is_string());
+    // Nor through the fold order of the running sum, which names them.
+    assert!(public.get("fold_order").is_none(), "{public}");
     let (_, known) = call(&d.router(), "GET", "/v1/lineage/1", Some(&a), vec![]).await;
     assert_eq!(known["contributions"][0]["contributor"], "site-a");
+    assert_eq!(known["fold_order"], serde_json::json!(["site-a"]));
 }
 
 /// Attack 10: who may read what. A fused diff is read by its own site, admins and auditors, never by

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use coldfuse_e2e::{
     coordinator::{call, contribute_accepted, Deployment},
-    process::bin,
+    process::verify_from_store,
 };
 use coldfuse_shared::api::{DeploymentConfig, IterationRecord};
 
@@ -33,22 +33,9 @@ async fn fuse(d: &Deployment) -> IterationRecord {
     serde_json::from_value(v).unwrap()
 }
 
-/// `coldfuse verify ITERATION --store URL`: the auditor's replay from the store.
+/// The auditor's replay of `iteration` from the deployment's store.
 fn verify(d: &Deployment, iteration: u64) {
-    let work = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new(bin("coldfuse"))
-        .args(["verify", &iteration.to_string(), "--store", &d.store_url])
-        .env("COLDFUSE_CONFIG", work.path().join("config.toml"))
-        .env("COLDFUSE_CACHE_DIR", work.path().join("cache"))
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && stdout.contains("bit for bit"),
-        "verify {iteration}: {stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    verify_from_store(&d.store_url, iteration);
 }
 
 fn strings(v: &[&str]) -> Option<Vec<String>> {

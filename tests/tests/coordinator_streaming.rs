@@ -10,7 +10,7 @@ use std::{
 
 use coldfuse_e2e::{
     coordinator::{contribute_accepted, Deployment},
-    process::bin,
+    process::verify_from_store,
     s3::S3Server,
 };
 use coldfuse_shared::{
@@ -83,23 +83,6 @@ async fn median_round(d: &Deployment) -> (Vec<String>, u64) {
     (copies, read)
 }
 
-fn verify(store_url: &str) {
-    let work = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new(bin("coldfuse"))
-        .args(["verify", "1", "--store", store_url])
-        .env("COLDFUSE_CONFIG", work.path().join("config.toml"))
-        .env("COLDFUSE_CACHE_DIR", work.path().join("cache"))
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && stdout.contains("bit for bit"),
-        "verify: {stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_median_round_streams_its_diffs_from_the_store_without_local_copies() {
     // This binary's only test: the hook pauses every fusion of the process before its commit.
@@ -115,12 +98,12 @@ async fn a_median_round_streams_its_diffs_from_the_store_without_local_copies() 
     let d = Deployment::new(config.clone()).await;
     let (copies, _) = median_round(&d).await;
     assert!(copies.is_empty(), "local diff copies: {copies:?}");
-    verify(&d.store_url);
+    verify_from_store(&d.store_url, 1);
 
     let s3 = S3Server::start();
     s3.export_env();
     let d = Deployment::in_store(config, s3.url("streaming"), None).await;
     let (copies, _) = median_round(&d).await;
     assert!(copies.is_empty(), "local diff copies: {copies:?}");
-    verify(&d.store_url);
+    verify_from_store(&d.store_url, 1);
 }

@@ -147,6 +147,49 @@ async fn wrk(args: &LoadArgs, script: &Path, target: &Target) -> anyhow::Result<
     Ok(serde_json::from_str(line)?)
 }
 
+/// A fresh deployment served on loopback, with its fusion task running.
+struct Deployed {
+    coordinator: Arc<Coordinator>,
+    fusion: tokio::task::JoinHandle<()>,
+    /// Plain HTTP and TLS base URLs.
+    plain: String,
+    tls: String,
+    admin: String,
+    /// The latest (initial) base, as sites name it in their diffs.
+    base_ref: BaseRef,
+}
+
+/// Initialises a deployment of model dir `source` in `store` with `config`, loads its coordinator
+/// (work directory and certificates under `dir`) and serves it through the real edge.
+async fn deploy(
+    store: &Store,
+    source: &Path,
+    config: DeploymentConfig,
+    dir: &Path,
+) -> anyhow::Result<Deployed> {
+    let done = init::init(store, source, config, &Default::default()).await?;
+    let coordinator =
+        Coordinator::load(store.clone(), &dir.join("work"), Some(done.signer)).await?;
+    let fusion = tokio::spawn(crate::fusion_task::run(coordinator.clone()));
+    let (plain, tls) = listen(&coordinator, dir).await?;
+    let base: BaseManifest = reqwest::get(format!("{plain}/v1/bases/latest"))
+        .await?
+        .json()
+        .await?;
+    let base_ref = BaseRef {
+        id: "bench".into(),
+        sha256: base.base_sha256,
+    };
+    Ok(Deployed {
+        coordinator,
+        fusion,
+        plain,
+        tls,
+        admin: done.admin_token,
+        base_ref,
+    })
+}
+
 /// A site: its token and diff on disk (announced or accepted).
 struct Site {
     name: String,
@@ -177,22 +220,14 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         quorum: usize::MAX,
         ..DeploymentConfig::default()
     };
-    let done = init::init(&store, &source, config, &Default::default()).await?;
-    let admin = done.admin_token;
-    let coordinator = Coordinator::load(store, &tmp.path().join("work"), Some(done.signer)).await?;
-    tokio::spawn(crate::fusion_task::run(coordinator.clone()));
-    let (plain, tls) = listen(&coordinator, tmp.path()).await?;
+    let Deployed {
+        plain,
+        tls,
+        admin,
+        base_ref,
+        ..
+    } = deploy(&store, &source, config, tmp.path()).await?;
     let client = reqwest::Client::new();
-    let base: BaseManifest = client
-        .get(format!("{plain}/v1/bases/latest"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let base_ref = BaseRef {
-        id: "bench".into(),
-        sha256: base.base_sha256.clone(),
-    };
     let mut sites = Vec::new();
     for i in 0..args.contributions + args.uploads {
         sites.push(site(&client, &plain, &admin, tmp.path(), &layout, &base_ref, i).await?);

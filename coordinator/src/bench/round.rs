@@ -18,14 +18,14 @@ use std::{
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, BaseManifest, DeploymentConfig},
-    diff::{BaseRef, BASE_WEIGHTS, DIFF_FILE},
+    api::{keys, DeploymentConfig},
+    diff::{BASE_WEIGHTS, DIFF_FILE},
     fusion::FusionConfig,
     synthetic,
 };
 
-use super::{listen, site, upload};
-use crate::{fusion_task, init, Coordinator, Store};
+use super::{deploy, site, upload, Deployed};
+use crate::Store;
 
 /// Settings of the round benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,35 +132,20 @@ async fn measure(
     };
     let case_dir = tmp.join(&name);
     let work = case_dir.join("work");
-    std::fs::create_dir_all(&work)?;
-    let done = init::init(&store, source, config, &Default::default()).await?;
-    let c = Coordinator::load(store.clone(), &work, Some(done.signer)).await?;
-    let fusion = tokio::spawn(fusion_task::run(c.clone()));
-    let (url, _) = listen(&c, &case_dir).await?;
+    std::fs::create_dir_all(&case_dir)?;
+    let Deployed {
+        coordinator: c,
+        fusion,
+        plain: url,
+        admin,
+        base_ref,
+        ..
+    } = deploy(&store, source, config, &case_dir).await?;
     let client = reqwest::Client::new();
-    let base: BaseManifest = client
-        .get(format!("{url}/v1/bases/latest"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let base_ref = BaseRef {
-        id: "bench".into(),
-        sha256: base.base_sha256.clone(),
-    };
     let sampler = Sampler::start(work.clone());
     let mut diff_bytes = 0;
     for i in 0..n {
-        let s = site(
-            &client,
-            &url,
-            &done.admin_token,
-            &case_dir,
-            layout,
-            &base_ref,
-            i,
-        )
-        .await?;
+        let s = site(&client, &url, &admin, &case_dir, layout, &base_ref, i).await?;
         upload(&client, &url, &s, None).await?.error_for_status()?;
         diff_bytes = s.manifest.diff_bytes;
         std::fs::remove_dir_all(&s.dir)?;

@@ -13,14 +13,14 @@ use std::{
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, BaseManifest, DeploymentConfig},
+    api::{keys, DeploymentConfig},
     diff::{BaseRef, Encoding, DIFF_FILE},
     synthetic,
 };
 use futures::StreamExt;
 
-use super::{listen, wrk, LoadArgs, Target, WrkRun, WRK_REPORT};
-use crate::{fusion_task, init, Coordinator, Store};
+use super::{deploy, wrk, Deployed, LoadArgs, Target, WrkRun, WRK_REPORT};
+use crate::Store;
 
 /// Settings of the many-sites benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -138,21 +138,15 @@ async fn measure(args: &SitesArgs, n: usize) -> anyhow::Result<Run> {
         quorum: n,
         ..DeploymentConfig::default()
     };
-    let done = init::init(&store, &source, config, &Default::default()).await?;
-    let c = Coordinator::load(store.clone(), &tmp.path().join("work"), Some(done.signer)).await?;
-    let fusion = tokio::spawn(fusion_task::run(c.clone()));
-    let (url, _) = listen(&c, tmp.path()).await?;
+    let Deployed {
+        coordinator: c,
+        fusion,
+        plain: url,
+        admin,
+        base_ref,
+        ..
+    } = deploy(&store, &source, config, tmp.path()).await?;
     let client = reqwest::Client::new();
-    let base: BaseManifest = client
-        .get(format!("{url}/v1/bases/latest"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let base_ref = BaseRef {
-        id: "bench".into(),
-        sha256: base.base_sha256.clone(),
-    };
     let sites_dir = tmp.path().join("sites");
     let script = tmp.path().join("report.lua");
     std::fs::write(&script, WRK_REPORT)?;
@@ -175,7 +169,7 @@ async fn measure(args: &SitesArgs, n: usize) -> anyhow::Result<Run> {
         tokio::spawn(async move { wrk(&load, &script, &target).await })
     };
     let started = Instant::now();
-    let admin = Arc::new(done.admin_token);
+    let admin = Arc::new(admin);
     let results: Vec<anyhow::Result<(Duration, Duration)>> = futures::stream::iter(0..n)
         .map(|i| {
             let (client, url, admin, layout, base_ref, dir) = (

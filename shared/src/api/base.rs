@@ -111,6 +111,8 @@ impl IterationRecord {
             c.num_examples = 0;
             c.metrics.clear();
         }
+        // The fold order names the sites too (a replay needs it, and a token for the diffs).
+        self.fold_order = None;
         self
     }
 }
