@@ -357,6 +357,21 @@ async fn site(
     base_ref: &BaseRef,
     i: usize,
 ) -> anyhow::Result<Site> {
+    let site = new_site(client, url, admin, tmp, layout, base_ref, i).await?;
+    announce(client, url, &site).await?;
+    Ok(site)
+}
+
+/// Creates site `i`'s token and its diff under `tmp/site-{i}` (not announced yet).
+async fn new_site(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    tmp: &Path,
+    layout: &[(String, Vec<usize>)],
+    base_ref: &BaseRef,
+    i: usize,
+) -> anyhow::Result<Site> {
     let name = format!("site-{i}");
     let token: serde_json::Value = client
         .post(format!("{url}/v1/admin/tokens"))
@@ -375,19 +390,35 @@ async fn site(
     })
     .await??;
     manifest.contributor = name.clone();
-    client
-        .post(format!("{url}/v1/contributions"))
-        .bearer_auth(&token)
-        .body(manifest.to_json())
-        .send()
-        .await?
-        .error_for_status()?;
     Ok(Site {
         name,
         token,
         dir,
         manifest,
     })
+}
+
+/// Announces `site`'s diff.
+async fn announce(client: &reqwest::Client, url: &str, site: &Site) -> anyhow::Result<()> {
+    client
+        .post(format!("{url}/v1/contributions"))
+        .bearer_auth(&site.token)
+        .body(site.manifest.to_json())
+        .send()
+        .await?
+        .error_for_status()
+        .context("announce")?;
+    Ok(())
+}
+
+/// Waits until `c` has moved `latest` past iteration 0 (at most `limit`); answers the seconds taken.
+async fn wait_first_fusion(c: &Coordinator, limit: Duration) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    while c.state.read().await.latest.iteration < 1 {
+        anyhow::ensure!(started.elapsed() < limit, "the round did not close");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// PUTs `site`'s whole diff, or — throttled to `mb_per_s` — its first 90 % as a `Content-Range`

@@ -24,7 +24,7 @@ use coldfuse_shared::{
     synthetic,
 };
 
-use super::{deploy, site, upload, Deployed};
+use super::{deploy, site, upload, wait_first_fusion, Deployed};
 use crate::Store;
 
 /// Settings of the round benchmark.
@@ -150,17 +150,10 @@ async fn measure(
         diff_bytes = s.manifest.diff_bytes;
         std::fs::remove_dir_all(&s.dir)?;
     }
-    let (accepted_at, read_before) = (Instant::now(), store.bytes_read());
+    let read_before = store.bytes_read();
     let rss_at_accept_bytes = rss_bytes();
     sampler.reset_rss();
-    while c.state.read().await.latest.iteration < 1 {
-        anyhow::ensure!(
-            accepted_at.elapsed() < Duration::from_secs(7200),
-            "the round did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let close_s = accepted_at.elapsed().as_secs_f64();
+    let close_s = wait_first_fusion(&c, Duration::from_secs(7200)).await?;
     let close_store_read_bytes = store.bytes_read() - read_before;
     let (peak_rss_bytes, peak_disk_bytes) = sampler.stop();
     fusion.abort();

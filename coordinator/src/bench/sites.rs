@@ -14,12 +14,15 @@ use std::{
 use anyhow::Context;
 use coldfuse_shared::{
     api::{keys, DeploymentConfig},
-    diff::{BaseRef, Encoding, DIFF_FILE},
+    diff::{BaseRef, DIFF_FILE},
     synthetic,
 };
 use futures::StreamExt;
 
-use super::{deploy, wrk, Deployed, LoadArgs, Target, WrkRun, WRK_REPORT};
+use super::{
+    announce, deploy, new_site, upload, wait_first_fusion, wrk, Deployed, LoadArgs, Target, WrkRun,
+    WRK_REPORT,
+};
 use crate::Store;
 
 /// Settings of the many-sites benchmark.
@@ -178,7 +181,7 @@ async fn measure(args: &SitesArgs, n: usize) -> anyhow::Result<Run> {
                 admin.clone(),
                 layout.clone(),
                 base_ref.clone(),
-                sites_dir.join(format!("site-{i}")),
+                sites_dir.clone(),
             );
             async move { one_site(&client, &url, &admin, &dir, &layout, &base_ref, i).await }
         })
@@ -186,15 +189,7 @@ async fn measure(args: &SitesArgs, n: usize) -> anyhow::Result<Run> {
         .collect()
         .await;
     let sites_s = started.elapsed().as_secs_f64();
-    let accepted_at = Instant::now();
-    while c.state.read().await.latest.iteration < 1 {
-        anyhow::ensure!(
-            accepted_at.elapsed() < Duration::from_secs(600),
-            "the round did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let close_s = accepted_at.elapsed().as_secs_f64();
+    let close_s = wait_first_fusion(&c, Duration::from_secs(600)).await?;
     // wrk runs until told to stop: SIGINT makes it print its report.
     stop_wrk();
     let round = polling.await??;
@@ -232,51 +227,23 @@ async fn one_site(
     client: &reqwest::Client,
     url: &str,
     admin: &str,
-    dir: &Path,
+    root: &Path,
     layout: &[(String, Vec<usize>)],
     base_ref: &BaseRef,
     i: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let name = format!("site-{i}");
-    let token: serde_json::Value = client
-        .post(format!("{url}/v1/admin/tokens"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"role": "contributor", "contributor": name}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = token["token"].as_str().context("token")?.to_string();
-    let (d, layout, base_ref) = (dir.to_path_buf(), layout.to_vec(), base_ref.clone());
-    let mut manifest = tokio::task::spawn_blocking(move || {
-        synthetic::write_diff(&d, &base_ref, &layout, Encoding::Bf16, i)
-    })
-    .await??;
-    manifest.contributor = name.clone();
+    let site = new_site(client, url, admin, root, layout, base_ref, i).await?;
     let started = Instant::now();
-    client
-        .post(format!("{url}/v1/contributions"))
-        .bearer_auth(&token)
-        .body(manifest.to_json())
-        .send()
-        .await?
-        .error_for_status()
-        .context("announce")?;
-    let announce = started.elapsed();
-    let bytes = tokio::fs::read(dir.join(DIFF_FILE)).await?;
+    announce(client, url, &site).await?;
+    let announced = started.elapsed();
     let started = Instant::now();
-    client
-        .put(format!("{url}/v1/contributions/{name}/diff"))
-        .bearer_auth(&token)
-        .body(bytes)
-        .send()
+    upload(client, url, &site, None)
         .await?
         .error_for_status()
         .context("upload")?;
-    let upload = started.elapsed();
-    tokio::fs::remove_dir_all(dir).await?;
-    Ok((announce, upload))
+    let uploaded = started.elapsed();
+    tokio::fs::remove_dir_all(&site.dir).await?;
+    Ok((announced, uploaded))
 }
 
 /// Sends SIGINT to the wrk processes this process started (wrk prints its report on SIGINT).

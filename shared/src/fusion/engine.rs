@@ -166,8 +166,35 @@ pub fn fuse_weights(
     }
 }
 
+/// Decodes elements `start..start + row.len()` of `tensor` of `reader` times `factor` into `row`.
+/// Diffs are validated finite at acceptance; checked again so that one that is not (a file changed
+/// since) is named, and quarantined, rather than failing the round.
+pub(super) fn decode_finite(
+    reader: &DiffReader,
+    tensor: &DiffTensor,
+    start: usize,
+    row: &mut [f32],
+    factor: f32,
+    scratch: &mut Scratch,
+) -> Result<(), FusionError> {
+    reader
+        .decode(tensor, start, row, factor, scratch)
+        .map_err(|e| diff_error(reader, e))?;
+    match row.iter().position(|v| !v.is_finite()) {
+        Some(j) => {
+            let source = DiffError::NonFinite {
+                name: tensor.name.clone(),
+                index: start + j,
+                value: row[j],
+            };
+            Err(diff_error(reader, source))
+        }
+        None => Ok(()),
+    }
+}
+
 /// `source` as contribution `d`'s error.
-pub(super) fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
+fn diff_error(d: &DiffReader, source: DiffError) -> FusionError {
     FusionError::Diff {
         contributor: d.manifest.contributor.clone(),
         sha256: d.manifest.diff_sha256.clone(),
@@ -456,19 +483,7 @@ impl Worker {
             let row = &mut self.rows[i][..len];
             match plan.diffs[i] {
                 Some(t) => {
-                    reader
-                        .decode(t, start, row, inputs.factors[i], &mut self.scratch)
-                        .map_err(|e| diff_error(reader, e))?;
-                    // Validated finite at acceptance; checked again so that a diff that is not
-                    // (a file changed since) is named, and quarantined, rather than failing the round.
-                    if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                        let source = DiffError::NonFinite {
-                            name: t.name.clone(),
-                            index: start + j,
-                            value: row[j],
-                        };
-                        return Err(diff_error(reader, source));
-                    }
+                    decode_finite(reader, t, start, row, inputs.factors[i], &mut self.scratch)?
                 }
                 None => row.fill(0.0),
             }

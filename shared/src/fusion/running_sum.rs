@@ -16,12 +16,12 @@ use std::{
 };
 
 use super::{
-    engine::{apply_update, copy_chunk, diff_error, work_items, Item},
+    engine::{apply_update, copy_chunk, decode_finite, work_items, Item},
     strategy::scaled_mean,
     ContributionReport, FuseOptions, FusionConfig, FusionError, FusionReport,
 };
 use crate::{
-    diff::{BaseInfo, DiffError, DiffManifest, DiffReader, Scratch},
+    diff::{BaseInfo, DiffManifest, DiffReader, Scratch},
     parallel::{default_threads, for_each_item},
     tensorfile::{TensorFileWriter, TensorInfo},
 };
@@ -147,9 +147,13 @@ impl RunningSum {
             )));
         }
         let first = self.folded.is_empty();
+        let covered: Vec<usize> = diff
+            .tensors()
+            .iter()
+            .map(|t| self.tensor_index(&t.name))
+            .collect::<Result<_, _>>()?;
         let mut items = Vec::new();
-        for t in diff.tensors() {
-            let index = self.tensor_index(&t.name)?;
+        for (t, &index) in diff.tensors().iter().zip(&covered) {
             let slot = self.slots[index].as_ref().expect("float tensor");
             let mut start = 0;
             while start < t.numel {
@@ -167,16 +171,7 @@ impl RunningSum {
             |(row, acc, scratch), i| {
                 let (tensor, offset, start, len, ref slot) = items[i];
                 let (row, acc) = (&mut row[..len], &mut acc[..len]);
-                diff.decode(tensor, start, row, diff.scale, scratch)
-                    .map_err(|e| diff_error(diff, e))?;
-                if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-                    let source = DiffError::NonFinite {
-                        name: tensor.name.clone(),
-                        index: start + j,
-                        value: row[j],
-                    };
-                    return Err(diff_error(diff, source));
-                }
+                decode_finite(diff, tensor, start, row, diff.scale, scratch)?;
                 // The engine's accumulator: 1·r₀, then + rᵢ, with +0 rows for diffs without it.
                 if !slot.touched {
                     let zero = if first { None } else { Some(0.0f64) };
@@ -195,11 +190,6 @@ impl RunningSum {
                 self.write(offset, acc)
             },
         )?;
-        let covered: Vec<usize> = diff
-            .tensors()
-            .iter()
-            .map(|t| self.tensor_index(&t.name))
-            .collect::<Result<_, _>>()?;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             if covered.contains(&i) {
