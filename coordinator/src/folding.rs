@@ -6,16 +6,13 @@
 //! whose sum does not hold exactly the contributions being fused (after a restart, a quarantine or a
 //! resubmission) starts a new sum and folds what is missing, streamed from the store one diff at a
 //! time.
-//! Local disk: the sum (8 bytes per float parameter of the base) plus at most [`MAX_LOCAL`] accepted
-//! diffs waiting for their fold; later ones are read back from the store when their turn comes.
+//! Each fold reads its diff from the store (uploads are never kept whole on local disk). Local disk:
+//! the sum, 8 bytes per float parameter of the base.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
 };
 
 use anyhow::Context;
@@ -24,19 +21,14 @@ use coldfuse_shared::{
     diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
     fusion::{foldable, FusionError, RunningSum},
     store::block_size,
-    tensorfile::{ByteSource, LocalFile},
 };
 use tokio::sync::Mutex;
 
 use crate::Coordinator;
 
-/// Accepted diffs kept on local disk for their fold at most (beyond, the fold reads the store).
-pub const MAX_LOCAL: usize = 2;
-
-/// The running sum of the open round, if one is being kept, and the count of accepted diffs waiting
-/// on local disk for their fold.
+/// The running sum of the open round, if one is being kept.
 #[derive(Debug, Default)]
-pub struct Folder(Mutex<Option<RoundSum>>, AtomicUsize);
+pub struct Folder(Mutex<Option<RoundSum>>);
 
 /// A running sum and what it was built for.
 #[derive(Debug)]
@@ -56,12 +48,6 @@ fn dir(work: &Path) -> PathBuf {
     work.join("fold")
 }
 
-/// Where an accepted diff waits for its fold (the id is `[A-Za-z0-9._-]`, the hash 64 hex: both
-/// were validated at the announce).
-fn waiting(work: &Path, iteration: u64, contributor: &str, sha256: &str) -> PathBuf {
-    dir(work).join(format!("{iteration:06}-{contributor}-{sha256}.safetensors"))
-}
-
 /// At start-up: empties `work/fold/` (a sum from before a restart is not trusted: it may be
 /// half-added), creating it if needed.
 pub fn reset_dir(work: &Path) -> std::io::Result<()> {
@@ -73,40 +59,15 @@ pub fn reset_dir(work: &Path) -> std::io::Result<()> {
 }
 
 impl Folder {
-    /// After `contributor`'s diff at `spool` was accepted into round `iteration`: keeps the file for
-    /// its fold (or removes it when [`MAX_LOCAL`] wait already) and folds it on a background task.
-    /// Without a foldable fusion the spool is only removed.
+    /// After `contributor`'s diff was accepted into round `iteration`: folds it on a background task
+    /// when the fusion is foldable.
     pub async fn accepted(
         c: &Arc<Coordinator>,
         iteration: u64,
         contributor: &str,
         manifest: &DiffManifest,
-        spool: &Path,
     ) {
-        let fold = foldable(&c.state.read().await.config.fusion);
-        let kept = waiting(&c.work, iteration, contributor, &manifest.diff_sha256);
-        let waiting_files = &c.folder.1;
-        let slot = fold
-            && waiting_files
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < MAX_LOCAL).then_some(n + 1)
-                })
-                .is_ok();
-        let local = match slot {
-            true => match tokio::fs::rename(spool, &kept).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "keeping an accepted diff for its fold");
-                    waiting_files.fetch_sub(1, Ordering::AcqRel);
-                    false
-                }
-            },
-            false => false,
-        };
-        if !local {
-            let _ = tokio::fs::remove_file(spool).await;
-        }
-        if !fold {
+        if !foldable(&c.state.read().await.config.fusion) {
             return;
         }
         let (c, contributor, sha256) = (
@@ -125,12 +86,6 @@ impl Folder {
                     error = %format!("{e:#}"),
                     "folding an accepted diff failed; the round's close folds again"
                 );
-            }
-            // The waiting file (if this diff had one) goes only here, after the fold or its skip.
-            if local {
-                let kept = waiting(&c.work, iteration, &contributor, &sha256);
-                let _ = tokio::fs::remove_file(kept).await;
-                c.folder.1.fetch_sub(1, Ordering::AcqRel);
             }
         });
     }
@@ -207,7 +162,7 @@ impl Folder {
     }
 
     /// At a round's close: the running sum of exactly `accepted`, folding whatever the kept sum
-    /// lacks (from the waiting files, else streamed from the store). The sum leaves the folder: a
+    /// lacks (streamed from the store). The sum leaves the folder: a
     /// failed close starts over.
     pub async fn sum_for(
         &self,
@@ -290,8 +245,7 @@ impl RoundSum {
     }
 }
 
-/// Folds `a` into `rs`: from its waiting file when there is one, else streamed from the store. A
-/// diff whose content fails names its contributor (`FusionError::Diff`).
+/// Folds `a` into `rs`, streamed from the store. A diff whose content fails names its contributor (`FusionError::Diff`).
 async fn fold(
     c: &Coordinator,
     mut rs: RoundSum,
@@ -300,16 +254,9 @@ async fn fold(
 ) -> anyhow::Result<RoundSum> {
     let started = std::time::Instant::now();
     let (contributor, manifest, tau) = a;
-    let kept = waiting(&c.work, rs.iteration, contributor, &manifest.diff_sha256);
-    let (name, source, local): (PathBuf, Arc<dyn ByteSource>, bool) = match LocalFile::open(&kept) {
-        Ok(file) => (kept.clone(), Arc::new(file), true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = keys::contribution_file(rs.iteration, contributor, DIFF_FILE);
-            let source = c.store.range_source(&key, block_size(1)).await?;
-            (key.into(), Arc::new(source), false)
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context(kept.display().to_string())),
-    };
+    let key = keys::contribution_file(rs.iteration, contributor, DIFF_FILE);
+    let source = Arc::new(c.store.range_source(&key, block_size(1)).await?);
+    let name = PathBuf::from(key);
     let base_dir = rs.base_dir.clone();
     let (parent_sha, mut manifest, tau) = (latest.base_sha256.clone(), manifest.clone(), *tau);
     let folded = tokio::task::spawn_blocking(move || {
@@ -334,6 +281,6 @@ async fn fold(
     .await
     .context("fold task")?;
     let seconds = started.elapsed().as_secs_f64();
-    tracing::debug!(%contributor, local, seconds, "folded into the running sum");
+    tracing::debug!(%contributor, seconds, "folded into the running sum");
     Ok(folded?)
 }

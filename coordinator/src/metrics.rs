@@ -219,6 +219,11 @@ impl Metrics {
         self.tls_failures.inc();
     }
 
+    /// Uploads receiving bytes now.
+    pub fn uploads_in_flight(&self) -> i64 {
+        self.uploads_in_flight.get()
+    }
+
     /// Counts an upload receiving bytes until the guard drops.
     pub fn upload_started(&self) -> GaugeGuard {
         self.uploads_in_flight.inc();

@@ -1,4 +1,4 @@
-//! `coldfuse-coordinator serve`: its flags, start-up (state, fusion task, spool sweeper, TLS) and
+//! `coldfuse-coordinator serve`: its flags, start-up (state, fusion task, upload sweeper, TLS) and
 //! the edge in front of the router.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -30,8 +30,8 @@ pub struct ServeArgs {
     /// The receipt key file (default: the one `init` wrote to the coordinator's config dir).
     #[arg(long, env = "COLDFUSE_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
-    /// Seconds after which the spool of an upload that received nothing is deleted (the upload
-    /// then starts again from byte 0).
+    /// Seconds after which an upload that received nothing is discarded (its stored parts aborted,
+    /// its local tail deleted; the upload then starts again from byte 0).
     #[arg(long, env = "COLDFUSE_UPLOAD_IDLE_SECS", default_value_t = 86_400)]
     pub upload_idle_secs: u64,
     /// Seconds an upload body may send nothing before the request ends with 408 (the bytes so
@@ -149,7 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     coordinator.set_upload_body_idle(secs(args.upload_body_idle_secs));
     tokio::spawn(fusion_task::run(coordinator.clone()));
     coordinator.wake.notify_one();
-    spawn_spool_sweeper(coordinator.clone(), secs(args.upload_idle_secs));
+    spawn_upload_sweeper(coordinator.clone(), secs(args.upload_idle_secs));
     if let Some(tls) = &edge.tls {
         tls.watch(secs(args.tls_poll_secs))?;
     }
@@ -177,12 +177,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_spool_sweeper(c: Arc<Coordinator>, upload_idle: Duration) {
+fn spawn_upload_sweeper(c: Arc<Coordinator>, upload_idle: Duration) {
     tokio::spawn(async move {
         let every = (upload_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
         loop {
             tokio::time::sleep(every).await;
-            upload::expire_idle_spools(&c.uploads, &c.work, upload_idle).await;
+            upload::expire(&c, upload_idle).await;
         }
     });
 }

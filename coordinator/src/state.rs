@@ -271,15 +271,15 @@ impl Coordinator {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
         });
-        let (latest, committed) = {
+        let (latest, committed, keep) = {
             let s = coordinator.state.read().await;
-            // Spools of announced contributions awaiting their upload survive a restart; others go.
+            // Uploads of announced contributions awaiting their diff survive a restart; others go.
             let keep: Vec<PathBuf> = s
                 .round
                 .iter()
                 .filter(|(_, c)| c.verdict.is_none())
                 .map(|(id, c)| {
-                    crate::upload::spool_path(
+                    crate::upload::tail::path(
                         work,
                         s.round_iteration(),
                         id,
@@ -287,9 +287,9 @@ impl Coordinator {
                     )
                 })
                 .collect();
-            crate::upload::prune_spools(work, &keep);
-            (s.latest.clone(), s.committed)
+            (s.latest.clone(), s.committed, keep)
         };
+        crate::upload::prune(&coordinator, &keep).await;
         coordinator.cache_base(&latest).await?;
         tracing::info!(committed, latest = latest.iteration, "deployment loaded");
         Ok(coordinator)

@@ -51,6 +51,15 @@ impl Deployment {
         Self::create(config, url, Some(store_dir), base).await
     }
 
+    /// A deployment of model dir `base` in the (empty) store at `store_url`.
+    pub async fn of_model_in_store(
+        config: DeploymentConfig,
+        base: &Path,
+        store_url: String,
+    ) -> Self {
+        Self::create(config, store_url, None, base).await
+    }
+
     /// A deployment in the (empty) store at `store_url`.
     pub async fn in_store(
         config: DeploymentConfig,
@@ -267,17 +276,16 @@ pub fn stalled_request(
     StalledRequest { body: tx, answer }
 }
 
-/// Waits (up to 30 s) until the coordinator holds at least `bytes` of `contributor`'s upload, i.e.
-/// the upload is past its checks and writing; panics otherwise.
-pub async fn wait_received(d: &Deployment, token: &str, contributor: &str, bytes: u64) {
+/// Waits (up to 30 s) until an upload request is past its checks and receiving (bytes of a running
+/// request are not in `received_bytes` until it ends); panics otherwise.
+pub async fn wait_uploading(d: &Deployment) {
     for _ in 0..3000 {
-        let v = d.contribution(contributor, token).await;
-        if v["received_bytes"].as_u64().is_some_and(|n| n >= bytes) {
+        if d.coordinator.metrics.uploads_in_flight() > 0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("{contributor}'s upload never reached {bytes} bytes");
+    panic!("no upload started");
 }
 
 /// A contribution from `seed`: every body weight of the current base moved by a small amount.

@@ -8,7 +8,7 @@ use std::path::Path;
 use axum::http::StatusCode;
 use coldfuse_e2e::coordinator::{
     call, call_raw, call_with, contribute, contribute_accepted, latest, make_diff, shaped_diff,
-    stalled_request, wait_received, Deployment,
+    stalled_request, wait_uploading, Deployment,
 };
 use coldfuse_shared::store::Store;
 use coldfuse_shared::{
@@ -254,7 +254,7 @@ async fn a_reannounce_cannot_replace_the_manifest_under_a_running_upload() {
         &[],
     );
     upload.body.send(bytes[..half].to_vec()).await.unwrap();
-    wait_received(&d, &token, "site-a", half as u64).await;
+    wait_uploading(&d).await;
     let (status, v) = announce(&d, &token, &m2).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "upload_in_progress");

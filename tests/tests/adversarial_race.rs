@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::coordinator::{
-    call, call_with, contribute_accepted, latest, make_diff, stalled_request, wait_received,
+    call, call_with, contribute_accepted, latest, make_diff, stalled_request, wait_uploading,
     Deployment, StalledRequest,
 };
 use coldfuse_shared::store::Store;
@@ -100,7 +100,7 @@ async fn an_upload_finishing_during_a_fusion_is_not_acknowledged() {
     let last = last_chunk(&d, &c, "site-c", &bytes);
     let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
     last.body.send(head.to_vec()).await.unwrap();
-    wait_received(&d, &c, "site-c", (bytes.len() / 2 + head.len()) as u64).await;
+    wait_uploading(&d).await;
     let fusion = {
         let router = d.router();
         let admin = d.admin.clone();
@@ -158,7 +158,7 @@ async fn a_revoked_token_loses_its_pending_and_accepted_contributions() {
     let last = last_chunk(&d, &c, "site-c", &bytes);
     let (head, rest) = bytes[bytes.len() / 2..].split_at(10);
     last.body.send(head.to_vec()).await.unwrap();
-    wait_received(&d, &c, "site-c", (bytes.len() / 2 + head.len()) as u64).await;
+    wait_uploading(&d).await;
     for (token, name) in [(&b, "site-b"), (&c, "site-c")] {
         let (_, who) = call(&d.router(), "GET", "/v1/whoami", Some(token), vec![]).await;
         let id = who["token_id"].as_str().unwrap().to_string();

@@ -69,7 +69,7 @@ pub const DEFAULT_SEND_IDLE_SECS: u64 = 60;
 /// Default shutdown deadline in seconds.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 
-/// File descriptors kept back from the connection limit for the store, spools and the base cache:
+/// File descriptors kept back from the connection limit for the store, upload tails and the base cache:
 /// a quarter of the limit, between 16 and 256.
 fn reserved_fds(limit: u64) -> u64 {
     (limit / 4).clamp(16, 256)

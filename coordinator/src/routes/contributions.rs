@@ -1,5 +1,5 @@
-//! Contributions: announce a manifest, upload the diff (streamed to disk, validated, then stored),
-//! and read a contribution's verdict.
+//! Contributions: announce a manifest, upload the diff (streamed to the store part by part, checked
+//! in the same pass), and read a contribution's verdict.
 //!
 //! A contribution moves announced → uploading → validating → accepted | rejected (and an accepted one
 //! may be quarantined before fusion, see `quarantine.rs`). Announce and upload of one contributor are
@@ -15,13 +15,9 @@ use axum::{
     http::{HeaderMap, StatusCode},
     Json,
 };
-use coldfuse_shared::hash::sha256_file;
 use coldfuse_shared::{
     api::{keys, now_unix, routes, Announced, ContributionStatus, Receipt, SignedReceipt, Verdict},
-    diff::{
-        check_announced, validate, BaseInfo, DiffError, DiffManifest, DiffStats, DIFF_FILE,
-        MANIFEST_FILE,
-    },
+    diff::{check_announced, BaseInfo, DiffError, DiffManifest, DiffStats, MANIFEST_FILE},
 };
 
 use tracing::Instrument;
@@ -62,7 +58,7 @@ pub async fn announce(
         .map_err(ApiError::internal)?
 }
 
-/// The announce's state change: manifest stored, old spools gone, round entry replaced.
+/// The announce's state change: manifest stored, old uploads discarded, round entry replaced.
 async fn record_announce(
     c: Arc<Coordinator>,
     manifest: DiffManifest,
@@ -123,7 +119,7 @@ async fn record_announce(
     let file = |name| keys::contribution_file(iteration, &contributor, name);
     c.store.delete(&file(keys::VERDICT)).await?;
     c.store.put_json(&file(MANIFEST_FILE), &manifest).await?;
-    upload::discard_spools(&c.work, &contributor).await;
+    upload::discard(&c, iteration, &contributor).await;
     let max_bytes = s.config.max_diff_bytes;
     s.round.insert(
         contributor.clone(),
@@ -225,80 +221,90 @@ pub async fn upload(
     auth::require_contributor(&c, &headers, &contributor).await?;
     // The slot first: the manifest read below cannot be replaced by an announce until this returns.
     let slot = c.uploads.take(&contributor)?;
-    let _receiving = c.metrics.upload_started();
     let p = pending(&c, &contributor).await?;
-    let total = p.manifest.diff_bytes;
-    let chunk = upload::content_range(&headers, total)?;
-    let spool = upload::spool_path(&c.work, p.iteration, &contributor, &p.manifest.diff_sha256);
-    let bytes = match chunk {
-        // A whole-file upload: whatever arrives is the diff.
-        None => upload::receive_at(body, &spool, 0, total, c.upload_body_idle()).await?,
-        Some(range) => {
-            let have = upload::received(&spool).await;
-            if range.start > have {
-                return Err(upload::offset_error(have));
-            }
-            let idle = c.upload_body_idle();
-            let size = upload::receive_at(body, &spool, range.start, range.len, idle).await?;
-            if size < total {
-                let status = ContributionStatus {
-                    iteration: p.iteration,
-                    contributor: contributor.clone(),
-                    diff_sha256: p.manifest.diff_sha256.clone(),
-                    verdict: None,
-                    received_bytes: size,
-                    receipt: None,
-                    quarantined: None,
-                };
-                return Ok((StatusCode::ACCEPTED, Json(status)));
-            }
-            size
-        }
-    };
-    // Checking, storing and recording the verdict run on their own task, which holds the slot: a
-    // client that hangs up can neither split the store from memory nor start a second validation.
+    let chunk = upload::content_range(&headers, p.manifest.diff_bytes)?;
+    // Receiving, checking, storing and recording the verdict run on their own task, which holds the
+    // slot: a client that hangs up can neither lose what arrived, split the store from memory, nor
+    // start a second validation.
     let task = tokio::spawn(
-        finish_upload(c, headers, p, contributor, spool, bytes, slot)
+        receive_upload(c, headers, p, contributor, body, chunk, slot)
             .instrument(tracing::Span::current()),
     );
     task.await.map_err(ApiError::internal)?
 }
 
-/// Checks a complete upload and records its verdict (stored first, then in memory).
-async fn finish_upload(
+/// Receives one request's bytes; when they complete the diff, checks, stores and accepts it.
+async fn receive_upload(
     c: Arc<Coordinator>,
     headers: HeaderMap,
     p: Pending,
     contributor: String,
-    spool: std::path::PathBuf,
-    bytes: u64,
+    body: Body,
+    chunk: Option<upload::ChunkRange>,
     _slot: upload::UploadSlot,
 ) -> Result<(StatusCode, Json<ContributionStatus>), ApiError> {
-    let stats = match check(&c, &p, &spool, bytes).await? {
+    let _receiving = c.metrics.upload_started();
+    let total = p.manifest.diff_bytes;
+    let (start, limit) = chunk.map_or((0, total), |r| (r.start, r.len));
+    let (base_manifest, base_dir) = cached_base(&c, p.base_iteration).await?;
+    let (dir, sha) = (base_dir.clone(), base_manifest.base_sha256.clone());
+    let base = tokio::task::spawn_blocking(move || BaseInfo::open_with_sha256(&dir, sha))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let idle = c.upload_body_idle();
+    let received = upload::receive(
+        &c,
+        p.iteration,
+        &contributor,
+        &p.manifest,
+        &base,
+        body,
+        start,
+        limit,
+        idle,
+    )
+    .await?;
+    let up = match received {
+        Ok(upload::Received::Complete(up)) => up,
+        Ok(upload::Received::Partial(size)) if chunk.is_some() => {
+            let status = ContributionStatus {
+                iteration: p.iteration,
+                contributor: contributor.clone(),
+                diff_sha256: p.manifest.diff_sha256.clone(),
+                verdict: None,
+                received_bytes: size,
+                receipt: None,
+                quarantined: None,
+            };
+            return Ok((StatusCode::ACCEPTED, Json(status)));
+        }
+        // A whole-file upload: whatever arrived is the diff.
+        Ok(upload::Received::Partial(size)) => {
+            let fault = upload::Fault {
+                code: ErrorCode::Integrity,
+                message: format!("received {size} bytes; the manifest says {total} bytes"),
+            };
+            return Err(reject_upload(&c, &p, &contributor, fault).await?);
+        }
+        Err(fault) => return Err(reject_upload(&c, &p, &contributor, fault).await?),
+    };
+    let bound = match p.max_relative_norm {
+        Some(ratio) => Some((ratio, base_norm(&c, &base_dir, &base_manifest).await?)),
+        None => None,
+    };
+    let stats = match upload::finish(&c, up, bound).await? {
         Ok(stats) => stats,
-        Err((reason, message)) => {
-            let _ = tokio::fs::remove_file(&spool).await;
-            // The contributor learns why, never where the coordinator keeps its files.
-            let message = message.replace(&spool.display().to_string(), "diff.safetensors");
-            let verdict = reject(&c, p.iteration, &contributor, reason, message).await?;
-            return Err(rejection(verdict));
-        }
+        Err(fault) => return Err(reject_upload(&c, &p, &contributor, fault).await?),
     };
-    // Store the diff, then commit the verdict create-only: a contribution counts once it is durable.
-    let key = keys::contribution_file(p.iteration, &contributor, DIFF_FILE);
-    c.store.put_file(&key, &spool).await?;
-    let verdict = match accept(&c, &headers, &p, &contributor, &stats).await {
-        Ok(verdict) => verdict,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&spool).await;
-            return Err(e);
-        }
-    };
-    // The spool goes to the running sum (or away).
-    Folder::accepted(&c, p.iteration, &contributor, &p.manifest, &spool).await;
-    c.metrics.accepted(bytes);
+    // The diff is stored; the verdict is committed create-only: a contribution counts once durable.
+    let accepted = accept(&c, &headers, &p, &contributor, &stats).await;
+    upload::forget(&c, p.iteration, &contributor).await;
+    let verdict = accepted?;
+    Folder::accepted(&c, p.iteration, &contributor, &p.manifest).await;
+    c.metrics.accepted(total);
     c.wake.notify_one();
-    tracing::info!(%contributor, iteration = p.iteration, bytes, "contribution accepted");
+    tracing::info!(%contributor, iteration = p.iteration, bytes = total, "contribution accepted");
     Ok((
         StatusCode::OK,
         Json(ContributionStatus {
@@ -307,10 +313,23 @@ async fn finish_upload(
             diff_sha256: p.manifest.diff_sha256.clone(),
             receipt: accepted_receipt(&c, p.iteration, &p.manifest, &verdict),
             verdict: Some(verdict),
-            received_bytes: bytes,
+            received_bytes: total,
             quarantined: None,
         }),
     ))
+}
+
+/// Discards what the coordinator holds of a faulty upload and records its rejection; answers the
+/// 422 to send.
+async fn reject_upload(
+    c: &Coordinator,
+    p: &Pending,
+    contributor: &str,
+    fault: upload::Fault,
+) -> Result<ApiError, ApiError> {
+    upload::discard(c, p.iteration, contributor).await;
+    let verdict = reject(c, p.iteration, contributor, fault.code, fault.message).await?;
+    Ok(rejection(verdict))
 }
 
 /// The announced contribution an upload continues, if it may upload now.
@@ -342,66 +361,6 @@ async fn pending(c: &Coordinator, contributor: &str) -> Result<Pending, ApiError
         base_iteration,
         max_relative_norm: s.config.max_relative_norm,
     })
-}
-
-/// Checks a complete spool: size and hash, then the diff against its base and the deployment's norm
-/// bound. `Ok(Err((reason, message)))` is the contributor's fault (a rejection); `Err` is ours (500,
-/// the spool is kept so the client can retry).
-async fn check(
-    c: &Coordinator,
-    p: &Pending,
-    spool: &std::path::Path,
-    bytes: u64,
-) -> Result<Result<DiffStats, (ErrorCode, String)>, ApiError> {
-    // Hashing and scanning a diff is the costliest thing a contributor can make us do: as many at a
-    // time as there are cores, whatever the number of contributors.
-    let _permit = c.validations.acquire().await.map_err(ApiError::internal)?;
-    let hashed = spool.to_path_buf();
-    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&hashed))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    if bytes != p.manifest.diff_bytes || sha256 != p.manifest.diff_sha256 {
-        return Ok(Err((
-            ErrorCode::Integrity,
-            format!(
-                "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
-                p.manifest.diff_bytes, p.manifest.diff_sha256
-            ),
-        )));
-    }
-    // The base the diff was computed against (the latest one, or an older one in asynchronous mode).
-    let (base_manifest, base_dir) = cached_base(c, p.base_iteration).await?;
-    let bound = match p.max_relative_norm {
-        Some(ratio) => Some((ratio, base_norm(c, &base_dir, &base_manifest).await?)),
-        None => None,
-    };
-    let (path, m, sha) = (
-        spool.to_path_buf(),
-        p.manifest.clone(),
-        base_manifest.base_sha256,
-    );
-    let checked = tokio::task::spawn_blocking(move || {
-        let base = BaseInfo::open_with_sha256(&base_dir, sha)?;
-        let stats = validate(&path, m, &base).map(|(_, stats)| stats)?;
-        match bound {
-            Some((ratio, base_norm)) if stats.l2_norm > ratio * base_norm => {
-                Err(DiffError::NormBound {
-                    norm: stats.l2_norm,
-                    bound: ratio * base_norm,
-                    ratio,
-                })
-            }
-            _ => Ok(stats),
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    match checked {
-        Ok(stats) => Ok(Ok(stats)),
-        Err(e) if e.is_local_io() => Err(ApiError::internal(e)),
-        Err(e) => Ok(Err((e.code(), e.to_string()))),
-    }
 }
 
 /// The body L2 norm of a cached base, measured once per base (whatever the diffs sent against it).
@@ -526,15 +485,7 @@ pub async fn status(
     let iteration = s.round_iteration();
     let received_bytes = match entry.verdict {
         Some(_) => entry.manifest.diff_bytes,
-        None => {
-            let spool = upload::spool_path(
-                &c.work,
-                iteration,
-                &contributor,
-                &entry.manifest.diff_sha256,
-            );
-            upload::received(&spool).await
-        }
+        None => upload::received(&c, iteration, &contributor, &entry.manifest.diff_sha256).await?,
     };
     let receipt = entry
         .verdict

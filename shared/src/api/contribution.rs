@@ -69,7 +69,8 @@ pub struct ContributionStatus {
     pub diff_sha256: String,
     /// None while waiting for the upload.
     pub verdict: Option<Verdict>,
-    /// Bytes of the diff the coordinator holds (resume an interrupted upload from here).
+    /// Bytes of the diff the coordinator holds once each request ends, durably (resume an
+    /// interrupted upload from here); bytes of a request still running are not counted yet.
     #[serde(default)]
     pub received_bytes: u64,
     /// The coordinator's signed receipt, once the diff is accepted.

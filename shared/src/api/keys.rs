@@ -69,6 +69,8 @@ pub fn contribution_file(iteration: u64, contributor: &str, file: &str) -> Strin
 
 /// File name of a contribution's verdict inside its round prefix.
 pub const VERDICT: &str = "verdict.json";
+/// File name of an unfinished upload's checkpoint inside its round prefix (the coordinator's own).
+pub const UPLOAD: &str = "upload.json";
 /// File name of a contribution's quarantine record inside its round prefix.
 pub const QUARANTINE: &str = "quarantine.json";
 

@@ -13,6 +13,7 @@ mod error;
 mod manifest;
 pub mod privacy;
 mod reader;
+mod stream;
 
 pub use base::{BaseInfo, BASE_WEIGHTS};
 pub use builder::{
@@ -24,3 +25,4 @@ pub use error::DiffError;
 pub use manifest::{BaseRef, DiffManifest, TensorEntry, FORMAT_VERSION};
 pub use privacy::{privatize, DpConfig, DpReport};
 pub use reader::{check_announced, validate, DiffReader, DiffStats, DiffTensor, Scratch};
+pub use stream::{Progress, StreamCheck, StreamState};

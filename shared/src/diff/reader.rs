@@ -4,16 +4,17 @@ use std::{path::Path, sync::Arc};
 
 use super::{
     codec::{INDICES_SUFFIX, VALUES_SUFFIX},
+    stream::StreamCheck,
     BaseInfo, DiffError, DiffManifest, Encoding, TensorEntry,
 };
 use crate::{
-    hash::sha256_file,
-    tensorfile::{ByteSource, Dtype, LocalFile, TensorFile, TensorInfo},
+    hash::ResumableSha256,
+    tensorfile::{ByteSource, Dtype, Header, LocalFile, TensorFile, TensorInfo},
 };
 
 /// Where one diffed tensor's values are stored in the file.
 #[derive(Debug, Clone)]
-enum Layout {
+pub(super) enum Layout {
     /// Every value, as F32/BF16/F16, or I8 times `scale`.
     Dense { part: TensorInfo, scale: f32 },
     /// Ascending u32 indices and bf16 values of the kept entries.
@@ -30,7 +31,7 @@ pub struct DiffTensor {
     pub name: String,
     /// Number of elements.
     pub numel: usize,
-    layout: Layout,
+    pub(super) layout: Layout,
 }
 
 /// Reusable buffers for decoding.
@@ -69,14 +70,31 @@ pub struct DiffReader {
 }
 
 /// Opens the diff at `path`, checks everything, reads every value once, and returns it with its stats.
-/// This is what a coordinator runs before accepting a contribution.
+/// This is the check a coordinator runs on an upload ([`StreamCheck`]), on a local file; a wrong
+/// hash is reported before any wrong value.
 pub fn validate(
     path: &Path,
     manifest: DiffManifest,
     base: &BaseInfo,
 ) -> Result<(DiffReader, DiffStats), DiffError> {
-    let reader = DiffReader::open(path, manifest, base)?;
-    let actual = sha256_file(path).map_err(|e| DiffError::io(path, e))?;
+    use std::io::Read;
+    let reader = DiffReader::open(path, manifest.clone(), base)?;
+    let mut check = StreamCheck::new(manifest, base)?;
+    let mut hasher = ResumableSha256::default();
+    let mut file = std::fs::File::open(path).map_err(|e| DiffError::io(path, e))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut failed = None;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| DiffError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if failed.is_none() {
+            failed = check.feed(&buf[..n]).err();
+        }
+    }
+    let actual = hasher.finalize_hex();
     if actual != reader.manifest.diff_sha256 {
         return Err(DiffError::Integrity {
             what: "sha256",
@@ -84,8 +102,10 @@ pub fn validate(
             actual,
         });
     }
-    let stats = reader.scan()?;
-    Ok((reader, stats))
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok((reader, check.finish()?))
 }
 
 impl DiffReader {
@@ -115,7 +135,7 @@ impl DiffReader {
         let file = TensorFile::open_source(name, source, header_limit(&manifest))?;
         let mut tensors = Vec::with_capacity(manifest.tensors.len());
         for entry in &manifest.tensors {
-            tensors.push(layout(&file, entry, manifest.encoding)?);
+            tensors.push(layout(&file.header, entry, manifest.encoding)?);
         }
         if let Some(extra) = file.header.names().find(|n| !expected_part(&manifest, n)) {
             return Err(DiffError::Layout {
@@ -259,7 +279,7 @@ impl DiffReader {
 
 /// The largest header a diff of this manifest can need: per stored part (two for top-k) its name
 /// (suffix included), dtype, shape and offsets, plus room for `__metadata__`.
-fn header_limit(m: &DiffManifest) -> u64 {
+pub(super) fn header_limit(m: &DiffManifest) -> u64 {
     let parts: u64 = m
         .tensors
         .iter()
@@ -353,7 +373,7 @@ fn check_against_base(entry: &TensorEntry, base: &BaseInfo) -> Result<(), DiffEr
     Ok(())
 }
 
-fn expected_part(m: &DiffManifest, file_name: &str) -> bool {
+pub(super) fn expected_part(m: &DiffManifest, file_name: &str) -> bool {
     match m.encoding {
         Encoding::TopK { .. } => [INDICES_SUFFIX, VALUES_SUFFIX].iter().any(|s| {
             file_name
@@ -365,15 +385,15 @@ fn expected_part(m: &DiffManifest, file_name: &str) -> bool {
 }
 
 /// Finds `entry`'s parts in the file and checks their dtypes and shapes against the encoding.
-fn layout(
-    file: &TensorFile,
+pub(super) fn layout(
+    header: &Header,
     entry: &TensorEntry,
     encoding: Encoding,
 ) -> Result<DiffTensor, DiffError> {
     let numel: usize = entry.shape.iter().product();
     let part = |suffix: &str, dtype: Dtype, shape: &[usize]| -> Result<TensorInfo, DiffError> {
         let name = format!("{}{suffix}", entry.name);
-        let info = file.header.get(&name).ok_or_else(|| DiffError::Layout {
+        let info = header.get(&name).ok_or_else(|| DiffError::Layout {
             name: name.clone(),
             message: "in the manifest but not in the file".into(),
         })?;

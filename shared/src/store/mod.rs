@@ -1,8 +1,10 @@
 //! The object store behind a deployment, chosen by URL (`file:///dir`, `s3://bucket/prefix`,
 //! `memory://`), with JSON, create-only and streaming file helpers.
 
+mod multipart;
 mod range;
 
+pub use multipart::PartedUpload;
 pub use range::{block_size, StoreRange, BLOCKS_KEPT, READ_AHEAD, STREAM_BUDGET};
 
 use std::{ops::Range, path::Path, sync::Arc};
@@ -59,8 +61,10 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: StorePath,
     url: String,
-    /// The directory of a `file://` store (to restrict file modes).
+    /// The directory of a `file://` store (to restrict file modes, and for its staging files).
     local: Option<std::path::PathBuf>,
+    /// The multipart API of stores that have one (S3-compatible, in-memory).
+    multipart: Option<multipart::Api>,
     /// Bytes read from the store through this handle and its clones.
     read: Arc<std::sync::atomic::AtomicU64>,
     /// Slots for ranged reads ahead ([`READ_AHEAD`]).
@@ -92,6 +96,7 @@ impl Store {
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let mut local = None;
+        let mut multipart = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, StorePath) = match parsed.scheme() {
             "file" => {
                 let dir = parsed
@@ -113,14 +118,16 @@ impl Store {
                 {
                     builder = builder.with_allow_http(true);
                 }
-                let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
+                let s3 = Arc::new(builder.build().map_err(|e| bad(e.to_string()))?);
+                multipart = Some(multipart::Api(s3.clone()));
                 let prefix = StorePath::from(parsed.path().trim_matches('/'));
-                (Arc::new(s3), prefix)
+                (s3, prefix)
             }
-            "memory" => (
-                Arc::new(object_store::memory::InMemory::new()),
-                StorePath::default(),
-            ),
+            "memory" => {
+                let memory = Arc::new(object_store::memory::InMemory::new());
+                multipart = Some(multipart::Api(memory.clone()));
+                (memory, StorePath::default())
+            }
             other => {
                 let (store, prefix) = object_store::parse_url(&parsed)
                     .map_err(|e| bad(format!("scheme `{other}`: {e}")))?;
@@ -132,6 +139,7 @@ impl Store {
             prefix,
             url: url.to_string(),
             local,
+            multipart,
             read: Default::default(),
             read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD)),
         })
@@ -227,6 +235,15 @@ impl Store {
             f.sync_all().await.map_err(local(p))?;
         }
         Ok(())
+    }
+
+    /// Writes `bytes` as the object at `key`, replacing any previous one; durable when it returns.
+    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map_err(backend(key))?;
+        self.sync(key).await
     }
 
     /// Writes a JSON object only if the key does not exist; `false` if it did (nothing written).

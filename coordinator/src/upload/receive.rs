@@ -1,0 +1,317 @@
+//! One request of an upload: bytes are appended to what the coordinator holds, each full [`PART`]
+//! is hashed and checked, then stored as the next part of the multipart upload and checkpointed; the
+//! rest waits on local disk as the tail. The request that brings the last byte ends with
+//! [`Received::Complete`], and [`finish`] checks the last bytes, stores them and completes the
+//! object, before any verdict.
+
+use std::{path::PathBuf, time::Duration};
+
+use axum::{body::Body, http::StatusCode};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use coldfuse_shared::{
+    api::{keys, ErrorCode},
+    diff::{BaseInfo, DiffError, DiffManifest, DiffStats, StreamCheck, DIFF_FILE},
+    hash::ResumableSha256,
+    store::PartedUpload,
+};
+
+use super::{
+    checkpoint::{self, Checkpoint},
+    offset_error, tail,
+};
+use crate::{ApiError, Coordinator};
+
+/// Bytes per stored part (S3 needs at least 5 MiB for every part but the last): also the most an
+/// unfinished upload keeps on local disk, and about what a running request holds in memory.
+pub const PART: usize = 8 << 20;
+
+/// A contributor's fault found in its bytes: the rejection to record.
+#[derive(Debug)]
+pub struct Fault {
+    /// Why.
+    pub code: ErrorCode,
+    /// What the contributor is told.
+    pub message: String,
+}
+
+/// The hash and the check of the bytes so far.
+#[derive(Debug)]
+struct Checker {
+    hash: ResumableSha256,
+    check: StreamCheck,
+}
+
+/// An upload while a request feeds it.
+#[derive(Debug)]
+pub struct Upload {
+    iteration: u64,
+    contributor: String,
+    manifest: DiffManifest,
+    /// The multipart upload, once a part is stored.
+    parts: Option<PartedUpload>,
+    /// Bytes in the stored parts.
+    stored: u64,
+    /// `None` only while a blocking task checks a part.
+    checker: Option<Checker>,
+    /// The bytes after the stored parts.
+    buf: Vec<u8>,
+    tail: PathBuf,
+}
+
+/// What a request left.
+#[derive(Debug)]
+pub enum Received {
+    /// The coordinator holds this many bytes of the diff.
+    Partial(u64),
+    /// Every byte arrived; [`finish`] stores the object.
+    Complete(Box<Upload>),
+}
+
+/// Continues the upload of `contributor`'s announced diff in round `iteration` with `body`, from byte
+/// `start` (at most `limit` bytes). A body that sends nothing for `idle` ends with 408 and a broken
+/// one with 400 (what arrived stays, so the upload resumes). `Ok(Err(_))` is a fault in the bytes
+/// (reject); `Err` is a protocol or server error.
+#[allow(clippy::too_many_arguments)]
+pub async fn receive(
+    c: &Coordinator,
+    iteration: u64,
+    contributor: &str,
+    manifest: &DiffManifest,
+    base: &BaseInfo,
+    body: Body,
+    start: u64,
+    limit: u64,
+    idle: Duration,
+) -> Result<Result<Received, Fault>, ApiError> {
+    let sha = &manifest.diff_sha256;
+    let tail_path = tail::path(&c.work, iteration, contributor, sha);
+    let saved = checkpoint::load(&c.store, iteration, contributor, sha).await?;
+    let stored = saved.as_ref().map_or(0, |cp| cp.stored);
+    let mut buf = match tail::read(&tail_path).await {
+        Some((at, bytes)) if at == stored => bytes,
+        _ => Vec::new(),
+    };
+    let have = stored + buf.len() as u64;
+    if start > have {
+        return Err(offset_error(have));
+    }
+    let saved = match (start < stored, start) {
+        (true, 0) => {
+            // A new upload from byte 0 replaces the stored parts.
+            checkpoint::drop_stored(&c.store, iteration, contributor).await?;
+            buf.clear();
+            None
+        }
+        (true, _) => return Err(offset_error(have)),
+        (false, _) => {
+            buf.truncate((start - stored) as usize);
+            saved
+        }
+    };
+    let checker = match &saved {
+        Some(cp) => Checker {
+            hash: cp.hash.clone(),
+            check: StreamCheck::restore(manifest.clone(), base, &cp.check)
+                .map_err(ApiError::internal)?,
+        },
+        None => match StreamCheck::new(manifest.clone(), base) {
+            Ok(check) => Checker {
+                hash: ResumableSha256::default(),
+                check,
+            },
+            Err(e) => return fault(e),
+        },
+    };
+    buf.reserve(PART.saturating_sub(buf.len()));
+    let mut up = Upload {
+        iteration,
+        contributor: contributor.to_string(),
+        manifest: manifest.clone(),
+        stored: saved.as_ref().map_or(0, |cp| cp.stored),
+        parts: saved.map(|cp| cp.upload),
+        checker: Some(checker),
+        buf,
+        tail: tail_path,
+    };
+    // The tail marks the upload as unfinished for the sweeper before any part is stored.
+    if tail::extent(&up.tail).await.is_none() {
+        tail::write(&up.tail, up.stored, up.buf.clone())
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let total = manifest.diff_bytes;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    let mut failure = None;
+    'body: loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                failure = Some(ApiError::bad_request(
+                    ErrorCode::UploadInterrupted,
+                    format!("upload broke off after {} bytes: {e}", start + written),
+                ));
+                break;
+            }
+            Err(_) => {
+                failure = Some(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::UploadInterrupted,
+                    format!(
+                        "no bytes for {} s after byte {}; resume from there",
+                        idle.as_secs_f64(),
+                        start + written
+                    ),
+                ));
+                break;
+            }
+        };
+        if written + chunk.len() as u64 > limit {
+            failure = Some(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                format!("this upload may carry at most {limit} bytes"),
+            ));
+            break;
+        }
+        up.buf.extend_from_slice(&chunk);
+        written += chunk.len() as u64;
+        // The last part waits for `finish`: it is stored only once the whole diff checked out.
+        while up.buf.len() >= PART && up.stored + (PART as u64) < total {
+            match up.store_part(c).await {
+                Ok(Ok(())) => {}
+                Ok(Err(f)) => return Ok(Err(f)),
+                Err(e) => {
+                    failure = Some(e);
+                    break 'body;
+                }
+            }
+        }
+    }
+    let size = up.stored + up.buf.len() as u64;
+    if failure.is_none() && size == total {
+        return Ok(Ok(Received::Complete(Box::new(up))));
+    }
+    let rest = std::mem::take(&mut up.buf);
+    tail::write(&up.tail, up.stored, rest)
+        .await
+        .map_err(ApiError::internal)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Ok(Received::Partial(size))),
+    }
+}
+
+/// Checks the last bytes of a complete upload (hash first, then values, then the norm `bound`:
+/// ratio and the base's norm), then stores them and completes the object under the diff's key.
+pub async fn finish(
+    c: &Coordinator,
+    mut up: Box<Upload>,
+    bound: Option<(f64, f64)>,
+) -> Result<Result<DiffStats, Fault>, ApiError> {
+    let last = std::mem::take(&mut up.buf);
+    let mut checker = up.checker.take().expect("no check running");
+    let m = up.manifest.clone();
+    let _permit = c.validations.acquire().await.map_err(ApiError::internal)?;
+    let (last, checked) = tokio::task::spawn_blocking(move || {
+        checker.hash.update(&last);
+        let (bytes, sha256) = (checker.hash.len(), checker.hash.clone().finalize_hex());
+        if bytes != m.diff_bytes || sha256 != m.diff_sha256 {
+            let message = format!(
+                "received {bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
+                m.diff_bytes, m.diff_sha256
+            );
+            return (last, Ok(Err(Fault { code: ErrorCode::Integrity, message })));
+        }
+        let stats = checker.check.feed(&last).and_then(|()| checker.check.finish());
+        let stats = stats.and_then(|stats| match bound {
+            Some((ratio, norm)) if stats.l2_norm > ratio * norm => Err(DiffError::NormBound {
+                norm: stats.l2_norm,
+                bound: ratio * norm,
+                ratio,
+            }),
+            _ => Ok(stats),
+        });
+        let checked = match stats {
+            Ok(stats) => Ok(Ok(stats)),
+            Err(e) => fault(e),
+        };
+        (last, checked)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    drop(_permit);
+    let stats = match checked? {
+        Ok(stats) => stats,
+        Err(f) => return Ok(Err(f)),
+    };
+    // Durable before any verdict: the last part, then the whole object.
+    let key = up.diff_key();
+    match up.parts.take() {
+        Some(mut parts) => {
+            c.store.put_part(&mut parts, up.stored, last.into()).await?;
+            c.store.complete_upload(&parts).await?;
+        }
+        None => c.store.put_bytes(&key, last.into()).await?,
+    }
+    Ok(Ok(stats))
+}
+
+impl Upload {
+    fn diff_key(&self) -> String {
+        keys::contribution_file(self.iteration, &self.contributor, DIFF_FILE)
+    }
+
+    /// Checks the first [`PART`] bytes of the buffer, stores them as the next part and checkpoints.
+    async fn store_part(&mut self, c: &Coordinator) -> Result<Result<(), Fault>, ApiError> {
+        let rest = self.buf.split_off(PART);
+        let part = std::mem::replace(&mut self.buf, rest);
+        let mut checker = self.checker.take().expect("no check running");
+        let permit = c.validations.acquire().await.map_err(ApiError::internal)?;
+        let (checker, part, fed) = tokio::task::spawn_blocking(move || {
+            checker.hash.update(&part);
+            let fed = checker.check.feed(&part);
+            (checker, part, fed)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        drop(permit);
+        if let Err(e) = fed {
+            return fault(e);
+        }
+        let key = self.diff_key();
+        let parts = match &mut self.parts {
+            Some(parts) => parts,
+            None => self.parts.insert(c.store.start_upload(&key).await?),
+        };
+        let len = part.len() as u64;
+        c.store
+            .put_part(parts, self.stored, Bytes::from(part))
+            .await?;
+        self.stored += len;
+        let cp = Checkpoint {
+            diff_sha256: self.manifest.diff_sha256.clone(),
+            upload: parts.clone(),
+            stored: self.stored,
+            hash: checker.hash.clone(),
+            check: checker.check.save(),
+        };
+        self.checker = Some(checker);
+        checkpoint::save(&c.store, self.iteration, &self.contributor, &cp).await?;
+        Ok(Ok(()))
+    }
+}
+
+/// A check failure as the contributor's fault, or ours (a local I/O error).
+fn fault<T>(e: DiffError) -> Result<Result<T, Fault>, ApiError> {
+    match e {
+        e if e.is_local_io() => Err(ApiError::internal(e)),
+        e => Ok(Err(Fault {
+            code: e.code(),
+            message: e.to_string(),
+        })),
+    }
+}
