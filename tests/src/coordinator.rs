@@ -276,6 +276,29 @@ pub fn stalled_request(
     StalledRequest { body: tx, answer }
 }
 
+/// `PUT`s bytes `start..end` of `contributor`'s diff (of `total` bytes) as one `Content-Range` chunk.
+pub async fn put_range(
+    d: &Deployment,
+    token: &str,
+    contributor: &str,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    total: usize,
+) -> (StatusCode, serde_json::Value) {
+    let range = format!("bytes {start}-{}/{total}", end - 1);
+    let (status, body) = call_with(
+        &d.router(),
+        "PUT",
+        &format!("/v1/contributions/{contributor}/diff"),
+        Some(token),
+        bytes[start..end].to_vec(),
+        &[("content-range", &range)],
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
 /// Waits (up to 30 s) until an upload request is past its checks and receiving (bytes of a running
 /// request are not in `received_bytes` until it ends); panics otherwise.
 pub async fn wait_uploading(d: &Deployment) {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::coordinator::{
-    call, call_raw, call_with, contribute, contribute_accepted, latest, make_diff, shaped_diff,
+    call, call_raw, contribute, contribute_accepted, latest, make_diff, put_range, shaped_diff,
     stalled_request, wait_uploading, Deployment,
 };
 use coldfuse_shared::store::Store;
@@ -37,29 +37,6 @@ async fn announce(
         m.to_json(),
     )
     .await
-}
-
-async fn put_range(
-    d: &Deployment,
-    token: &str,
-    contributor: &str,
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-    total: usize,
-) -> (StatusCode, serde_json::Value) {
-    let range = format!("bytes {start}-{}/{total}", end - 1);
-    let url = format!("/v1/contributions/{contributor}/diff");
-    let (status, body) = call_with(
-        &d.router(),
-        "PUT",
-        &url,
-        Some(token),
-        bytes[start..end].to_vec(),
-        &[("content-range", &range)],
-    )
-    .await;
-    (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
 async fn round(d: &Deployment) -> RoundStatus {

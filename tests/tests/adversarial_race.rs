@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::coordinator::{
-    call, call_with, contribute_accepted, latest, make_diff, stalled_request, wait_uploading,
+    call, contribute_accepted, latest, make_diff, put_range, stalled_request, wait_uploading,
     Deployment, StalledRequest,
 };
 use coldfuse_shared::store::Store;
@@ -46,30 +46,9 @@ async fn half_upload(
     .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let bytes = std::fs::read(dir.path().join(DIFF_FILE)).unwrap();
-    let (status, _) = put(d, token, name, &bytes, 0, bytes.len() / 2).await;
+    let (status, _) = put_range(d, token, name, &bytes, 0, bytes.len() / 2, bytes.len()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     (bytes, m)
-}
-
-async fn put(
-    d: &Deployment,
-    token: &str,
-    name: &str,
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-) -> (StatusCode, serde_json::Value) {
-    let range = format!("bytes {start}-{}/{}", end - 1, bytes.len());
-    let (status, body) = call_with(
-        &d.router(),
-        "PUT",
-        &format!("/v1/contributions/{name}/diff"),
-        Some(token),
-        bytes[start..end].to_vec(),
-        &[("content-range", &range)],
-    )
-    .await;
-    (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
 /// The second half of `bytes` as one `Content-Range` chunk whose body the test feeds.

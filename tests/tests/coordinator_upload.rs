@@ -3,32 +3,11 @@
 //! `/v1/whoami` for each kind of caller.
 
 use axum::http::StatusCode;
-use coldfuse_e2e::coordinator::{call, call_with, latest, make_diff, Deployment};
+use coldfuse_e2e::coordinator::{call, latest, make_diff, put_range, Deployment};
 use coldfuse_shared::{
     api::{ContributionStatus, DeploymentConfig, WhoAmI},
     diff::DIFF_FILE,
 };
-
-async fn put_chunk(
-    d: &Deployment,
-    token: &str,
-    url: &str,
-    bytes: &[u8],
-    start: usize,
-    total: usize,
-) -> (StatusCode, serde_json::Value) {
-    let range = format!("bytes {start}-{}/{total}", start + bytes.len() - 1);
-    let (status, body) = call_with(
-        &d.router(),
-        "PUT",
-        url,
-        Some(token),
-        bytes.to_vec(),
-        &[("content-range", &range)],
-    )
-    .await;
-    (status, serde_json::from_slice(&body).unwrap())
-}
 
 #[tokio::test]
 async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
@@ -53,21 +32,21 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let url = v["upload_url"].as_str().unwrap().to_string();
+    assert_eq!(v["upload_url"], "/v1/contributions/site-a/diff");
     let third = total / 3;
 
     // First third: 202 with the received size.
-    let (status, v) = put_chunk(&d, &token, &url, &bytes[..third], 0, total).await;
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, third, total).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let s: ContributionStatus = serde_json::from_value(v).unwrap();
     assert_eq!((s.received_bytes, s.verdict), (third as u64, None));
 
     // A chunk that leaves a gap is refused and changes nothing.
-    let (status, v) = put_chunk(&d, &token, &url, &bytes[2 * third..], 2 * third, total).await;
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 2 * third, total, total).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(v["error"]["code"], "upload_offset");
     // A total that differs from the manifest is refused.
-    let (status, v) = put_chunk(&d, &token, &url, &bytes[third..2 * third], third, total + 1).await;
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, third, 2 * third, total + 1).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["code"], "bad_range");
 
@@ -76,17 +55,9 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
     assert_eq!(v["received_bytes"], third as u64);
 
     // Re-sending an overlapping chunk (as after a break mid-chunk) overwrites from its start.
-    let (status, _) = put_chunk(
-        &d,
-        &token,
-        &url,
-        &bytes[third - 10..2 * third],
-        third - 10,
-        total,
-    )
-    .await;
+    let (status, _) = put_range(&d, &token, "site-a", &bytes, third - 10, 2 * third, total).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, v) = put_chunk(&d, &token, &url, &bytes[2 * third..], 2 * third, total).await;
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 2 * third, total, total).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let s: ContributionStatus = serde_json::from_value(v).unwrap();
     assert!(s.verdict.unwrap().accepted());
@@ -113,15 +84,7 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
     .await;
     let n = bytes_b.len();
     bytes_b[n - 1] ^= 0xff;
-    let (status, v) = put_chunk(
-        &d,
-        &token_b,
-        "/v1/contributions/site-b/diff",
-        &bytes_b,
-        0,
-        n,
-    )
-    .await;
+    let (status, v) = put_range(&d, &token_b, "site-b", &bytes_b, 0, n, n).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(v["error"]["code"], "integrity");
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::{
-    coordinator::{call, call_with, latest, Deployment},
+    coordinator::{call, latest, put_range, Deployment},
     process::verify_from_store,
     s3::S3Server,
 };
@@ -85,27 +85,6 @@ async fn announce(
     (token, manifest, bytes)
 }
 
-async fn put(
-    d: &Deployment,
-    name: &str,
-    token: &str,
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-) -> (StatusCode, serde_json::Value) {
-    let range = format!("bytes {start}-{}/{}", end - 1, bytes.len());
-    let (status, body) = call_with(
-        &d.router(),
-        "PUT",
-        &format!("/v1/contributions/{name}/diff"),
-        Some(token),
-        bytes[start..end].to_vec(),
-        &[("content-range", &range)],
-    )
-    .await;
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
 fn checkpoint_key(name: &str) -> String {
     keys::contribution_file(1, name, keys::UPLOAD)
 }
@@ -124,7 +103,7 @@ async fn parted_upload_resumes_after_a_restart(
     let mut restarted = false;
     while start < bytes.len() {
         let end = (start + CHUNK).min(bytes.len());
-        let (status, v) = put(d, "site-a", &token, &bytes, start, end).await;
+        let (status, v) = put_range(d, &token, "site-a", &bytes, start, end, bytes.len()).await;
         start = end;
         if end == bytes.len() {
             assert_eq!(status, StatusCode::OK, "{v}");
@@ -184,12 +163,21 @@ async fn a_bad_value_is_refused_by_the_part_that_carries_it(
     let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let at = 8 + header + 4000;
     bytes[at..at + 2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN
-    let (status, v) = put(d, "site-b", &token, &bytes, 0, CHUNK).await;
+    let (status, v) = put_range(d, &token, "site-b", &bytes, 0, CHUNK, bytes.len()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
-    let (status, v) = put(d, "site-b", &token, &bytes, CHUNK, 2 * CHUNK).await;
+    let (status, v) = put_range(d, &token, "site-b", &bytes, CHUNK, 2 * CHUNK, bytes.len()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     // This chunk completes the first part: it is checked before it is stored.
-    let (status, v) = put(d, "site-b", &token, &bytes, 2 * CHUNK, 3 * CHUNK).await;
+    let (status, v) = put_range(
+        d,
+        &token,
+        "site-b",
+        &bytes,
+        2 * CHUNK,
+        3 * CHUNK,
+        bytes.len(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "non_finite");
     let store = Store::open(&d.store_url).unwrap();
