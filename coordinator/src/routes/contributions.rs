@@ -77,6 +77,9 @@ async fn record_announce(
     }
     // While the announce runs, no upload of this contributor can (and the other way round).
     let _slot = c.uploads.take(&contributor)?;
+    // Earlier uploads go first, outside the state lock (store calls); the slot keeps uploads out.
+    let round = c.state.read().await.round_iteration();
+    upload::discard(&c, round, &contributor).await;
     let mut s = c.state.write().await;
     if s.fusing.get() {
         return Err(round_fusing());
@@ -119,7 +122,6 @@ async fn record_announce(
     let file = |name| keys::contribution_file(iteration, &contributor, name);
     c.store.delete(&file(keys::VERDICT)).await?;
     c.store.put_json(&file(MANIFEST_FILE), &manifest).await?;
-    upload::discard(&c, iteration, &contributor).await;
     let max_bytes = s.config.max_diff_bytes;
     s.round.insert(
         contributor.clone(),

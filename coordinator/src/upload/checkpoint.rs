@@ -41,8 +41,17 @@ pub async fn load(
     contributor: &str,
     diff_sha256: &str,
 ) -> Result<Option<Checkpoint>, StoreError> {
-    let saved: Option<Checkpoint> = store.get_json(&key(iteration, contributor)).await?;
-    Ok(saved.filter(|cp| cp.diff_sha256 == diff_sha256))
+    Ok(read(store, &key(iteration, contributor))
+        .await?
+        .filter(|cp| cp.diff_sha256 == diff_sha256))
+}
+
+/// The checkpoint at `key`; one that does not parse counts as none (the upload starts over).
+async fn read(store: &Store, key: &str) -> Result<Option<Checkpoint>, StoreError> {
+    match store.get_json(key).await {
+        Err(StoreError::Json { .. }) => Ok(None),
+        other => other,
+    }
 }
 
 /// Saves `cp` (after its last part is stored).
@@ -55,18 +64,21 @@ pub async fn save(
     store.put_json(&key(iteration, contributor), cp).await
 }
 
-/// Drops the checkpoint of `contributor`'s upload to round `iteration`, aborting its multipart upload
-/// first (its parts go with it).
+/// Drops the checkpoint of `contributor`'s upload to round `iteration`, then aborts its multipart
+/// upload (its parts go with it). In that order: a crash between them leaks parts, it never leaves a
+/// checkpoint naming an upload that is gone.
 pub async fn drop_stored(
     store: &Store,
     iteration: u64,
     contributor: &str,
 ) -> Result<(), StoreError> {
     let key = key(iteration, contributor);
-    if let Some(cp) = store.get_json::<Checkpoint>(&key).await? {
+    let saved = read(store, &key).await?;
+    store.delete(&key).await?;
+    if let Some(cp) = saved {
         store.abort_upload(&cp.upload).await?;
     }
-    store.delete(&key).await
+    Ok(())
 }
 
 /// After a complete upload (its object stored): drops its checkpoint and tail.

@@ -37,7 +37,7 @@ pub struct Fault {
 }
 
 /// The hash and the check of the bytes so far.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Checker {
     hash: ResumableSha256,
     check: StreamCheck,
@@ -53,8 +53,8 @@ pub struct Upload {
     parts: Option<PartedUpload>,
     /// Bytes in the stored parts.
     stored: u64,
-    /// `None` only while a blocking task checks a part.
-    checker: Option<Checker>,
+    /// The hash and check of the stored parts.
+    checker: Checker,
     /// The bytes after the stored parts.
     buf: Vec<u8>,
     tail: PathBuf,
@@ -87,7 +87,17 @@ pub async fn receive(
 ) -> Result<Result<Received, Fault>, ApiError> {
     let sha = &manifest.diff_sha256;
     let tail_path = tail::path(&c.work, iteration, contributor, sha);
-    let saved = checkpoint::load(&c.store, iteration, contributor, sha).await?;
+    let mut saved = checkpoint::load(&c.store, iteration, contributor, sha).await?;
+    if saved.is_some()
+        && c.store
+            .size(&keys::contribution_file(iteration, contributor, DIFF_FILE))
+            .await?
+            == Some(manifest.diff_bytes)
+    {
+        // Completed, but stopped before its verdict: its parts are gone; the upload starts over.
+        checkpoint::forget(c, iteration, contributor).await;
+        saved = None;
+    }
     let stored = saved.as_ref().map_or(0, |cp| cp.stored);
     let mut buf = match tail::read(&tail_path).await {
         Some((at, bytes)) if at == stored => bytes,
@@ -131,7 +141,7 @@ pub async fn receive(
         manifest: manifest.clone(),
         stored: saved.as_ref().map_or(0, |cp| cp.stored),
         parts: saved.map(|cp| cp.upload),
-        checker: Some(checker),
+        checker,
         buf,
         tail: tail_path,
     };
@@ -213,7 +223,7 @@ pub async fn finish(
     bound: Option<(f64, f64)>,
 ) -> Result<Result<DiffStats, Fault>, ApiError> {
     let last = std::mem::take(&mut up.buf);
-    let mut checker = up.checker.take().expect("no check running");
+    let mut checker = up.checker.clone();
     let m = up.manifest.clone();
     let _permit = c.validations.acquire().await.map_err(ApiError::internal)?;
     let (last, checked) = tokio::task::spawn_blocking(move || {
@@ -253,7 +263,9 @@ pub async fn finish(
     match up.parts.take() {
         Some(mut parts) => {
             c.store.put_part(&mut parts, up.stored, last.into()).await?;
-            c.store.complete_upload(&parts).await?;
+            c.store
+                .complete_upload(&parts, up.manifest.diff_bytes)
+                .await?;
         }
         None => c.store.put_bytes(&key, last.into()).await?,
     }
@@ -266,15 +278,17 @@ impl Upload {
     }
 
     /// Checks the first [`PART`] bytes of the buffer, stores them as the next part and checkpoints.
+    /// The buffer and the check advance only once the part is stored: after a store error they
+    /// still say what the stored parts and the tail hold.
     async fn store_part(&mut self, c: &Coordinator) -> Result<Result<(), Fault>, ApiError> {
-        let rest = self.buf.split_off(PART);
-        let part = std::mem::replace(&mut self.buf, rest);
-        let mut checker = self.checker.take().expect("no check running");
+        let part = Bytes::copy_from_slice(&self.buf[..PART]);
+        let mut checker = self.checker.clone();
         let permit = c.validations.acquire().await.map_err(ApiError::internal)?;
-        let (checker, part, fed) = tokio::task::spawn_blocking(move || {
-            checker.hash.update(&part);
-            let fed = checker.check.feed(&part);
-            (checker, part, fed)
+        let fed = part.clone();
+        let (checker, fed) = tokio::task::spawn_blocking(move || {
+            checker.hash.update(&fed);
+            let result = checker.check.feed(&fed);
+            (checker, result)
         })
         .await
         .map_err(ApiError::internal)?;
@@ -283,24 +297,23 @@ impl Upload {
             return fault(e);
         }
         let key = self.diff_key();
-        let parts = match &mut self.parts {
-            Some(parts) => parts,
-            None => self.parts.insert(c.store.start_upload(&key).await?),
+        let mut parts = match &self.parts {
+            Some(parts) => parts.clone(),
+            None => c.store.start_upload(&key).await?,
         };
-        let len = part.len() as u64;
-        c.store
-            .put_part(parts, self.stored, Bytes::from(part))
-            .await?;
-        self.stored += len;
+        c.store.put_part(&mut parts, self.stored, part).await?;
         let cp = Checkpoint {
             diff_sha256: self.manifest.diff_sha256.clone(),
             upload: parts.clone(),
-            stored: self.stored,
+            stored: self.stored + PART as u64,
             hash: checker.hash.clone(),
             check: checker.check.save(),
         };
-        self.checker = Some(checker);
         checkpoint::save(&c.store, self.iteration, &self.contributor, &cp).await?;
+        self.parts = Some(parts);
+        self.stored = cp.stored;
+        self.checker = checker;
+        self.buf.drain(..PART);
         Ok(Ok(()))
     }
 }

@@ -13,7 +13,7 @@ use super::{
     reader::{expected_part, header_limit, layout, Layout},
     BaseInfo, DiffError, DiffManifest, DiffStats,
 };
-use crate::tensorfile::{Dtype, Header, TensorFileError};
+use crate::tensorfile::{Dtype, Header, TensorFileError, MAX_HEADER_BYTES};
 
 /// Values per partial sum of squares (the same chunks as [`DiffReader::scan`](super::DiffReader::scan)
 /// for dense tensors, so both measure the same norm).
@@ -74,7 +74,7 @@ pub struct StreamState {
 }
 
 /// A diff checked while its bytes arrive.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamCheck {
     manifest: DiffManifest,
     limit: u64,
@@ -90,7 +90,7 @@ impl StreamCheck {
     pub fn new(manifest: DiffManifest, base: &BaseInfo) -> Result<Self, DiffError> {
         check_announced(&manifest, base)?;
         Ok(Self {
-            limit: header_limit(&manifest),
+            limit: header_limit(&manifest).min(MAX_HEADER_BYTES),
             manifest,
             head: Vec::new(),
             parts: None,

@@ -268,6 +268,15 @@ impl Store {
         }
     }
 
+    /// The size of the object at `key`, `None` if absent.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.inner.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(key)(e)),
+        }
+    }
+
     /// Deletes an object (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.inner.delete(&self.path(key)).await {

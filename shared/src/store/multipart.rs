@@ -79,12 +79,18 @@ impl Store {
             }
             (None, Some(_)) => {
                 let file = self.staging(upload)?;
+                let first = upload.parts.is_empty();
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    // Only the first part creates the file: a later one must find every byte
+                    // before it (a staging file that went away is an error, never zeros).
                     let f = std::fs::OpenOptions::new()
-                        .create(true)
+                        .create(first)
                         .truncate(false)
                         .write(true)
                         .open(&file)?;
+                    if f.metadata()?.len() < offset {
+                        return Err(std::io::Error::other("the staging file lost earlier parts"));
+                    }
                     f.write_all_at(&bytes, offset)?;
                     f.sync_data()
                 })
@@ -105,8 +111,12 @@ impl Store {
         Ok(())
     }
 
-    /// Makes the object of `upload` appear, whole (its parts in order).
-    pub async fn complete_upload(&self, upload: &PartedUpload) -> Result<(), StoreError> {
+    /// Makes the object of `upload` appear, whole (its parts in order, `size` bytes in all).
+    pub async fn complete_upload(
+        &self,
+        upload: &PartedUpload,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let key = upload.key.as_str();
         match (&self.multipart, &self.local) {
             (Some(Api(m)), _) => {
@@ -124,6 +134,14 @@ impl Store {
             }
             (None, Some(dir)) => {
                 let (from, to) = (self.staging(upload)?, dir.join(key));
+                let len = tokio::fs::metadata(&from)
+                    .await
+                    .map_err(local(&from))?
+                    .len();
+                if len != size {
+                    let message = format!("staging file holds {len} bytes, not {size}");
+                    return Err(local(&from)(std::io::Error::other(message)));
+                }
                 if let Some(parent) = to.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
