@@ -99,7 +99,9 @@ pub async fn receive(
         saved = None;
     }
     let stored = saved.as_ref().map_or(0, |cp| cp.stored);
-    let mut buf = match tail::read(&tail_path).await {
+    let tail = tail::read(&tail_path).await;
+    let has_tail = tail.is_some();
+    let mut buf = match tail {
         Some((at, bytes)) if at == stored => bytes,
         _ => Vec::new(),
     };
@@ -146,7 +148,7 @@ pub async fn receive(
         tail: tail_path,
     };
     // The tail marks the upload as unfinished for the sweeper before any part is stored.
-    if tail::extent(&up.tail).await.is_none() {
+    if !has_tail {
         tail::write(&up.tail, up.stored, up.buf.clone())
             .await
             .map_err(ApiError::internal)?;
