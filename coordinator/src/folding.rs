@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, BaseManifest, SyncMode, Verdict},
+    api::{keys, now_unix, BaseManifest, SyncMode, Verdict},
     diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
     fusion::{foldable, FusionError, RunningSum},
     store::block_size,
@@ -122,20 +122,19 @@ impl Folder {
             });
             let tau = entry.and_then(|e| s.staleness(&e.manifest.base.sha256));
             match (entry, tau) {
-                // While a close runs, only into a sum it has not taken yet (it then finds the
-                // diff folded); once it took the sum it folds what it needs itself.
+                // Not once the round is due or closing: the close folds it in its own pass.
                 (Some(e), Some(tau))
                     if s.round_iteration() == iteration
                         && foldable(&s.config.fusion)
-                        && (!s.fusing.get()
-                            || guard.as_ref().is_some_and(|rs| rs.iteration == iteration)) =>
+                        && !s.fusing.get()
+                        && !s.should_fuse(now_unix()) =>
                 {
                     (
                         s.latest.clone(),
                         (contributor.to_string(), e.manifest.clone(), tau),
                     )
                 }
-                // Fused, quarantined, replaced, or a close took the sum (it folds what it needs).
+                // Fused, quarantined, replaced, or the close folds it.
                 _ => return Ok(()),
             }
         };
@@ -161,38 +160,37 @@ impl Folder {
         Ok(())
     }
 
-    /// At a round's close: the running sum of exactly `accepted`, folding whatever the kept sum
-    /// lacks (streamed from the store). The sum leaves the folder: a
-    /// failed close starts over.
+    /// At a round's close: the kept running sum if it holds nothing but contributions of
+    /// `accepted` (else a new, empty one), and the contributions of `accepted` it lacks, by id: the
+    /// close folds those in its own pass over the model (streamed from the store), so a diff
+    /// accepted just before the close costs no extra pass over the sum. The sum leaves the folder:
+    /// a failed close starts over.
     pub async fn sum_for(
         &self,
         c: &Coordinator,
         iteration: u64,
         latest: &BaseManifest,
         accepted: &[Accepted],
-    ) -> anyhow::Result<RunningSum> {
+    ) -> anyhow::Result<(RunningSum, Vec<Accepted>)> {
         let mut guard = self.0.lock().await;
         let kept = take_matching(&mut guard, iteration, latest, accepted);
-        let mut rs = match kept {
+        let rs = match kept {
             Some(rs) => rs,
             None => RoundSum::create(c, iteration, latest).await?,
         };
-        let reused = rs.sum.folded().len();
-        let mut missing: Vec<&Accepted> = accepted
+        let mut missing: Vec<Accepted> = accepted
             .iter()
             .filter(|(id, _, _)| !rs.staleness.contains_key(id))
+            .cloned()
             .collect();
         missing.sort_by(|a, b| a.0.cmp(&b.0));
-        for a in &missing {
-            rs = fold(c, rs, latest, a).await?;
-        }
         tracing::info!(
             iteration,
-            reused,
+            reused = rs.sum.folded().len(),
             folded_at_close = missing.len(),
             "running sum ready"
         );
-        Ok(rs.sum)
+        Ok((rs.sum, missing))
     }
 }
 

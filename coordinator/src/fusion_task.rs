@@ -12,10 +12,7 @@ use coldfuse_shared::{
         LineageContribution, Promotion, Verdict, MODEL_CARD,
     },
     diff::{DiffManifest, DIFF_FILE},
-    fusion::{
-        clip_bound, foldable, replay, replay_sum, FusionError, RecordedDiff, ReplayInputs,
-        RunningSum,
-    },
+    fusion::{clip_bound, foldable, replay, replay_sum, FusionError, RecordedDiff, ReplayInputs},
     hash::sha256_file,
     store::block_size,
 };
@@ -242,19 +239,24 @@ async fn fuse_and_commit(
         state_out.clone(),
     );
     let out_dir = out.clone();
-    let sum = match foldable(&config.fusion) {
-        true => Some(c.folder.sum_for(c, iteration, latest, accepted).await?),
-        false => None,
-    };
-    let fold_order = sum.as_ref().map(RunningSum::order);
-    let diffs = match sum {
-        Some(_) => Vec::new(),
-        None => {
+    // Linear: the running sum, and the diffs it lacks (folded during the closing pass). Otherwise
+    // every diff, streamed.
+    let (sum, streamed) = match foldable(&config.fusion) {
+        true => {
+            let (sum, last) = c.folder.sum_for(c, iteration, latest, accepted).await?;
+            (Some(sum), last)
+        }
+        false => {
             // A sum kept from before a change of strategy is not needed any more.
             c.folder.clear().await;
-            stored_diffs(c, iteration, accepted).await?
+            (None, accepted.to_vec())
         }
     };
+    let fold_order = sum.as_ref().map(|sum| {
+        let last = streamed.iter().map(|(id, _, _)| id.clone());
+        sum.order().into_iter().chain(last).collect::<Vec<_>>()
+    });
+    let diffs = stored_diffs(c, iteration, &streamed).await?;
     let replayed = tokio::task::spawn_blocking(move || {
         let inputs = ReplayInputs {
             parent_dir: &base_dir,

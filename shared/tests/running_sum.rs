@@ -31,30 +31,35 @@ fn reader(base: &Base, c: &Contribution, scale: f32) -> DiffReader {
     r
 }
 
-/// Folds `cs[order[k]]` (scaled by `scales[order[k]]`) one by one, then closes; the report and the
-/// written tensors.
+/// Folds `cs[order[k]]` (scaled by `scales[order[k]]`) one by one for k < `folded`, then closes
+/// with the rest folded in the closing pass; the report and the written tensors.
 fn close(
     base: &Base,
     cs: &[Contribution],
     scales: &[f32],
     order: &[usize],
+    folded: usize,
     strategy: &str,
 ) -> (FusionReport, Tensors) {
     let work = tempfile::tempdir().unwrap();
     let info = base.info();
     let mut sum = RunningSum::create(&work.path().join("sum.f64"), &info).unwrap();
-    for &i in order {
+    for &i in &order[..folded] {
         sum.fold(&reader(base, &cs[i], scales[i]), Some(2)).unwrap();
     }
-    let want: Vec<String> = order
+    let want: Vec<String> = order[..folded]
         .iter()
         .map(|&i| cs[i].manifest.contributor.clone())
         .collect();
     assert_eq!(sum.order(), want);
+    let last: Vec<DiffReader> = order[folded..]
+        .iter()
+        .map(|&i| reader(base, &cs[i], scales[i]))
+        .collect();
     let out = work.path().join("fused.safetensors");
     let options = FuseOptions::default();
     let report = sum
-        .finish(&info, &config(strategy), &out, &options)
+        .finish(&last, &info, &config(strategy), &out, &options)
         .unwrap();
     (report, synth::read_all(&out))
 }
@@ -116,10 +121,14 @@ fn a_running_sum_closes_to_the_engines_bits_in_its_fold_order() {
         let scales = [1.0, 0.5f32.sqrt(), 1.0, 1.0];
         for strategy in ["mean", "task-arithmetic:lambda=0.7"] {
             for order in [[3, 0, 2, 1], [0, 1, 2, 3], [2, 3, 1, 0]] {
-                let what = format!("{dtype} {strategy} {order:?}");
-                let summed = close(&base, &cs, &scales, &order, strategy);
-                assert_eq!(summed.0.fused_tensors, BODY.len(), "{what}");
-                assert_same(summed, engine(&base, &cs, &scales, &order, strategy), &what);
+                // Any number of the diffs folded as they come, the rest in the closing pass.
+                for folded in 0..=order.len() {
+                    let what = format!("{dtype} {strategy} {order:?} {folded} folded first");
+                    let summed = close(&base, &cs, &scales, &order, folded, strategy);
+                    assert_eq!(summed.0.fused_tensors, BODY.len(), "{what}");
+                    let want = engine(&base, &cs, &scales, &order, strategy);
+                    assert_same(summed, want, &what);
+                }
             }
         }
     }
@@ -150,17 +159,19 @@ fn signed_zeros_add_like_the_engines_zero_rows() {
         synth::contribute(&base, "c", &negative_zeros, Encoding::F32, 1),
     ];
     let scales = [1.0; 3];
-    let summed = close(&base, &cs, &scales, &[0, 1, 2], "mean");
-    let fused = &summed.1[zeroed].0;
-    assert!(
-        fused.iter().all(|v| v.to_bits() == 0),
-        "-0 + (-0 + 0 + -0)/3 is +0"
-    );
-    assert_same(
-        summed,
-        engine(&base, &cs, &scales, &[0, 1, 2], "mean"),
-        "signed zeros",
-    );
+    for folded in 0..=3 {
+        let summed = close(&base, &cs, &scales, &[0, 1, 2], folded, "mean");
+        let fused = &summed.1[zeroed].0;
+        assert!(
+            fused.iter().all(|v| v.to_bits() == 0),
+            "-0 + (-0 + 0 + -0)/3 is +0 ({folded} folded first)"
+        );
+        assert_same(
+            summed,
+            engine(&base, &cs, &scales, &[0, 1, 2], "mean"),
+            &format!("signed zeros, {folded} folded first"),
+        );
+    }
 }
 
 #[test]
@@ -192,7 +203,7 @@ fn a_running_sum_refuses_what_it_cannot_close() {
     let out = work.path().join("fused.safetensors");
     let mut sum = RunningSum::create(&work.path().join("sum.f64"), &info).unwrap();
     let options = FuseOptions::default();
-    let empty = sum.finish(&info, &config("mean"), &out, &options);
+    let empty = sum.finish(&[], &info, &config("mean"), &out, &options);
     assert!(
         matches!(empty, Err(FusionError::TooFew { .. })),
         "{empty:?}"
@@ -203,8 +214,16 @@ fn a_running_sum_refuses_what_it_cannot_close() {
         twice.to_string().contains("already in the running sum"),
         "{twice}"
     );
+    let again = [reader(&base, &cs[0], 1.0)];
+    let err = sum.finish(&again, &info, &config("mean"), &out, &options);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("already in the running sum"),
+        "a diff cannot be in the sum and in the closing pass"
+    );
     for bad in [config("median"), clipped] {
-        let err = sum.finish(&info, &bad, &out, &options).unwrap_err();
+        let err = sum.finish(&[], &info, &bad, &out, &options).unwrap_err();
         assert!(matches!(err, FusionError::Config(_)), "{err}");
     }
     assert!(!out.exists(), "nothing is written for a refused close");
@@ -222,7 +241,7 @@ fn a_running_sum_refuses_what_it_cannot_close() {
         other => panic!("a cut diff folded: {other:?}"),
     }
     let after = sum
-        .finish(&info, &config("mean"), &out, &options)
+        .finish(&[], &info, &config("mean"), &out, &options)
         .unwrap_err();
     assert!(after.to_string().contains("incomplete"), "{after}");
     let path = work.path().join("sum.f64");
@@ -248,8 +267,8 @@ fn the_fold_order_decides_the_bits_and_is_honoured() {
         synth::contribute(&base, "down", &constant(-1.0), Encoding::F32, 1),
     ];
     let scales = [1.0; 3];
-    let lost = close(&base, &cs, &scales, &[0, 1, 2], "mean");
-    let kept = close(&base, &cs, &scales, &[0, 2, 1], "mean");
+    let lost = close(&base, &cs, &scales, &[0, 1, 2], 3, "mean");
+    let kept = close(&base, &cs, &scales, &[0, 2, 1], 1, "mean");
     let name = BODY[0].0;
     assert!(lost.1[name].0.iter().all(|&v| v == 0.0));
     assert!(kept.1[name].0.iter().all(|&v| v == 2f32.powi(-60) / 3.0));

@@ -12,7 +12,9 @@ use coldfuse_e2e::coordinator::{
 };
 use coldfuse_shared::store::Store;
 use coldfuse_shared::{
-    api::{keys, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus},
+    api::{
+        keys, ContributionStatus, DeploymentConfig, IterationRecord, LatestPointer, RoundStatus,
+    },
     diff::{DiffManifest, DIFF_FILE, MANIFEST_FILE},
     tensorfile::TensorFile,
 };
@@ -275,18 +277,19 @@ async fn a_contributor_holds_one_spool_which_survives_a_restart() {
         let (status, _) = announce(&d, &token, &m).await;
         assert_eq!(status, StatusCode::CREATED);
         let bytes = diff_bytes(dir.path());
-        let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, 1000, bytes.len()).await;
+        let quarter = bytes.len() / 4;
+        let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, quarter, bytes.len()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{v}");
         last = Some((dir, m, bytes));
     }
     let spools = std::fs::read_dir(d.work().join("uploads")).unwrap().count();
     assert_eq!(spools, 1, "one spool per contributor");
     d.reload().await;
-    let v = d.contribution("site-a", &token).await;
-    assert_eq!(v["received_bytes"], 1000, "{v}");
     let (_dir, _m, bytes) = last.unwrap();
-    let n = bytes.len();
-    let (status, v) = put_range(&d, &token, "site-a", &bytes, 1000, n, n).await;
+    let (n, quarter) = (bytes.len(), bytes.len() / 4);
+    let v = d.contribution("site-a", &token).await;
+    assert_eq!(v["received_bytes"], quarter, "{v}");
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, quarter, n, n).await;
     assert_eq!(status, StatusCode::OK, "{v}");
 }
 
@@ -570,7 +573,8 @@ async fn a_stalled_upload_body_releases_its_slot() {
         &token,
         &[("content-range", format!("bytes 0-{}/{n}", n - 1))],
     );
-    stalled.body.send(bytes[..1000].to_vec()).await.unwrap();
+    let quarter = n / 4;
+    stalled.body.send(bytes[..quarter].to_vec()).await.unwrap();
     // The client never sends the rest, nor hangs up.
     let (status, v) = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.answer)
         .await
@@ -578,11 +582,62 @@ async fn a_stalled_upload_body_releases_its_slot() {
         .unwrap();
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{v}");
     assert_eq!(v["error"]["code"], "upload_interrupted");
-    let (status, v) = put_range(&d, &token, "site-a", &bytes, 1000, n, n).await;
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, quarter, n, n).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "the slot was released and the upload resumed: {v}"
     );
     drop(stalled.body);
+}
+
+/// Tiny chunks cannot make the coordinator rewrite what it holds over and over: each kept chunk
+/// rewrites the upload's tail on local disk (up to a part), so a chunk that is neither the last nor
+/// at least an eighth of the diff (1 MiB for large ones) is dropped and the answer says where to
+/// resume. Before, every 10-byte chunk rewrote and fsynced the whole tail.
+#[tokio::test]
+async fn tiny_chunks_do_not_rewrite_the_tail() {
+    let d = Deployment::new(config(10)).await;
+    let token = d.token("site-a").await;
+    let base = latest(&d).await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    assert_eq!(announce(&d, &token, &m).await.0, StatusCode::CREATED);
+    let bytes = diff_bytes(dir.path());
+    let (n, quarter) = (bytes.len(), bytes.len() / 4);
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, quarter, n).await;
+    assert_eq!(
+        (status, v["received_bytes"].as_u64()),
+        (StatusCode::ACCEPTED, Some(quarter as u64))
+    );
+    let uploads = d.work().join("uploads");
+    let tail = std::fs::read_dir(&uploads)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let held = std::fs::read(&tail).unwrap();
+    for _ in 0..20 {
+        let (status, v) = put_range(&d, &token, "site-a", &bytes, quarter, quarter + 10, n).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(
+            v["received_bytes"], quarter,
+            "a 10-byte chunk is not kept: {v}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&tail).unwrap(),
+        held,
+        "the tail was not rewritten"
+    );
+    let (status, v) = put_range(&d, &token, "site-a", &bytes, quarter, n, n).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let s: ContributionStatus = serde_json::from_value(v).unwrap();
+    assert!(s.verdict.unwrap().accepted());
 }

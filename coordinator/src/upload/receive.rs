@@ -27,6 +27,16 @@ use crate::{ApiError, Coordinator};
 /// unfinished upload keeps on local disk, and about what a running request holds in memory.
 pub const PART: usize = 8 << 20;
 
+/// The fewest new bytes a request that neither stores a part nor ends the diff must bring for them
+/// to be kept, for diffs of 8 MiB and more; an eighth of smaller ones. Each keep rewrites the tail
+/// (at most a part, or the diff), so a write costs at most 8 × the bytes that caused it.
+pub const MIN_KEEP: u64 = 1 << 20;
+
+/// [`MIN_KEEP`] for a diff of `total` bytes.
+pub fn min_keep(total: u64) -> u64 {
+    MIN_KEEP.min(total / 8)
+}
+
 /// A contributor's fault found in its bytes: the rejection to record.
 #[derive(Debug)]
 pub struct Fault {
@@ -71,7 +81,8 @@ pub enum Received {
 
 /// Continues the upload of `contributor`'s announced diff in round `iteration` with `body`, from byte
 /// `start` (at most `limit` bytes). A body that sends nothing for `idle` ends with 408 and a broken
-/// one with 400 (what arrived stays, so the upload resumes). `Ok(Err(_))` is a fault in the bytes
+/// one with 400 (what arrived stays if it is at least [`min_keep`] bytes or stored a part, so the
+/// upload resumes). `Ok(Err(_))` is a fault in the bytes
 /// (reject); `Err` is a protocol or server error.
 #[allow(clippy::too_many_arguments)]
 pub async fn receive(
@@ -109,11 +120,14 @@ pub async fn receive(
     if start > have {
         return Err(offset_error(have));
     }
+    // What stays durable if this request keeps nothing: the parts, and the tail if it continues them.
+    let mut durable = have;
     let saved = match (start < stored, start) {
         (true, 0) => {
             // A new upload from byte 0 replaces the stored parts.
             checkpoint::drop_stored(&c.store, iteration, contributor).await?;
             buf.clear();
+            durable = 0;
             None
         }
         (true, _) => return Err(offset_error(have)),
@@ -154,6 +168,7 @@ pub async fn receive(
             .map_err(ApiError::internal)?;
     }
     let total = manifest.diff_bytes;
+    let stored_before = up.stored;
     let mut stream = body.into_data_stream();
     let mut written = 0u64;
     let mut failure = None;
@@ -162,31 +177,16 @@ pub async fn receive(
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                failure = Some(ApiError::bad_request(
-                    ErrorCode::UploadInterrupted,
-                    format!("upload broke off after {} bytes: {e}", start + written),
-                ));
+                failure = Some(Broke::Interrupted(e.to_string()));
                 break;
             }
             Err(_) => {
-                failure = Some(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ErrorCode::UploadInterrupted,
-                    format!(
-                        "no bytes for {} s after byte {}; resume from there",
-                        idle.as_secs_f64(),
-                        start + written
-                    ),
-                ));
+                failure = Some(Broke::Idle);
                 break;
             }
         };
         if written + chunk.len() as u64 > limit {
-            failure = Some(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::TooLarge,
-                format!("this upload may carry at most {limit} bytes"),
-            ));
+            failure = Some(Broke::TooLarge);
             break;
         }
         up.buf.extend_from_slice(&chunk);
@@ -197,7 +197,7 @@ pub async fn receive(
                 Ok(Ok(())) => {}
                 Ok(Err(f)) => return Ok(Err(f)),
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(Broke::Store(e));
                     break 'body;
                 }
             }
@@ -207,13 +207,53 @@ pub async fn receive(
     if failure.is_none() && size == total {
         return Ok(Ok(Received::Complete(Box::new(up))));
     }
-    let rest = std::mem::take(&mut up.buf);
-    tail::write(&up.tail, up.stored, rest)
-        .await
-        .map_err(ApiError::internal)?;
+    // The tail is rewritten whole (up to a part): after a stored part (which made the old one stale),
+    // or for at least MIN_KEEP new bytes, so tiny chunks cannot make the coordinator rewrite
+    // megabytes each. Fewer are dropped, and the answer says where to resume.
+    if up.stored > stored_before || size >= durable + min_keep(total) {
+        let rest = std::mem::take(&mut up.buf);
+        tail::write(&up.tail, up.stored, rest)
+            .await
+            .map_err(ApiError::internal)?;
+        durable = size;
+    }
     match failure {
-        Some(e) => Err(e),
-        None => Ok(Ok(Received::Partial(size))),
+        Some(broke) => Err(broke.error(start + written, durable, idle, limit)),
+        None => Ok(Ok(Received::Partial(durable))),
+    }
+}
+
+/// Why a request's body ended early.
+enum Broke {
+    Interrupted(String),
+    Idle,
+    TooLarge,
+    Store(ApiError),
+}
+
+impl Broke {
+    /// The answer, after `at` bytes arrived of which the coordinator holds `held`.
+    fn error(self, at: u64, held: u64, idle: Duration, limit: u64) -> ApiError {
+        match self {
+            Self::Interrupted(e) => ApiError::bad_request(
+                ErrorCode::UploadInterrupted,
+                format!("upload broke off after {at} bytes ({e}); resume from byte {held}"),
+            ),
+            Self::Idle => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::UploadInterrupted,
+                format!(
+                    "no bytes for {} s after byte {at}; resume from byte {held}",
+                    idle.as_secs_f64()
+                ),
+            ),
+            Self::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                format!("this upload may carry at most {limit} bytes"),
+            ),
+            Self::Store(e) => e,
+        }
     }
 }
 

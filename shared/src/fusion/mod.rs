@@ -7,6 +7,7 @@
 //! result is bit-identical whatever order they arrived in and however many threads run.
 
 mod clip;
+mod columns;
 mod config;
 mod dare;
 mod dir;
@@ -24,6 +25,7 @@ mod trimmed_mean;
 mod weighted;
 
 pub use clip::{clip_bound, clip_factors};
+pub use columns::{ColumnRanks, Ranked};
 pub use config::{FusionConfig, StrategyConfig};
 pub use dare::Dare;
 pub use dir::fuse_dir;

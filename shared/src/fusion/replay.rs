@@ -67,28 +67,7 @@ pub fn replay(
     state_out: &Path,
 ) -> Result<Replayed, FusionError> {
     let base = parent(inputs)?;
-    let readers = inputs
-        .diffs
-        .iter()
-        .map(|d| {
-            // A stale diff (asynchronous mode) is checked against the parent's layout and scaled down.
-            let mut manifest = d.manifest.clone();
-            manifest.base.sha256 = inputs.parent_sha256.to_string();
-            match &d.source {
-                Some(source) => DiffReader::open_source(&d.path, source.clone(), manifest, &base),
-                None => DiffReader::open(&d.path, manifest, &base),
-            }
-            .map(|mut r| {
-                r.scale = SyncMode::staleness_scale(d.staleness);
-                r
-            })
-            .map_err(|e| FusionError::Diff {
-                contributor: d.manifest.contributor.clone(),
-                sha256: d.manifest.diff_sha256.clone(),
-                source: Box::new(e),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let readers = open_diffs(inputs, &base)?;
     let options = FuseOptions {
         order: inputs.fold_order.map(<[String]>::to_vec),
         ..FuseOptions::default()
@@ -105,9 +84,11 @@ pub fn replay(
     optimize(inputs, &base, report, &covered, out, state_out)
 }
 
-/// Closes a round from its running sum: the same model directory and state as [`replay`] of the
-/// sum's diffs with `fold_order` = [`RunningSum::order`] (`inputs.diffs` and `fold_order` are not
-/// read; each diff was opened against the parent and scaled for its staleness when it was folded).
+/// Closes a round from its running sum and `inputs.diffs` (those not folded yet, folded during the
+/// closing pass in the order given): the same model directory and state as [`replay`] of all of them
+/// with `fold_order` = [`RunningSum::order`] followed by `inputs.diffs`' contributors
+/// (`inputs.fold_order` is not read; the sum's diffs were opened against the parent and scaled for
+/// their staleness when they were folded, and so are these).
 pub fn replay_sum(
     inputs: &ReplayInputs<'_>,
     sum: &RunningSum,
@@ -115,10 +96,50 @@ pub fn replay_sum(
     state_out: &Path,
 ) -> Result<Replayed, FusionError> {
     let base = parent(inputs)?;
+    let last = open_diffs(inputs, &base)?;
     let report = write_dir(&base, out, |weights| {
-        sum.finish(&base, inputs.fusion, weights, &FuseOptions::default())
+        sum.finish(
+            &last,
+            &base,
+            inputs.fusion,
+            weights,
+            &FuseOptions::default(),
+        )
     })?;
-    optimize(inputs, &base, report, &sum.covered(&base), out, state_out)
+    optimize(
+        inputs,
+        &base,
+        report,
+        &sum.covered(&last, &base),
+        out,
+        state_out,
+    )
+}
+
+/// Opens `inputs.diffs` against the parent `base`, each scaled for its staleness.
+fn open_diffs(inputs: &ReplayInputs<'_>, base: &BaseInfo) -> Result<Vec<DiffReader>, FusionError> {
+    inputs
+        .diffs
+        .iter()
+        .map(|d| {
+            // A stale diff (asynchronous mode) is checked against the parent's layout and scaled down.
+            let mut manifest = d.manifest.clone();
+            manifest.base.sha256 = inputs.parent_sha256.to_string();
+            match &d.source {
+                Some(source) => DiffReader::open_source(&d.path, source.clone(), manifest, base),
+                None => DiffReader::open(&d.path, manifest, base),
+            }
+            .map(|mut r| {
+                r.scale = SyncMode::staleness_scale(d.staleness);
+                r
+            })
+            .map_err(|e| FusionError::Diff {
+                contributor: d.manifest.contributor.clone(),
+                sha256: d.manifest.diff_sha256.clone(),
+                source: Box::new(e),
+            })
+        })
+        .collect()
 }
 
 fn parent(inputs: &ReplayInputs<'_>) -> Result<BaseInfo, FusionError> {

@@ -21,7 +21,7 @@ use super::{
     ContributionReport, FuseOptions, FusionConfig, FusionError, FusionReport,
 };
 use crate::{
-    diff::{BaseInfo, DiffManifest, DiffReader, Scratch},
+    diff::{BaseInfo, DiffManifest, DiffReader, DiffTensor, Scratch},
     parallel::{default_threads, for_each_item},
     tensorfile::{TensorFileWriter, TensorInfo},
 };
@@ -55,6 +55,35 @@ struct Slot {
     /// A diff folded after the last that covered it did not (the engine adds its +0 row, which
     /// turns a −0 sum into +0; applied on the next add or at the close).
     pending_zero: bool,
+}
+
+impl Slot {
+    /// The state after one more diff, which covers the tensor or not.
+    fn after(&mut self, covered: bool) {
+        if covered {
+            self.touched = true;
+            self.pending_zero = false;
+        } else if self.touched {
+            self.pending_zero = true;
+        }
+    }
+}
+
+/// Adds one diff's `row` to `acc` (which holds the sum so far when `slot.touched`) the way the
+/// engine's accumulator does: the round's `first` row as is (1·r₀), a tensor's first row after
+/// other diffs onto +0, and a +0 row for every diff in between that did not cover the tensor.
+fn add(acc: &mut [f64], row: &[f32], slot: &Slot, first: bool) {
+    if !slot.touched {
+        let zero = if first { None } else { Some(0.0f64) };
+        for (a, &r) in acc.iter_mut().zip(row) {
+            *a = zero.map_or(r as f64, |z| z + r as f64);
+        }
+    } else {
+        if slot.pending_zero {
+            acc.iter_mut().for_each(|a| *a += 0.0);
+        }
+        acc.iter_mut().zip(row).for_each(|(a, &r)| *a += r as f64);
+    }
 }
 
 /// The running sum of one round's diffs over one base.
@@ -136,22 +165,9 @@ impl RunningSum {
     /// calls fail): start a new one.
     pub fn fold(&mut self, diff: &DiffReader, threads: Option<usize>) -> Result<(), FusionError> {
         self.check_usable()?;
-        let contributor = &diff.manifest.contributor;
-        if self
-            .folded
-            .iter()
-            .any(|f| &f.manifest.contributor == contributor)
-        {
-            return Err(FusionError::Config(format!(
-                "{contributor} is already in the running sum"
-            )));
-        }
+        self.check_new(&diff.manifest.contributor, &[])?;
         let first = self.folded.is_empty();
-        let covered: Vec<usize> = diff
-            .tensors()
-            .iter()
-            .map(|t| self.tensor_index(&t.name))
-            .collect::<Result<_, _>>()?;
+        let covered = self.covered_by(diff)?;
         let mut items = Vec::new();
         for (t, &index) in diff.tensors().iter().zip(&covered) {
             let slot = self.slots[index].as_ref().expect("float tensor");
@@ -172,31 +188,16 @@ impl RunningSum {
                 let (tensor, offset, start, len, ref slot) = items[i];
                 let (row, acc) = (&mut row[..len], &mut acc[..len]);
                 decode_finite(diff, tensor, start, row, diff.scale, scratch)?;
-                // The engine's accumulator: 1·r₀, then + rᵢ, with +0 rows for diffs without it.
-                if !slot.touched {
-                    let zero = if first { None } else { Some(0.0f64) };
-                    for (a, &r) in acc.iter_mut().zip(row.iter()) {
-                        *a = zero.map_or(r as f64, |z| z + r as f64);
-                    }
-                } else {
+                if slot.touched {
                     self.read(offset, acc)?;
-                    if slot.pending_zero {
-                        acc.iter_mut().for_each(|a| *a += 0.0);
-                    }
-                    acc.iter_mut()
-                        .zip(row.iter())
-                        .for_each(|(a, &r)| *a += r as f64);
                 }
+                add(acc, row, slot, first);
                 self.write(offset, acc)
             },
         )?;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(slot) = slot else { continue };
-            if covered.contains(&i) {
-                slot.touched = true;
-                slot.pending_zero = false;
-            } else if slot.touched {
-                slot.pending_zero = true;
+            if let Some(slot) = slot {
+                slot.after(covered.contains(&i));
             }
         }
         self.folded.push(Folded {
@@ -207,10 +208,13 @@ impl RunningSum {
         Ok(())
     }
 
-    /// Writes the next base's weights to `out`: `base` + the strategy's update from the sum, the
-    /// same bits as the engine fusing the folded diffs in fold order with the same options.
+    /// Writes the next base's weights to `out`: `base` + the strategy's update from the sum with
+    /// the diffs `last` folded in after it, in this order, during the same pass (each opened
+    /// against this sum's base and scaled, as for [`fold`](Self::fold)). The same bits as the engine
+    /// fusing [`order`](Self::order) then `last` with the same options; `last` may be empty.
     pub fn finish(
         &self,
+        last: &[DiffReader],
         base: &BaseInfo,
         config: &FusionConfig,
         out: &Path,
@@ -225,8 +229,20 @@ impl RunningSum {
                 self.base_sha256, base.sha256
             )));
         }
+        for (i, d) in last.iter().enumerate() {
+            let earlier: Vec<&DiffReader> = last[..i].iter().collect();
+            self.check_new(&d.manifest.contributor, &earlier)?;
+        }
+        // Per base tensor, each of `last`'s tensor for it (if it covers it).
+        let mut pending: Vec<Vec<Option<&DiffTensor>>> =
+            vec![vec![None; last.len()]; self.slots.len()];
+        for (k, d) in last.iter().enumerate() {
+            for (t, index) in d.tensors().iter().zip(self.covered_by(d)?) {
+                pending[index][k] = Some(t);
+            }
+        }
         let strategy = config.strategy.build()?;
-        let n = self.folded.len();
+        let n = self.folded.len() + last.len();
         let needed = strategy.min_contributions().max(1);
         if n < needed {
             return Err(FusionError::TooFew {
@@ -246,12 +262,13 @@ impl RunningSum {
         };
         let inv_n = 1.0 / n as f64;
         let header = &base.file.header;
-        let touched = |name: &str| {
-            let i = header.tensors.iter().position(|t| t.name == name)?;
-            self.slots[i].as_ref().filter(|s| s.touched).map(|_| i)
+        let touched = |i: usize| {
+            let slot = self.slots[i].as_ref()?;
+            (slot.touched || pending[i].iter().any(Option::is_some)).then_some(i)
         };
+        let index = |name: &str| header.tensors.iter().position(|t| t.name == name);
         let chunk = options.chunk_elements.max(1);
-        let items = work_items(base, chunk, touched);
+        let items = work_items(base, chunk, |name| index(name).and_then(touched));
         let writer = TensorFileWriter::create(out, &header.specs(), &header.metadata)?;
         let threads = options.threads.unwrap_or_else(default_threads).max(1);
         let sums = for_each_item(
@@ -268,9 +285,19 @@ impl RunningSum {
                     start,
                     len,
                 } => {
-                    let slot = self.slots[plan].as_ref().expect("touched");
-                    let acc = &mut b.acc[..len];
-                    self.read(slot.offset + start as u64, acc)?;
+                    let mut slot = self.slots[plan].clone().expect("float tensor");
+                    let (acc, row) = (&mut b.acc[..len], &mut b.row[..len]);
+                    if slot.touched {
+                        self.read(slot.offset + start as u64, acc)?;
+                    }
+                    // The folds `last` would have made, element by element, in this pass.
+                    for (k, d) in last.iter().enumerate() {
+                        if let Some(t) = pending[plan][k] {
+                            decode_finite(d, t, start, row, d.scale, &mut b.scratch)?;
+                            add(acc, row, &slot, self.folded.is_empty() && k == 0);
+                        }
+                        slot.after(pending[plan][k].is_some());
+                    }
                     if slot.pending_zero {
                         acc.iter_mut().for_each(|a| *a += 0.0);
                     }
@@ -281,22 +308,22 @@ impl RunningSum {
             },
         )?;
         writer.finish_with(options.sync)?;
-        let fused: Vec<&TensorInfo> = header
-            .tensors
-            .iter()
-            .filter(|t| touched(&t.name).is_some())
+        let fused: Vec<&TensorInfo> = (0..header.tensors.len())
+            .filter_map(touched)
+            .map(|i| &header.tensors[i])
             .collect();
+        let folded = self.folded.iter().map(|f| (&f.manifest, f.scale));
+        let contributions = folded.chain(last.iter().map(|d| (&d.manifest, d.scale)));
         Ok(FusionReport {
             config: config.clone(),
-            contributions: self
-                .folded
-                .iter()
-                .map(|f| ContributionReport {
-                    contributor: f.manifest.contributor.clone(),
-                    diff_sha256: f.manifest.diff_sha256.clone(),
-                    num_examples: f.manifest.num_examples,
+            contributions: contributions
+                .clone()
+                .map(|(m, scale)| ContributionReport {
+                    contributor: m.contributor.clone(),
+                    diff_sha256: m.diff_sha256.clone(),
+                    num_examples: m.num_examples,
                     weight: inv_n,
-                    clip_factor: f.scale,
+                    clip_factor: scale,
                     l2_norm: None,
                 })
                 .collect(),
@@ -304,23 +331,33 @@ impl RunningSum {
             passthrough_tensors: header.tensors.len() - fused.len(),
             elements: fused.iter().map(|t| t.numel() as u64).sum(),
             update_l2_norm: sums.iter().sum::<f64>().sqrt(),
-            input_bytes: base.file.len()
-                + self
-                    .folded
-                    .iter()
-                    .map(|f| f.manifest.diff_bytes)
-                    .sum::<u64>(),
+            input_bytes: base.file.len() + contributions.map(|(m, _)| m.diff_bytes).sum::<u64>(),
             seconds: started.elapsed().as_secs_f64(),
         })
     }
 
-    /// The names of the base tensors some folded diff covers, in the base's order.
-    pub fn covered(&self, base: &BaseInfo) -> Vec<String> {
+    /// The names of the base tensors some folded diff, or one of `last`, covers, in the base's order.
+    pub fn covered(&self, last: &[DiffReader], base: &BaseInfo) -> Vec<String> {
         let tensors = base.file.header.tensors.iter().zip(&self.slots);
         tensors
-            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.touched))
+            .filter(|(t, s)| {
+                s.as_ref().is_some_and(|s| s.touched)
+                    || last.iter().any(|d| d.tensor(&t.name).is_some())
+            })
             .map(|(t, _)| t.name.clone())
             .collect()
+    }
+
+    /// Refuses a contributor already in the sum, or among `also` (diffs being added with it).
+    fn check_new(&self, contributor: &str, also: &[&DiffReader]) -> Result<(), FusionError> {
+        let folded = self.folded.iter().map(|f| &f.manifest.contributor);
+        let mut others = folded.chain(also.iter().map(|d| &d.manifest.contributor));
+        match others.any(|c| c == contributor) {
+            true => Err(FusionError::Config(format!(
+                "{contributor} is already in the running sum"
+            ))),
+            false => Ok(()),
+        }
     }
 
     fn check_usable(&self) -> Result<(), FusionError> {
@@ -330,6 +367,12 @@ impl RunningSum {
             )),
             false => Ok(()),
         }
+    }
+
+    /// The base tensor index of each of `diff`'s tensors (all must be float tensors of the base).
+    fn covered_by(&self, diff: &DiffReader) -> Result<Vec<usize>, FusionError> {
+        let indices = diff.tensors().iter().map(|t| self.tensor_index(&t.name));
+        indices.collect()
     }
 
     fn tensor_index(&self, name: &str) -> Result<usize, FusionError> {
@@ -362,6 +405,8 @@ impl Drop for RunningSum {
 /// One thread's buffers while closing from a sum.
 struct CloseBuffers {
     acc: Vec<f64>,
+    row: Vec<f32>,
+    scratch: Scratch,
     update: Vec<f32>,
     values: Vec<f32>,
     halves: Vec<u16>,
@@ -372,6 +417,8 @@ impl CloseBuffers {
     fn new(chunk: usize) -> Self {
         Self {
             acc: vec![0.0; chunk],
+            row: vec![0.0; chunk],
+            scratch: Scratch::default(),
             update: vec![0.0; chunk],
             values: vec![0.0; chunk],
             halves: Vec::new(),

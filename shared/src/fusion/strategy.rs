@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::columns::ColumnRanks;
+
 /// Everything a strategy sees for one chunk of one tensor: each contribution's decoded diff values
 /// (already scaled by its clip factor), in a canonical order (ascending diff SHA-256).
 #[derive(Debug)]
@@ -74,8 +76,8 @@ pub trait Strategy: Send + Sync + fmt::Debug {
 pub struct CombineScratch {
     /// f64 accumulators.
     pub acc: Vec<f64>,
-    /// A column of N values.
-    pub column: Vec<f32>,
+    /// Ranked columns (median, trimmed mean).
+    pub ranks: ColumnRanks,
 }
 
 /// `scale` × the weighted sum of the rows (weights sum to 1), accumulated in f64 so that N identical
@@ -138,11 +140,4 @@ pub(crate) fn scaled_mean(acc: &[f64], inv_n: f64, scale: f64, out: &mut [f32]) 
             .zip(acc)
             .for_each(|(o, &a)| *o = (a * inv_n * scale) as f32);
     }
-}
-
-/// Gathers the N values of element `j` into `buf` and sorts them (N is small).
-pub(crate) fn sorted_column(chunk: &Chunk<'_>, j: usize, buf: &mut Vec<f32>) {
-    buf.clear();
-    buf.extend((0..chunk.n()).map(|i| chunk.rows[i][j]));
-    buf.sort_unstable_by(f32::total_cmp);
 }

@@ -1,7 +1,7 @@
 //! `trimmed-mean`: per coordinate, drop the k largest and k smallest values, average the rest
 //! (robust to up to k outlying contributions).
 
-use super::{strategy::sorted_column, Chunk, CombineScratch, Strategy};
+use super::{Chunk, CombineScratch, Strategy};
 
 /// Coordinate-wise trimmed mean; `trim` is the fraction dropped at each end (k = ⌊trim·N⌋).
 #[derive(Debug, Clone, Copy)]
@@ -33,12 +33,11 @@ impl Strategy for TrimmedMean {
     }
 
     fn combine(&self, chunk: &Chunk<'_>, out: &mut [f32], scratch: &mut CombineScratch) {
-        let k = self.k(chunk.n());
-        for (j, o) in out[..chunk.len].iter_mut().enumerate() {
-            sorted_column(chunk, j, &mut scratch.column);
-            let kept = &scratch.column[k..chunk.n() - k];
-            let sum: f64 = kept.iter().map(|&v| v as f64).sum();
-            *o = (sum / kept.len() as f64) as f32;
-        }
+        let n = chunk.n();
+        let kept: Vec<usize> = (self.k(n)..n - self.k(n)).collect();
+        scratch.ranks.for_each(chunk, &kept, |j, column| {
+            let sum: f64 = kept.iter().map(|&r| column.get(r) as f64).sum();
+            out[j] = (sum / kept.len() as f64) as f32;
+        });
     }
 }
