@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::Context;
 use coldfuse_shared::{
-    api::{keys, now_unix, BaseManifest, SyncMode, Verdict},
+    api::{keys, BaseManifest, SyncMode, Verdict},
     diff::{BaseInfo, DiffManifest, DiffReader, DIFF_FILE},
     fusion::{foldable, FusionError, RunningSum},
     store::block_size,
@@ -122,19 +122,20 @@ impl Folder {
             });
             let tau = entry.and_then(|e| s.staleness(&e.manifest.base.sha256));
             match (entry, tau) {
-                // Not once the round is due or closing: the close folds it in its own pass.
+                // While a close runs, only into a sum it has not taken yet (it then finds the
+                // diff folded); once it took the sum it folds what it lacks in its own pass.
                 (Some(e), Some(tau))
                     if s.round_iteration() == iteration
                         && foldable(&s.config.fusion)
-                        && !s.fusing.get()
-                        && !s.should_fuse(now_unix()) =>
+                        && (!s.fusing.get()
+                            || guard.as_ref().is_some_and(|rs| rs.iteration == iteration)) =>
                 {
                     (
                         s.latest.clone(),
                         (contributor.to_string(), e.manifest.clone(), tau),
                     )
                 }
-                // Fused, quarantined, replaced, or the close folds it.
+                // Fused, quarantined, replaced, or a close took the sum (it folds what it lacks).
                 _ => return Ok(()),
             }
         };
@@ -162,9 +163,9 @@ impl Folder {
 
     /// At a round's close: the kept running sum if it holds nothing but contributions of
     /// `accepted` (else a new, empty one), and the contributions of `accepted` it lacks, by id: the
-    /// close folds those in its own pass over the model (streamed from the store), so a diff
-    /// accepted just before the close costs no extra pass over the sum. The sum leaves the folder:
-    /// a failed close starts over.
+    /// close folds those in its own pass over the model (streamed from the store together), so
+    /// after a restart or a drop the round is not folded again one diff, and one pass over the sum,
+    /// at a time. The sum leaves the folder: a failed close starts over.
     pub async fn sum_for(
         &self,
         c: &Coordinator,

@@ -45,6 +45,21 @@ async fn round(d: &Deployment) -> RoundStatus {
     serde_json::from_value(call(&d.router(), "GET", "/v1/round", None, vec![]).await.1).unwrap()
 }
 
+/// site-a's token and the bytes of the diff it announced (not uploaded yet).
+async fn announced(d: &Deployment) -> (String, Vec<u8>) {
+    let token = d.token("site-a").await;
+    let base = latest(d).await;
+    let (dir, m) = make_diff(
+        &d.coordinator.base_dir(0),
+        &base.base_sha256,
+        "site-a",
+        0,
+        false,
+    );
+    assert_eq!(announce(d, &token, &m).await.0, StatusCode::CREATED);
+    (token, diff_bytes(dir.path()))
+}
+
 fn diff_bytes(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join(DIFF_FILE)).unwrap()
 }
@@ -554,17 +569,7 @@ async fn a_stalled_upload_body_releases_its_slot() {
     let d = Deployment::new(config(10)).await;
     d.coordinator
         .set_upload_body_idle(std::time::Duration::from_millis(300));
-    let token = d.token("site-a").await;
-    let base = latest(&d).await;
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(0),
-        &base.base_sha256,
-        "site-a",
-        0,
-        false,
-    );
-    assert_eq!(announce(&d, &token, &m).await.0, StatusCode::CREATED);
-    let bytes = diff_bytes(dir.path());
+    let (token, bytes) = announced(&d).await;
     let n = bytes.len();
     let stalled = stalled_request(
         &d.router(),
@@ -598,17 +603,7 @@ async fn a_stalled_upload_body_releases_its_slot() {
 #[tokio::test]
 async fn tiny_chunks_do_not_rewrite_the_tail() {
     let d = Deployment::new(config(10)).await;
-    let token = d.token("site-a").await;
-    let base = latest(&d).await;
-    let (dir, m) = make_diff(
-        &d.coordinator.base_dir(0),
-        &base.base_sha256,
-        "site-a",
-        0,
-        false,
-    );
-    assert_eq!(announce(&d, &token, &m).await.0, StatusCode::CREATED);
-    let bytes = diff_bytes(dir.path());
+    let (token, bytes) = announced(&d).await;
     let (n, quarter) = (bytes.len(), bytes.len() / 4);
     let (status, v) = put_range(&d, &token, "site-a", &bytes, 0, quarter, n).await;
     assert_eq!(

@@ -19,7 +19,7 @@ use coldfuse_shared::{
 use tasks::Task;
 
 /// Scores of one base on the held-out task.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BaseScores {
     /// Held-out task.
     pub task: String,
@@ -192,7 +192,7 @@ pub fn paired_gain(a: &[f64], b: &[f64]) -> (f64, f64) {
 }
 
 /// Two-sided 95% critical value of Student's t with `df` degrees of freedom.
-fn t95(df: usize) -> f64 {
+pub fn t95(df: usize) -> f64 {
     const T: [f64; 10] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
     ];

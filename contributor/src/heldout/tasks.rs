@@ -44,6 +44,25 @@ impl Task {
         Ok(all.sample(train, dev, seed)?)
     }
 
+    /// Up to `train` training and `dev` dev rows of shard `index` of `of` (disjoint shards of the
+    /// task's rows, one per site sharing the task), sampled with `seed` (a small shard keeps a
+    /// quarter of its rows for dev and trains on the rest).
+    pub fn shard_sample(
+        &self,
+        index: usize,
+        of: usize,
+        train: usize,
+        dev: usize,
+        seed: u64,
+    ) -> anyhow::Result<TrainData> {
+        let (all, _, _) = self.load(0, 0)?;
+        let shard = all.shard(index, of);
+        let rows = shard.train.len();
+        let dev = dev.min(rows / 4);
+        let train = train.min(rows - dev);
+        Ok(shard.sample(train, dev, seed)?)
+    }
+
     /// One dev set of up to `dev` rows, the same for every seed, and a draw of up to `train` other
     /// rows per seed (a small task keeps a quarter of its rows for dev).
     pub fn draws(&self, train: usize, dev: usize, seeds: &[u64]) -> anyhow::Result<Draws> {

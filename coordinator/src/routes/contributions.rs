@@ -210,7 +210,9 @@ struct Pending {
 }
 
 /// `PUT /v1/contributions/{contributor}/diff`: upload the announced diff, whole or in `Content-Range`
-/// chunks (202 with `received_bytes` until the last one); the last byte brings the verdict.
+/// chunks (202 with `received_bytes` until the last one); the last byte brings the verdict. A chunk
+/// that neither ends the diff nor completes an 8 MiB part is kept only if it brings at least 1 MiB
+/// (an eighth of a diff under 8 MiB); resume from `received_bytes`.
 #[utoipa::path(put, path = "/v1/contributions/{contributor}/diff", params(("contributor" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = ContributionStatus), (status = 202, body = ContributionStatus), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 413), (status = 422)))]

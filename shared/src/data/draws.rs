@@ -74,11 +74,12 @@ impl TrainData {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::data::Target;
 
-    fn data(n: usize) -> TrainData {
+    /// `n` rows `row i`, alternating between two classes.
+    pub(in crate::data) fn data(n: usize) -> TrainData {
         TrainData {
             train: (0..n)
                 .map(|i| Example {

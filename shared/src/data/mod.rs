@@ -11,6 +11,7 @@ mod error;
 mod labels;
 mod load;
 mod read;
+mod shard;
 mod spec;
 
 pub use batching::{

@@ -14,7 +14,6 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use coldfuse_coordinator::{fusion_task, init, routes, Coordinator, Store};
 use coldfuse_shared::{
     api::{DeploymentConfig, GateConfig, PromotionState, RoundStatus, SiteGate, SiteRule},
     diff::Encoding,
@@ -31,7 +30,10 @@ use coldfuse_contributor::{
     Client,
 };
 
-use crate::eval::{heldout, print_table, tasks, write_results, ProtocolArgs};
+use crate::{
+    embedded,
+    eval::{heldout, print_table, tasks, write_results, ProtocolArgs},
+};
 
 /// Held-out tasks that get the few-shot fine-tune in the demo unless `--few-shot-task` says otherwise:
 /// it costs minutes per base, so the others get the linear probe only to keep the demo short.
@@ -134,9 +136,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("run directory: {}", root.display());
 
     // The coordinator, embedded, on a local-directory store.
-    let store_dir = root.join("store");
-    std::fs::create_dir_all(&store_dir)?;
-    let store = Store::open(&format!("file://{}", store_dir.canonicalize()?.display()))?;
     let defaults = DeploymentConfig::default();
     let config = DeploymentConfig {
         // With attackers, a rejected one would never complete a quorum: the admin fuses instead.
@@ -162,27 +161,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }),
         ..DeploymentConfig::default()
     };
-    let done = init::init(
-        &store,
-        &model,
-        config,
-        &init::InitOptions {
-            name: model_name,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let admin = done.admin_token;
-    let work = root.join("coordinator-work");
-    let coordinator = Coordinator::load(store, &work, Some(done.signer)).await?;
-    tokio::spawn(fusion_task::run(coordinator.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, routes::router(coordinator)).await;
-    });
+    let coordinator = embedded::start(&root, &model, config, model_name).await?;
+    let (url, admin) = (coordinator.url, coordinator.admin);
     println!("coordinator listening on {url}");
-    let admin = Client::new(&url, Some(admin))?;
 
     // Each site trains on its sample, checks its local dev accuracy on 200 other rows, and keeps up
     // to SITE_EVAL_ROWS more, never trained on, to score candidates with (probe only, to stay short).

@@ -61,8 +61,17 @@ pub fn gains(scores: &[BaseScores], s: &BaseScores) -> ((f64, f64), (f64, f64)) 
 
 /// Prints, per task and base: mean scores and the gain over the task's first base with a 95% CI.
 pub fn print_table(scores: &[BaseScores]) {
+    let w = scores
+        .iter()
+        .map(|s| s.task.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     println!();
-    println!("task       base  linear probe  gain vs base 0        few-shot  gain vs base 0");
+    println!(
+        "{:<w$}  base  linear probe  gain vs base 0        few-shot  gain vs base 0",
+        "task"
+    );
     for s in scores {
         let ((gp, hp), (gf, hf)) = gains(scores, s);
         let gain = |g: f64, h: f64| {
@@ -73,7 +82,7 @@ pub fn print_table(scores: &[BaseScores]) {
             }
         };
         println!(
-            "{:<9}  {:>4}  {:>12}  {}  {:>8}  {}",
+            "{:<w$}  {:>4}  {:>12}  {}  {:>8}  {}",
             s.task,
             s.iteration,
             heldout::show(mean(&s.probe)),

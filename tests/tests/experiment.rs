@@ -1,0 +1,124 @@
+//! `coldfuse experiment` end to end on a 2-layer MiniLM and tiny samples of the real tasks: a split
+//! written to a file, two contributor tasks in two disjoint shards each (four sites), three drawn per
+//! iteration, every base scored on two held-out tasks, the summary of mean gains; then the same run
+//! directory extended by one iteration (nothing already fused is trained again, no scored base is
+//! scored again), and refused with other settings.
+
+use std::{path::Path, process::Command};
+
+use coldfuse_e2e::{models::minilm_layers, process::bin};
+
+fn experiment(model: &Path, split: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let run = Command::new(bin("coldfuse"))
+        .args(["experiment", "--shards", "2", "--per-iteration", "3"])
+        .args(["--examples", "24", "--epochs", "1", "--max-len", "32"])
+        .args([
+            "--heldout-examples",
+            "16",
+            "--heldout-dev",
+            "16",
+            "--probe-seeds",
+            "3",
+        ])
+        .args(["--probe-epochs", "4", "--probe-only", "--device", "cpu"])
+        .arg("--model")
+        .arg(model)
+        .arg("--split")
+        .arg(split)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (run.status.success(), text)
+}
+
+/// The lines of `text` that report a site's contribution to `iteration`.
+fn trained(text: &str, iteration: u64) -> Vec<String> {
+    let prefix = format!("iteration {iteration} ");
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(&prefix) && l.contains(" steps in "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn e2e_experiment_runs_a_split_resumes_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    minilm_layers(2, &model);
+    let split = dir.path().join("split.toml");
+    std::fs::write(
+        &split,
+        "contributors = [\"sms-spam\", \"hedge\"]\nheldout = [\"polarity\", \"bbc-news\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "1"]);
+    assert!(ok, "{text}");
+    let first = trained(&text, 1);
+    assert_eq!(
+        first.len(),
+        3,
+        "three of the four sites contribute:\n{text}"
+    );
+    for line in &first {
+        assert!(line.ends_with("accepted"), "{line}");
+        let site = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            ["sms-spam-s1", "sms-spam-s2", "hedge-s1", "hedge-s2"].contains(&site),
+            "{line}"
+        );
+    }
+    let scores = out.join("scores");
+    let base0 = std::fs::read(scores.join("iteration-0000.json")).unwrap();
+    let base1 = std::fs::read(scores.join("iteration-0001.json")).unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(summary.contains("\n1,linear_probe,2,"), "{summary}");
+    assert!(text.contains("mean gain over the held-out tasks"), "{text}");
+    assert!(out.join("results.csv").exists() && out.join("gains.png").exists());
+
+    // Extended by one iteration: base 1 is not fused or scored again.
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "2"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("resuming the run"), "{text}");
+    assert!(
+        trained(&text, 1).is_empty(),
+        "iteration 1 trained again:\n{text}"
+    );
+    assert_eq!(trained(&text, 2).len(), 3, "{text}");
+    assert_eq!(
+        std::fs::read(scores.join("iteration-0000.json")).unwrap(),
+        base0
+    );
+    assert_eq!(
+        std::fs::read(scores.join("iteration-0001.json")).unwrap(),
+        base1
+    );
+    assert!(scores.join("iteration-0002.json").exists());
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(summary.contains("\n2,linear_probe,2,"), "{summary}");
+    assert!(
+        !out.join("sites").exists()
+            || std::fs::read_dir(out.join("sites")).unwrap().all(|d| {
+                std::fs::read_dir(d.unwrap().path())
+                    .unwrap()
+                    .next()
+                    .is_none()
+            }),
+        "submitted diffs are not kept beside the store"
+    );
+
+    // Other settings in the same directory are refused.
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "2", "--lr", "1e-4"]);
+    assert!(!ok && text.contains("other settings"), "{text}");
+}
