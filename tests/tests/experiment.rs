@@ -2,7 +2,8 @@
 //! written to a file, two contributor tasks in two disjoint shards each (four sites), three drawn per
 //! iteration, every base scored on two held-out tasks, the summary of mean gains; then the same run
 //! directory extended by one iteration (nothing already fused is trained again, no scored base is
-//! scored again), and refused with other settings.
+//! scored again), then by one more with the few-shot fine-tune on every second base (the bases that
+//! lack it are scored again), and refused with other settings.
 
 use std::{path::Path, process::Command};
 
@@ -20,7 +21,7 @@ fn experiment(model: &Path, split: &Path, out: &Path, extra: &[&str]) -> (bool, 
             "--probe-seeds",
             "3",
         ])
-        .args(["--probe-epochs", "4", "--probe-only", "--device", "cpu"])
+        .args(["--probe-epochs", "4", "--device", "cpu"])
         .arg("--model")
         .arg(model)
         .arg("--split")
@@ -63,7 +64,7 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
     .unwrap();
     let out = dir.path().join("run");
 
-    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "1"]);
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "1", "--probe-only"]);
     assert!(ok, "{text}");
     let first = trained(&text, 1);
     assert_eq!(
@@ -88,7 +89,7 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
     assert!(out.join("results.csv").exists() && out.join("gains.png").exists());
 
     // Extended by one iteration: base 1 is not fused or scored again.
-    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "2"]);
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "2", "--probe-only"]);
     assert!(ok, "{text}");
     assert!(text.contains("resuming the run"), "{text}");
     assert!(
@@ -118,7 +119,44 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
         "submitted diffs are not kept beside the store"
     );
 
+    // Extended with the few-shot fine-tune on every second base and the last: bases 0 and 2 are
+    // scored again (they lack it), base 1 is left as it was, base 3 gets both modes.
+    let base1 = std::fs::read(scores.join("iteration-0001.json")).unwrap();
+    let few_shot = [
+        "--iterations",
+        "3",
+        "--few-shot-every",
+        "2",
+        "--seeds",
+        "2",
+        "--heldout-epochs",
+        "1",
+    ];
+    let (ok, text) = experiment(&model, &split, &out, &few_shot);
+    assert!(ok, "{text}");
+    assert!(trained(&text, 2).is_empty(), "{text}");
+    assert_eq!(trained(&text, 3).len(), 3, "{text}");
+    assert_eq!(
+        std::fs::read(scores.join("iteration-0001.json")).unwrap(),
+        base1
+    );
+    for i in [0, 2, 3] {
+        let saved: Vec<serde_json::Value> = serde_json::from_slice(
+            &std::fs::read(scores.join(format!("iteration-{i:04}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(saved.len(), 2, "{i}");
+        for s in saved {
+            assert_eq!(s["few_shot"].as_array().unwrap().len(), 2, "base {i}: {s}");
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    for row in ["\n2,few_shot,2,", "\n3,few_shot,2,", "\n3,linear_probe,2,"] {
+        assert!(summary.contains(row), "{row} in {summary}");
+    }
+    assert!(!summary.contains("\n1,few_shot"), "{summary}");
+
     // Other settings in the same directory are refused.
-    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "2", "--lr", "1e-4"]);
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "3", "--lr", "1e-4"]);
     assert!(!ok && text.contains("other settings"), "{text}");
 }

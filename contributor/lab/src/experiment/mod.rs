@@ -64,6 +64,11 @@ pub struct ExperimentArgs {
     /// Score every Nth base (and always the last; base 0 first).
     #[arg(long, default_value_t = 1)]
     score_every: u64,
+    /// Few-shot fine-tune (besides the linear probe) only on base 0, every Nth base and the last;
+    /// other scored bases get the linear probe only. A base scored without it before is scored
+    /// again when it now needs it.
+    #[arg(long, default_value_t = 1)]
+    few_shot_every: u64,
     /// Tasks from data files (the experiment tasks: `--tasks-file $COLDFUSE_EXPERIMENT_TASKS`).
     #[command(flatten)]
     task_files: tasks::TaskArgs,
@@ -203,12 +208,19 @@ async fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
 
     score_if_needed(admin, &cache, &scores_dir, 0, &heldout_tasks, &plan).await?;
     let every = args.score_every.max(1);
+    let probe_plan = heldout::HeldoutPlan {
+        few_shot_tasks: Vec::new(),
+        ..plan.clone()
+    };
     loop {
         let round = admin.round().await?;
         // The latest base, once (also after an interruption between its fusion and its scores).
         let latest = round.base_iteration;
-        if latest > 0 && (latest % every == 0 || latest == args.iterations) {
-            score_if_needed(admin, &cache, &scores_dir, latest, &heldout_tasks, &plan).await?;
+        let last = latest == args.iterations;
+        if latest > 0 && (latest % every == 0 || last) {
+            let full = last || latest % args.few_shot_every.max(1) == 0;
+            let plan = if full { &plan } else { &probe_plan };
+            score_if_needed(admin, &cache, &scores_dir, latest, &heldout_tasks, plan).await?;
         }
         let iteration = round.iteration;
         if iteration > args.iterations {
@@ -329,7 +341,8 @@ fn check_settings(root: &Path, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scores base `iteration` on the held-out tasks unless its scores are saved already.
+/// Scores base `iteration` on the held-out tasks unless its scores are saved already, with every
+/// mode `plan` asks for.
 async fn score_if_needed(
     client: &Client,
     cache: &Path,
@@ -340,7 +353,15 @@ async fn score_if_needed(
 ) -> anyhow::Result<()> {
     let path = dir.join(format!("iteration-{iteration:04}.json"));
     if path.exists() {
-        return Ok(());
+        let saved: Vec<BaseScores> = serde_json::from_slice(&std::fs::read(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let lacks_few_shot = saved
+            .iter()
+            .any(|s| s.few_shot.is_empty() && plan.few_shot_tasks.contains(&s.task));
+        if !lacks_few_shot {
+            return Ok(());
+        }
+        println!("base {iteration} was scored without the few-shot fine-tune: scoring it again");
     }
     let base = pull(client, cache, Some(iteration)).await?.dir;
     let t = Instant::now();
