@@ -395,6 +395,22 @@ pub fn edited_diff(
     (dir, manifest)
 }
 
+/// Announces a contribution (`POST /v1/contributions`); the answer.
+pub async fn announce(
+    d: &Deployment,
+    token: &str,
+    manifest: &DiffManifest,
+) -> (StatusCode, serde_json::Value) {
+    call(
+        &d.router(),
+        "POST",
+        "/v1/contributions",
+        Some(token),
+        manifest.to_json(),
+    )
+    .await
+}
+
 /// Announces and uploads a contribution; the upload's answer (or the announce's error).
 pub async fn contribute(
     d: &Deployment,
@@ -402,21 +418,13 @@ pub async fn contribute(
     dir: &Path,
     manifest: &DiffManifest,
 ) -> (StatusCode, serde_json::Value) {
-    let router = d.router();
-    let (status, v) = call(
-        &router,
-        "POST",
-        "/v1/contributions",
-        Some(token),
-        manifest.to_json(),
-    )
-    .await;
+    let (status, v) = announce(d, token, manifest).await;
     if status != StatusCode::CREATED {
         return (status, v);
     }
     let url = v["upload_url"].as_str().unwrap().to_string();
     let bytes = std::fs::read(dir.join(DIFF_FILE)).unwrap();
-    call(&router, "PUT", &url, Some(token), bytes).await
+    call(&d.router(), "PUT", &url, Some(token), bytes).await
 }
 
 /// A fresh diff of `name` (from `seed`) against the latest base, announced and uploaded; asserts it

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::coordinator::{
-    call, call_raw, contribute, contribute_accepted, latest, make_diff, put_range, shaped_diff,
-    stalled_request, wait_uploading, Deployment,
+    announce, call, call_raw, contribute, contribute_accepted, latest, make_diff, put_range,
+    shaped_diff, stalled_request, wait_uploading, Deployment,
 };
 use coldfuse_shared::store::Store;
 use coldfuse_shared::{
@@ -24,21 +24,6 @@ fn config(quorum: usize) -> DeploymentConfig {
         quorum,
         ..DeploymentConfig::default()
     }
-}
-
-async fn announce(
-    d: &Deployment,
-    token: &str,
-    m: &DiffManifest,
-) -> (StatusCode, serde_json::Value) {
-    call(
-        &d.router(),
-        "POST",
-        "/v1/contributions",
-        Some(token),
-        m.to_json(),
-    )
-    .await
 }
 
 async fn round(d: &Deployment) -> RoundStatus {

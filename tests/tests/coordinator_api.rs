@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use coldfuse_coordinator::fusion_task;
-use coldfuse_e2e::coordinator::{call, call_raw, contribute, latest, make_diff, Deployment};
+use coldfuse_e2e::coordinator::{
+    announce, call, call_raw, contribute, latest, make_diff, Deployment,
+};
 use coldfuse_shared::{
     api::{DeploymentConfig, IterationRecord, RoundStatus},
     diff::DIFF_FILE,
@@ -190,14 +192,7 @@ async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
     let (status, _) = call(&router, "GET", "/v1/contributions/site-a", None, vec![]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Truncated upload: integrity.
-    let (status, v) = call(
-        &router,
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        good.to_json(),
-    )
-    .await;
+    let (status, v) = announce(&d, &token, &good).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let bytes = std::fs::read(dir.path().join(DIFF_FILE)).unwrap();
     let (status, v) = call(
@@ -213,14 +208,7 @@ async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("integrity"))
     );
     // Oversize upload.
-    let (status, _) = call(
-        &router,
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        good.to_json(),
-    )
-    .await;
+    let (status, _) = announce(&d, &token, &good).await;
     assert_eq!(status, StatusCode::CREATED);
     let mut big = bytes.clone();
     big.extend_from_slice(&[0; 64]);
@@ -239,14 +227,7 @@ async fn coordinator_refuses_bad_input_and_keeps_the_store_intact() {
     // The good one is accepted, then a duplicate is refused.
     let (status, v) = contribute(&d, &token, dir.path(), &good).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, v) = call(
-        &router,
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        good.to_json(),
-    )
-    .await;
+    let (status, v) = announce(&d, &token, &good).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("duplicate"))
@@ -292,14 +273,7 @@ async fn coordinator_auth_answers_401_and_403() {
         1,
         false,
     );
-    let (status, _) = call(
-        &router,
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        manifest.to_json(),
-    )
-    .await;
+    let (status, _) = announce(&d, &token, &manifest).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Private deployment: reads need a token.
     let (status, _) = call(&router, "GET", "/v1/bases/latest", None, vec![]).await;

@@ -3,7 +3,7 @@
 //! `/v1/whoami` for each kind of caller.
 
 use axum::http::StatusCode;
-use coldfuse_e2e::coordinator::{call, latest, make_diff, put_range, Deployment};
+use coldfuse_e2e::coordinator::{announce, call, latest, make_diff, put_range, Deployment};
 use coldfuse_shared::{
     api::{ContributionStatus, DeploymentConfig, WhoAmI},
     diff::DIFF_FILE,
@@ -23,14 +23,7 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
     );
     let bytes = std::fs::read(dir.path().join(DIFF_FILE)).unwrap();
     let total = bytes.len();
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        manifest.to_json(),
-    )
-    .await;
+    let (status, v) = announce(&d, &token, &manifest).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["upload_url"], "/v1/contributions/site-a/diff");
     let third = total / 3;
@@ -74,14 +67,7 @@ async fn coordinator_upload_resumes_chunks_and_refuses_gaps() {
         false,
     );
     let mut bytes_b = std::fs::read(dir_b.path().join(DIFF_FILE)).unwrap();
-    call(
-        &d.router(),
-        "POST",
-        "/v1/contributions",
-        Some(&token_b),
-        manifest_b.to_json(),
-    )
-    .await;
+    announce(&d, &token_b, &manifest_b).await;
     let n = bytes_b.len();
     bytes_b[n - 1] ^= 0xff;
     let (status, v) = put_range(&d, &token_b, "site-b", &bytes_b, 0, n, n).await;

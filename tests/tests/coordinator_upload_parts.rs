@@ -7,7 +7,7 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use coldfuse_e2e::{
-    coordinator::{call, latest, put_range, Deployment},
+    coordinator::{announce, latest, put_range, Deployment},
     process::verify_from_store,
     s3::S3Server,
 };
@@ -60,7 +60,7 @@ async fn deployment(tmp: &Path, store_url: Option<String>) -> (Deployment, BaseR
 type Layout = Vec<(String, Vec<usize>)>;
 
 /// Announces diff `index` of `name`; answers its token, manifest and bytes.
-async fn announce(
+async fn announced(
     d: &Deployment,
     tmp: &Path,
     (base, layout): (&BaseRef, &Layout),
@@ -71,14 +71,7 @@ async fn announce(
     let mut manifest = synthetic::write_diff(&dir, base, layout, Encoding::Bf16, index).unwrap();
     manifest.contributor = name.into();
     let token = d.token(name).await;
-    let (status, v) = call(
-        &d.router(),
-        "POST",
-        "/v1/contributions",
-        Some(&token),
-        manifest.to_json(),
-    )
-    .await;
+    let (status, v) = announce(d, &token, &manifest).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let bytes = std::fs::read(dir.join(DIFF_FILE)).unwrap();
     assert!(bytes.len() as u64 > PART, "{} bytes", bytes.len());
@@ -96,7 +89,7 @@ async fn parted_upload_resumes_after_a_restart(
     tmp: &Path,
     base: (&BaseRef, &Layout),
 ) {
-    let (token, manifest, bytes) = announce(d, tmp, base, "site-a", 1).await;
+    let (token, manifest, bytes) = announced(d, tmp, base, "site-a", 1).await;
     let store = Store::open(&d.store_url).unwrap();
     let diff_key = keys::contribution_file(1, "site-a", DIFF_FILE);
     let mut start = 0;
@@ -159,7 +152,7 @@ async fn a_bad_value_is_refused_by_the_part_that_carries_it(
     tmp: &Path,
     base: (&BaseRef, &Layout),
 ) {
-    let (token, _manifest, mut bytes) = announce(d, tmp, base, "site-b", 2).await;
+    let (token, _manifest, mut bytes) = announced(d, tmp, base, "site-b", 2).await;
     let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let at = 8 + header + 4000;
     bytes[at..at + 2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN

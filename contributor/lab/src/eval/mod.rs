@@ -123,3 +123,22 @@ pub fn write_results(
     );
     Ok(())
 }
+
+/// Scores of one base on one task, for tests: accuracy, one value per seed.
+#[cfg(test)]
+pub(crate) fn test_scores(
+    task: &str,
+    iteration: u64,
+    probe: &[f64],
+    few_shot: &[f64],
+) -> BaseScores {
+    BaseScores {
+        task: task.into(),
+        metric: "accuracy".into(),
+        iteration,
+        probe: probe.to_vec(),
+        few_shot: few_shot.to_vec(),
+        train_examples: 100,
+        dev_examples: 300,
+    }
+}

@@ -184,26 +184,15 @@ fn draw<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, panels: &[Panel]) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scores(task: &str, iteration: u64, probe: [f64; 3], few_shot: [f64; 3]) -> BaseScores {
-        BaseScores {
-            task: task.into(),
-            metric: "accuracy".into(),
-            iteration,
-            probe: probe.to_vec(),
-            few_shot: few_shot.to_vec(),
-            train_examples: 100,
-            dev_examples: 300,
-        }
-    }
+    use crate::eval::test_scores;
 
     #[test]
     fn plot_is_written_as_png_and_svg_with_one_series_per_task() {
         let all = vec![
-            scores("polarity", 0, [0.5, 0.6, 0.55], [0.7, 0.7, 0.72]),
-            scores("polarity", 1, [0.6, 0.65, 0.6], [0.71, 0.69, 0.75]),
-            scores("bbc-news", 0, [0.9, 0.88, 0.91], [0.95, 0.94, 0.96]),
-            scores("bbc-news", 1, [0.92, 0.9, 0.9], [0.96, 0.95, 0.95]),
+            test_scores("polarity", 0, &[0.5, 0.6, 0.55], &[0.7, 0.7, 0.72]),
+            test_scores("polarity", 1, &[0.6, 0.65, 0.6], &[0.71, 0.69, 0.75]),
+            test_scores("bbc-news", 0, &[0.9, 0.88, 0.91], &[0.95, 0.94, 0.96]),
+            test_scores("bbc-news", 1, &[0.92, 0.9, 0.9], &[0.96, 0.95, 0.95]),
         ];
         let probe = series(&all, true);
         assert_eq!(probe.len(), 2);

@@ -43,7 +43,7 @@ impl Split {
 }
 
 /// One simulated site: a contributor task, or one of its disjoint shards.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
     /// The task it trains on.
     pub task: String,

@@ -134,26 +134,15 @@ pub fn write(root: &Path, rows: &[MeanGain]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scores(task: &str, iteration: u64, probe: &[f64], few_shot: &[f64]) -> BaseScores {
-        BaseScores {
-            task: task.into(),
-            metric: "accuracy".into(),
-            iteration,
-            probe: probe.to_vec(),
-            few_shot: few_shot.to_vec(),
-            train_examples: 10,
-            dev_examples: 10,
-        }
-    }
+    use crate::eval::test_scores;
 
     #[test]
     fn the_mean_gain_averages_tasks_and_pools_their_seed_errors() {
         let all = [
-            scores("a", 0, &[0.5, 0.6], &[]),
-            scores("b", 0, &[0.7, 0.7], &[]),
-            scores("a", 1, &[0.6, 0.8], &[]), // gains 0.1, 0.2
-            scores("b", 1, &[0.6, 0.7], &[]), // gains -0.1, 0.0
+            test_scores("a", 0, &[0.5, 0.6], &[]),
+            test_scores("b", 0, &[0.7, 0.7], &[]),
+            test_scores("a", 1, &[0.6, 0.8], &[]), // gains 0.1, 0.2
+            test_scores("b", 1, &[0.6, 0.7], &[]), // gains -0.1, 0.0
         ];
         let rows = mean_gains(&all);
         assert_eq!(rows.len(), 1, "no few-shot scores: one row");
