@@ -2,8 +2,8 @@
 //! written to a file, two contributor tasks in two disjoint shards each (four sites), three drawn per
 //! iteration, every base scored on two held-out tasks, the summary of mean gains; then the same run
 //! directory extended by one iteration (nothing already fused is trained again, no scored base is
-//! scored again), then by one more with the few-shot fine-tune on every second base (the bases that
-//! lack it are scored again), and refused with other settings.
+//! scored again), then by two more with the few-shot fine-tune on every second base (base 0 and the
+//! latest base are scored again when they lack it), and refused with other settings.
 
 use std::{path::Path, process::Command};
 
@@ -119,12 +119,13 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
         "submitted diffs are not kept beside the store"
     );
 
-    // Extended with the few-shot fine-tune on every second base and the last: bases 0 and 2 are
-    // scored again (they lack it), base 1 is left as it was, base 3 gets both modes.
+    // Extended by two iterations with the few-shot fine-tune on every second base and the last: bases
+    // 0 and 2 are scored again (they lack it), base 1 is left as it was, base 3 gets the probe only
+    // and base 4 both modes.
     let base1 = std::fs::read(scores.join("iteration-0001.json")).unwrap();
     let few_shot = [
         "--iterations",
-        "3",
+        "4",
         "--few-shot-every",
         "2",
         "--seeds",
@@ -136,27 +137,39 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
     assert!(ok, "{text}");
     assert!(trained(&text, 2).is_empty(), "{text}");
     assert_eq!(trained(&text, 3).len(), 3, "{text}");
+    assert_eq!(trained(&text, 4).len(), 3, "{text}");
+    assert!(
+        text.contains("base 0 was scored without the few-shot fine-tune"),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read(scores.join("iteration-0001.json")).unwrap(),
         base1
     );
-    for i in [0, 2, 3] {
+    for (i, seeds) in [(0, 2), (2, 2), (3, 0), (4, 2)] {
         let saved: Vec<serde_json::Value> = serde_json::from_slice(
             &std::fs::read(scores.join(format!("iteration-{i:04}.json"))).unwrap(),
         )
         .unwrap();
         assert_eq!(saved.len(), 2, "{i}");
         for s in saved {
-            assert_eq!(s["few_shot"].as_array().unwrap().len(), 2, "base {i}: {s}");
+            assert_eq!(
+                s["few_shot"].as_array().unwrap().len(),
+                seeds,
+                "base {i}: {s}"
+            );
+            assert_eq!(s["probe"].as_array().unwrap().len(), 3, "base {i}: {s}");
         }
     }
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
-    for row in ["\n2,few_shot,2,", "\n3,few_shot,2,", "\n3,linear_probe,2,"] {
+    for row in ["\n2,few_shot,2,", "\n4,few_shot,2,", "\n3,linear_probe,2,"] {
         assert!(summary.contains(row), "{row} in {summary}");
     }
-    assert!(!summary.contains("\n1,few_shot"), "{summary}");
+    for row in ["\n1,few_shot", "\n3,few_shot"] {
+        assert!(!summary.contains(row), "{row} in {summary}");
+    }
 
     // Other settings in the same directory are refused.
-    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "3", "--lr", "1e-4"]);
+    let (ok, text) = experiment(&model, &split, &out, &["--iterations", "4", "--lr", "1e-4"]);
     assert!(!ok && text.contains("other settings"), "{text}");
 }

@@ -5,7 +5,7 @@
 //! and few-shot fine-tune, several seeds), and the mean gain over all held-out tasks is reported with
 //! its 95% interval. A run directory is resumable: an interrupted run continues where it stopped
 //! (contributions already accepted are not trained again, bases already scored are not scored
-//! again), and a finished one can be extended with more `--iterations`.
+//! again unless they lack the few-shot scores now asked for), and a finished one can be extended with more `--iterations`.
 
 mod split;
 mod summary;
@@ -40,8 +40,8 @@ use crate::{embedded, eval::write_results};
 /// Arguments of `coldfuse experiment`.
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
-    /// The run directory: created on the first run, resumed after (same settings; `--iterations`
-    /// and `--score-every` may change).
+    /// The run directory: created on the first run, resumed after (same settings; `--iterations`,
+    /// `--score-every`, `--few-shot-every` and the held-out flags may change).
     #[arg(long)]
     out: PathBuf,
     /// Base model dir (default: all-MiniLM-L6-v2 from scripts/assets.sh, `$COLDFUSE_MINILM_DIR`).
@@ -64,9 +64,9 @@ pub struct ExperimentArgs {
     /// Score every Nth base (and always the last; base 0 first).
     #[arg(long, default_value_t = 1)]
     score_every: u64,
-    /// Few-shot fine-tune (besides the linear probe) only on base 0, every Nth base and the last;
-    /// other scored bases get the linear probe only. A base scored without it before is scored
-    /// again when it now needs it.
+    /// Few-shot fine-tune (besides the linear probe) only on base 0, every Nth base and the last
+    /// among the scored ones; the others get the linear probe only. Base 0 and the latest base are
+    /// scored again on resuming when they lack a mode they now need (earlier bases are not).
     #[arg(long, default_value_t = 1)]
     few_shot_every: u64,
     /// Tasks from data files (the experiment tasks: `--tasks-file $COLDFUSE_EXPERIMENT_TASKS`).
