@@ -5,7 +5,8 @@
 //! and few-shot fine-tune, several seeds), and the mean gain over all held-out tasks is reported with
 //! its 95% interval. A run directory is resumable: an interrupted run continues where it stopped
 //! (contributions already accepted are not trained again, bases already scored are not scored
-//! again unless they lack the few-shot scores now asked for), and a finished one can be extended with more `--iterations`.
+//! again unless they lack the few-shot scores now asked for), and a finished one can be extended
+//! with more `--iterations`.
 
 mod split;
 mod summary;
@@ -208,6 +209,7 @@ async fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
 
     score_if_needed(admin, &cache, &scores_dir, 0, &heldout_tasks, &plan).await?;
     let every = args.score_every.max(1);
+    let few_shot_every = args.few_shot_every.max(1);
     let probe_plan = heldout::HeldoutPlan {
         few_shot_tasks: Vec::new(),
         ..plan.clone()
@@ -218,7 +220,7 @@ async fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
         let latest = round.base_iteration;
         let last = latest == args.iterations;
         if latest > 0 && (latest % every == 0 || last) {
-            let full = last || latest % args.few_shot_every.max(1) == 0;
+            let full = last || latest % few_shot_every == 0;
             let plan = if full { &plan } else { &probe_plan };
             score_if_needed(admin, &cache, &scores_dir, latest, &heldout_tasks, plan).await?;
         }
@@ -353,9 +355,7 @@ async fn score_if_needed(
 ) -> anyhow::Result<()> {
     let path = dir.join(format!("iteration-{iteration:04}.json"));
     if path.exists() {
-        let saved: Vec<BaseScores> = serde_json::from_slice(&std::fs::read(&path)?)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let lacks_few_shot = saved
+        let lacks_few_shot = read_score_file(&path)?
             .iter()
             .any(|s| s.few_shot.is_empty() && plan.few_shot_tasks.contains(&s.task));
         if !lacks_few_shot {
@@ -390,11 +390,15 @@ fn read_scores(dir: &Path) -> anyhow::Result<Vec<BaseScores>> {
     files.sort();
     let mut scores = Vec::new();
     for file in files {
-        let parsed: Vec<BaseScores> = serde_json::from_slice(&std::fs::read(&file)?)
-            .with_context(|| format!("reading {}", file.display()))?;
-        scores.extend(parsed);
+        scores.extend(read_score_file(&file)?);
     }
     // The table groups by task, in iteration order.
     scores.sort_by(|a, b| a.task.cmp(&b.task).then(a.iteration.cmp(&b.iteration)));
     Ok(scores)
+}
+
+/// The scores of one base, as `score_if_needed` saved them.
+fn read_score_file(path: &Path) -> anyhow::Result<Vec<BaseScores>> {
+    serde_json::from_slice(&std::fs::read(path)?)
+        .with_context(|| format!("reading {}", path.display()))
 }
