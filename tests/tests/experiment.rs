@@ -139,7 +139,7 @@ fn e2e_experiment_runs_a_split_resumes_and_summarises() {
     assert_eq!(trained(&text, 3).len(), 3, "{text}");
     assert_eq!(trained(&text, 4).len(), 3, "{text}");
     assert!(
-        text.contains("base 0 was scored without the few-shot fine-tune"),
+        text.contains("base 0 was scored with fewer seeds or modes than asked"),
         "{text}"
     );
     assert_eq!(

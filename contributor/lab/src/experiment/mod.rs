@@ -5,7 +5,8 @@
 //! and few-shot fine-tune, several seeds), and the mean gain over all held-out tasks is reported with
 //! its 95% interval. A run directory is resumable: an interrupted run continues where it stopped
 //! (contributions already accepted are not trained again, bases already scored are not scored
-//! again unless they lack the few-shot scores now asked for), and a finished one can be extended
+//! again unless they lack scores now asked for: the few-shot fine-tune or more seeds), and a
+//! finished one can be extended
 //! with more `--iterations`.
 
 mod split;
@@ -67,7 +68,8 @@ pub struct ExperimentArgs {
     score_every: u64,
     /// Few-shot fine-tune (besides the linear probe) only on base 0, every Nth base and the last
     /// among the scored ones; the others get the linear probe only. Base 0 and the latest base are
-    /// scored again on resuming when they lack a mode they now need (earlier bases are not).
+    /// scored again on resuming when they lack a mode or seeds they now need (earlier bases are
+    /// not).
     #[arg(long, default_value_t = 1)]
     few_shot_every: u64,
     /// Tasks from data files (the experiment tasks: `--tasks-file $COLDFUSE_EXPERIMENT_TASKS`).
@@ -355,13 +357,12 @@ async fn score_if_needed(
 ) -> anyhow::Result<()> {
     let path = dir.join(format!("iteration-{iteration:04}.json"));
     if path.exists() {
-        let lacks_few_shot = read_score_file(&path)?
-            .iter()
-            .any(|s| s.few_shot.is_empty() && plan.few_shot_tasks.contains(&s.task));
-        if !lacks_few_shot {
+        if !lacks_scores(&read_score_file(&path)?, plan) {
             return Ok(());
         }
-        println!("base {iteration} was scored without the few-shot fine-tune: scoring it again");
+        println!(
+            "base {iteration} was scored with fewer seeds or modes than asked: scoring it again"
+        );
     }
     let base = pull(client, cache, Some(iteration)).await?.dir;
     let t = Instant::now();
@@ -379,6 +380,15 @@ async fn score_if_needed(
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Whether saved scores lack what `plan` asks for: the few-shot fine-tune on one of its tasks, or
+/// as many seeds of either mode.
+fn lacks_scores(saved: &[BaseScores], plan: &heldout::HeldoutPlan) -> bool {
+    saved.iter().any(|s| {
+        s.probe.len() < plan.probe_seeds.len()
+            || (plan.few_shot_tasks.contains(&s.task) && s.few_shot.len() < plan.seeds.len())
+    })
 }
 
 /// Every saved score, by iteration then task.
@@ -401,4 +411,43 @@ fn read_scores(dir: &Path) -> anyhow::Result<Vec<BaseScores>> {
 fn read_score_file(path: &Path) -> anyhow::Result<Vec<BaseScores>> {
     serde_json::from_slice(&std::fs::read(path)?)
         .with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::test_scores;
+
+    fn plan(seeds: u64, probe_seeds: u64, few_shot: &[&str]) -> heldout::HeldoutPlan {
+        heldout::HeldoutPlan {
+            train: 100,
+            dev: 300,
+            seeds: (0..seeds).collect(),
+            probe_seeds: (0..probe_seeds).collect(),
+            epochs: 8,
+            probe_epochs: 30,
+            max_len: 64,
+            probe_lr: 1e-2,
+            few_shot_lr: 1e-4,
+            few_shot_tasks: few_shot.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn saved_scores_lack_a_mode_or_seeds_the_plan_now_asks_for() {
+        let saved = [
+            test_scores("a", 0, &[0.5; 10], &[0.6; 3]),
+            test_scores("b", 0, &[0.5; 10], &[]),
+        ];
+        // As saved: the few-shot on a only, 3 seeds, 10 probe seeds.
+        assert!(!lacks_scores(&saved, &plan(3, 10, &["a"])));
+        assert!(!lacks_scores(&saved, &plan(2, 5, &["a"])));
+        assert!(!lacks_scores(&saved, &plan(3, 10, &[])));
+        // The few-shot now asked for on b, more few-shot seeds, more probe seeds.
+        assert!(lacks_scores(&saved, &plan(3, 10, &["a", "b"])));
+        assert!(lacks_scores(&saved, &plan(6, 10, &["a"])));
+        assert!(lacks_scores(&saved, &plan(3, 20, &["a"])));
+        // No few-shot seeds asked for: nothing to score again.
+        assert!(!lacks_scores(&saved, &plan(0, 10, &["a", "b"])));
+    }
 }
