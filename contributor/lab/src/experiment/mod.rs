@@ -5,9 +5,8 @@
 //! and few-shot fine-tune, several seeds), and the mean gain over all held-out tasks is reported with
 //! its 95% interval. A run directory is resumable: an interrupted run continues where it stopped
 //! (contributions already accepted are not trained again, bases already scored are not scored
-//! again unless they lack scores now asked for: the few-shot fine-tune or more seeds), and a
-//! finished one can be extended
-//! with more `--iterations`.
+//! again, except base 0 and the latest scored base when they lack the few-shot fine-tune or seeds
+//! now asked for), and a finished one can be extended with more `--iterations`.
 
 mod split;
 mod summary;
@@ -345,8 +344,8 @@ fn check_settings(root: &Path, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scores base `iteration` on the held-out tasks unless its scores are saved already, with every
-/// mode `plan` asks for.
+/// Scores base `iteration` on the held-out tasks unless its saved scores have every mode and seed
+/// `plan` asks for; scoring again replaces them, keeping the modes and seeds they had.
 async fn score_if_needed(
     client: &Client,
     cache: &Path,
@@ -356,17 +355,20 @@ async fn score_if_needed(
     plan: &heldout::HeldoutPlan,
 ) -> anyhow::Result<()> {
     let path = dir.join(format!("iteration-{iteration:04}.json"));
+    let mut plan = plan.clone();
     if path.exists() {
-        if !lacks_scores(&read_score_file(&path)?, plan) {
+        let saved = read_score_file(&path)?;
+        if !lacks_scores(&saved, &plan) {
             return Ok(());
         }
         println!(
             "base {iteration} was scored with fewer seeds or modes than asked: scoring it again"
         );
+        plan = keeping(&saved, plan);
     }
     let base = pull(client, cache, Some(iteration)).await?.dir;
     let t = Instant::now();
-    let (tasks, plan) = (tasks.to_vec(), plan.clone());
+    let tasks = tasks.to_vec();
     let scores = tokio::task::spawn_blocking(move || {
         heldout::score_bases(&[(iteration, base)], &tasks, &plan)
     })
@@ -389,6 +391,22 @@ fn lacks_scores(saved: &[BaseScores], plan: &heldout::HeldoutPlan) -> bool {
         s.probe.len() < plan.probe_seeds.len()
             || (plan.few_shot_tasks.contains(&s.task) && s.few_shot.len() < plan.seeds.len())
     })
+}
+
+/// `plan` widened to what saved scores have, so that scoring again loses none of them: the
+/// few-shot fine-tune on every task saved with it, and at least as many seeds of each mode.
+fn keeping(saved: &[BaseScores], mut plan: heldout::HeldoutPlan) -> heldout::HeldoutPlan {
+    for s in saved.iter().filter(|s| !s.few_shot.is_empty()) {
+        if !plan.few_shot_tasks.contains(&s.task) {
+            plan.few_shot_tasks.push(s.task.clone());
+        }
+    }
+    let most = |n: usize, of: fn(&BaseScores) -> usize| {
+        (0..saved.iter().map(of).fold(n, usize::max) as u64).collect()
+    };
+    plan.seeds = most(plan.seeds.len(), |s| s.few_shot.len());
+    plan.probe_seeds = most(plan.probe_seeds.len(), |s| s.probe.len());
+    plan
 }
 
 /// Every saved score, by iteration then task.
@@ -449,5 +467,24 @@ mod tests {
         assert!(lacks_scores(&saved, &plan(3, 20, &["a"])));
         // No few-shot seeds asked for: nothing to score again.
         assert!(!lacks_scores(&saved, &plan(0, 10, &["a", "b"])));
+    }
+
+    #[test]
+    fn scoring_again_keeps_the_modes_and_seeds_saved() {
+        let saved = [
+            test_scores("a", 6, &[0.5; 10], &[0.6; 6]),
+            test_scores("b", 6, &[0.5; 10], &[]),
+        ];
+        // More probe seeds under a probe-only plan: a's few-shot and its 6 seeds are kept.
+        let kept = keeping(&saved, plan(3, 20, &[]));
+        assert_eq!(kept.few_shot_tasks, ["a"]);
+        assert_eq!(kept.seeds, (0..6).collect::<Vec<u64>>());
+        assert_eq!(kept.probe_seeds, (0..20).collect::<Vec<u64>>());
+        // What the plan asks for beyond the saved scores stays asked for.
+        let kept = keeping(&saved, plan(8, 5, &["b"]));
+        assert_eq!(kept.few_shot_tasks, ["b", "a"]);
+        assert_eq!(kept.seeds.len(), 8);
+        assert_eq!(kept.probe_seeds.len(), 10);
+        assert!(!lacks_scores(&saved, &keeping(&saved, plan(3, 10, &[]))));
     }
 }
